@@ -1,0 +1,1 @@
+"""lorax-client: a Python client for LoRAX."""

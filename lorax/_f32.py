@@ -1,0 +1,79 @@
+"""Printing a float the way LoRAX prints an f32.
+
+LoRAX holds logprobs, scores, embeddings and sampling parameters as Rust ``f32`` and
+serde_json prints them with ryu: the shortest decimal that reads back as the same f32,
+in plain notation when 1e-6 <= |v| < 1e13 and as ``1.234e-7`` otherwise (wire spec,
+"General serialization rules"). Python's ``repr`` works on f64 and switches notation
+at other thresholds, so ``-0.34`` stored in a double would print as
+``-0.3400000035762787`` after an f32 round trip, and ``0.000012`` as ``1.2e-05``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+_PACK = struct.Struct("<f")
+_CACHE: dict[float, str] = {}
+_CACHE_LIMIT = 65536
+
+
+def to_f32(value: float) -> float:
+    """Round a double to the nearest f32 (raises OverflowError past f32's range)."""
+    result: float = _PACK.unpack(_PACK.pack(value))[0]
+    return result
+
+
+def format_f32(value: float) -> str | None:
+    """Return ryu's f32 text for `value`, or None when it is not finite as an f32.
+
+    None is what LoRAX prints as JSON ``null`` (NaN and the infinities).
+    """
+    if value == 0.0:
+        # Not cached: 0.0 and -0.0 are equal as dict keys but print differently.
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    cached = _CACHE.get(value)
+    if cached is not None:
+        return cached
+    if not math.isfinite(value):
+        return None
+    try:
+        single = to_f32(value)
+    except OverflowError:
+        return None
+    text = _format(single)
+    if len(_CACHE) < _CACHE_LIMIT:
+        _CACHE[value] = text
+    return text
+
+
+def _shortest_digits(single: float) -> tuple[str, int]:
+    # The fewest significant digits whose correctly rounded decimal reads back as the
+    # same f32. '%.*e' rounds to nearest, so the first precision that round-trips also
+    # gives the closest such decimal, which is what ryu picks.
+    for precision in range(9):
+        text = f"{single:.{precision}e}"
+        if to_f32(float(text)) == single:
+            break
+    mantissa, _, exponent = text.partition("e")
+    digits = mantissa.replace(".", "").lstrip("-").rstrip("0") or "0"
+    return digits, int(exponent)
+
+
+def _format(single: float) -> str:
+    if single == 0.0:  # an f64 too small for f32 underflows to a signed zero
+        return "-0.0" if math.copysign(1.0, single) < 0 else "0.0"
+    sign = "-" if single < 0 else ""
+    digits, exp10 = _shortest_digits(abs(single))
+    length = len(digits)
+    kk = exp10 + 1  # 10**(kk-1) <= |v| < 10**kk
+    k = kk - length
+    if 0 <= k and kk <= 13:
+        return f"{sign}{digits}{'0' * k}.0"
+    if 0 < kk <= 13:
+        return f"{sign}{digits[:kk]}.{digits[kk:]}"
+    if -6 < kk <= 0:
+        return f"{sign}0.{'0' * -kk}{digits}"
+    if length == 1:
+        return f"{sign}{digits}e{kk - 1}"
+    return f"{sign}{digits[0]}.{digits[1:]}e{kk - 1}"

@@ -1,0 +1,70 @@
+"""Keeping credentials out of logs, reprs and exception messages.
+
+Every place that renders headers, URLs or request options for a human goes through
+these helpers, so a secret has exactly one way out: the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+REDACTED = "<redacted>"
+
+# Lower-case header names whose values are credentials. Cookies count: session
+# cookies are bearer tokens by another name.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-auth-token",
+        "x-predibase-api-token",
+    }
+)
+
+# JSON keys in request bodies that carry credentials (LoRAX's adapter token).
+SENSITIVE_FIELDS = frozenset({"api_token"})
+
+
+def is_sensitive_header(name: str) -> bool:
+    """Return True when the header named `name` carries a credential."""
+    return name.lower() in SENSITIVE_HEADERS
+
+
+def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> dict[str, str]:
+    """Return a plain dict copy of `headers` with credential values replaced."""
+    if headers is None:
+        return {}
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {k: (REDACTED if is_sensitive_header(k) else v) for k, v in items}
+
+
+def redact_url(url: str) -> str:
+    """Drop any `user:password@` part of a URL before it is shown."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each secret in `text`.
+
+    Used on text that came from outside (an error body, a library's exception message)
+    before it is put in an exception: a proxy that echoes the request back must not
+    carry the token into a traceback.
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4 and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text

@@ -1,0 +1,413 @@
+"""Messages to LoRAX JSON and back, byte-exact.
+
+``to_json(message)`` writes exactly what LoRAX sends or accepts for that message:
+snake_case keys in declaration (wire) order, 64-bit integers as numbers, enums in
+LoRAX's spelling, ``null`` where LoRAX prints null and nothing where it omits a key,
+f32 values in Rust's shortest form, free-form JSON spliced in verbatim, and bare
+arrays for the routes that answer one.
+
+``from_json(message_class, data)`` reads LoRAX JSON into a message. It tolerates what
+newer and older servers do (unknown keys, unknown enum spellings, missing fields),
+keeps ``null`` apart from ``0.0`` (an unset optional field), and raises the
+``lorax.errors`` exception for an ``{"error", "error_type"}`` body wherever a message
+was expected.
+
+Both are driven by the descriptors and the options in ``proto/lorax/v1/options.proto``;
+there is no per-field code. ``google.protobuf.json_format`` is not used: it prints
+camelCase keys, quoted 64-bit integers and proto enum names, and reads ``null`` logprobs
+as 0.0 (wire spec §8).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from google.protobuf.message import Message
+
+from lorax import errors
+from lorax._f32 import format_f32
+from lorax._jsonmap import (
+    KIND_BOOL,
+    KIND_ENUM,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_MESSAGE,
+    KIND_STRING,
+    FieldMap,
+    MessageMap,
+    message_map,
+)
+
+__all__ = ["from_json", "to_json", "to_obj", "from_obj"]
+
+M = TypeVar("M", bound=Message)
+
+_Encoder = Callable[[Any], Any]
+
+
+def to_json(message: Message) -> bytes:
+    """Encode `message` as the compact JSON LoRAX uses for it.
+
+    Raises `lorax.errors.InvalidRequestError` when the message cannot be expressed on
+    the wire (an enum left at its unspecified value, invalid free-form JSON text).
+    """
+    return orjson.dumps(to_obj(message))
+
+
+def to_obj(message: Message) -> Any:
+    """Like `to_json`, but return the JSON-ready Python value (for embedding in a larger body)."""
+    return _encoder(message_map(message.DESCRIPTOR))(message)
+
+
+def from_json(message_class: type[M], data: bytes | bytearray | memoryview | str) -> M:
+    """Decode LoRAX JSON into a `message_class` message.
+
+    Raises:
+        lorax.errors.APIStatusError: (a subclass) when `data` is a LoRAX error body
+            ``{"error": ..., "error_type": ...}``.
+        lorax.errors.ResponseDecodeError: when `data` is not JSON or does not fit the
+            message; the message names the offending path.
+    """
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise errors.ResponseDecodeError(
+            f"{message_class.DESCRIPTOR.name}: invalid JSON: {exc}", body=_preview(data)
+        ) from None
+    return from_obj(message_class, obj)
+
+
+def from_obj(message_class: type[M], obj: Any) -> M:
+    """Decode an already parsed JSON value. `obj` may be modified."""
+    mm = message_map(message_class.DESCRIPTOR)
+    if type(obj) is dict and "error" in obj and "error" not in mm.by_key:
+        raise _error_body(obj)
+    if mm.plain and type(obj) is dict:
+        try:
+            return message_class(**obj)
+        except (ValueError, TypeError):
+            pass  # unknown keys or odd values: the careful path says what is wrong
+    try:
+        kwargs = _clean_message(mm, obj, mm.cls.DESCRIPTOR.name)
+        return message_class(**kwargs)
+    except errors.LoraxError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise errors.ResponseDecodeError(f"{mm.cls.DESCRIPTOR.name}: {exc}") from None
+
+
+def _error_body(obj: dict[str, Any]) -> errors.APIStatusError:
+    message = obj.get("error")
+    error_type = obj.get("error_type")
+    if isinstance(message, dict):  # an OpenAI-shaped error event
+        error_type = message.get("type", error_type)
+        message = message.get("message", "")
+    return errors.error_from_payload(
+        None,
+        str(message) if message is not None else "",
+        str(error_type) if error_type is not None else None,
+    )
+
+
+def _preview(data: bytes | bytearray | memoryview | str) -> str:
+    if isinstance(data, str):
+        return data[:200]
+    return bytes(data[:200]).decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------
+# Encoding
+
+
+_encoders: dict[str, _Encoder] = {}
+
+
+def _encoder(descriptor: Any) -> _Encoder:
+    enc = _encoders.get(descriptor.full_name)
+    if enc is None:
+        enc = _build_encoder(message_map(descriptor))
+        _encoders[descriptor.full_name] = enc
+    return enc
+
+
+def _value_encoder(fm: FieldMap) -> _Encoder | None:
+    """The converter for one value of field `fm`, or None when the value is JSON-ready."""
+    if fm.raw_json:
+        return _raw_json(fm)
+    if fm.kind == KIND_FLOAT:
+        return _f32_fragment if fm.f32 else _finite_or_none
+    if fm.kind == KIND_ENUM:
+        assert fm.enum is not None
+        to_wire = fm.enum.to_wire
+        enum_name = fm.enum.full_name
+        field_name = fm.name
+
+        def enum_value(number: int) -> str:
+            wire = to_wire.get(number)
+            if wire is None:
+                raise errors.InvalidRequestError(
+                    f"{field_name}: {enum_name} value {number} has no LoRAX spelling; set one of "
+                    + ", ".join(sorted(to_wire.values()))
+                )
+            return wire
+
+        return enum_value
+    if fm.kind == KIND_MESSAGE:
+        assert fm.message is not None
+        message = fm.message
+        return lambda sub: _encoder(message)(sub)
+    return None
+
+
+def _raw_json(fm: FieldMap) -> _Encoder:
+    field_name = fm.name
+
+    def raw(text: str) -> orjson.Fragment:
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise errors.InvalidRequestError(f"{field_name}: not valid JSON text: {exc}") from None
+        return orjson.Fragment(text)
+
+    return raw
+
+
+def _f32_fragment(value: float) -> orjson.Fragment | None:
+    text = format_f32(value)
+    return None if text is None else orjson.Fragment(text)
+
+
+def _finite_or_none(value: float) -> float | None:
+    # LoRAX (serde_json) prints non-finite floats as null; orjson would too, but say so.
+    return value if math.isfinite(value) else None
+
+
+def _build_encoder(mm: MessageMap) -> _Encoder:
+    steps: list[Callable[[Any, dict[str, Any]], None]] = []
+    done_oneofs: set[str] = set()
+    for fm in mm.fields:
+        if fm.oneof is not None:
+            if fm.oneof not in done_oneofs:
+                done_oneofs.add(fm.oneof)
+                steps.append(_oneof_step(fm.oneof, mm.oneofs[fm.oneof]))
+            continue
+        steps.append(_field_step(fm))
+    if mm.unwrap:
+        only = mm.fields[0].key if not mm.oneofs else next(iter(mm.oneofs))
+        missing = object()
+
+        def encode_unwrapped(msg: Any) -> Any:
+            out: dict[str, Any] = {}
+            for step in steps:
+                step(msg, out)
+            value = out.get(only, missing)
+            return None if value is missing else value
+
+        return encode_unwrapped
+
+    def encode(msg: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for step in steps:
+            step(msg, out)
+        return out
+
+    return encode
+
+
+def _field_step(fm: FieldMap) -> Callable[[Any, dict[str, Any]], None]:
+    name, key = fm.name, fm.key
+    if fm.is_map:
+        assert fm.map_value is not None
+        conv = _value_encoder(fm.map_value)
+        omit = fm.omit_empty
+
+        def map_step(msg: Any, out: dict[str, Any]) -> None:
+            value = getattr(msg, name)
+            if omit and not value:
+                return
+            out[key] = {k: v for k, v in value.items()} if conv is None else {k: conv(v) for k, v in value.items()}
+
+        return map_step
+    conv = _value_encoder(fm)
+    if fm.repeated:
+        omit = fm.omit_empty
+
+        def repeated_step(msg: Any, out: dict[str, Any]) -> None:
+            value = getattr(msg, name)
+            if omit and not value:
+                return
+            out[key] = list(value) if conv is None else [conv(v) for v in value]
+
+        return repeated_step
+    if fm.presence:
+        null = fm.null_if_unset
+
+        def presence_step(msg: Any, out: dict[str, Any]) -> None:
+            if msg.HasField(name):
+                value = getattr(msg, name)
+                out[key] = value if conv is None else conv(value)
+            elif null:
+                out[key] = None
+
+        return presence_step
+
+    def always_step(msg: Any, out: dict[str, Any]) -> None:
+        value = getattr(msg, name)
+        out[key] = value if conv is None else conv(value)
+
+    return always_step
+
+
+def _oneof_step(oneof: str, members: tuple[FieldMap, ...]) -> Callable[[Any, dict[str, Any]], None]:
+    convs = {fm.name: _value_encoder(fm) for fm in members}
+    null = any(fm.null_if_unset for fm in members)
+
+    def oneof_step(msg: Any, out: dict[str, Any]) -> None:
+        which = msg.WhichOneof(oneof)
+        if which is None:
+            if null:
+                out[oneof] = None
+            return
+        value = getattr(msg, which)
+        conv = convs[which]
+        out[oneof] = value if conv is None else conv(value)
+
+    return oneof_step
+
+
+# ---------------------------------------------------------------------------------
+# Decoding (the careful path: every value checked, unknown keys dropped)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _bad(path: str, expected: str, value: Any) -> errors.ResponseDecodeError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return errors.ResponseDecodeError(f"{path}: expected {expected}, got {_type_name(value)} ({shown})")
+
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _clean_scalar(fm: FieldMap, value: Any, path: str) -> Any:
+    kind = fm.kind
+    if fm.raw_json:
+        return orjson.dumps(value).decode()
+    if kind == KIND_STRING:
+        if type(value) is not str:
+            raise _bad(path, "a string", value)
+        return value
+    if kind == KIND_FLOAT:
+        if type(value) is float or type(value) is int:
+            return value
+        if type(value) is str and value in _NON_FINITE:
+            return _NON_FINITE[value]
+        raise _bad(path, "a number", value)
+    if kind == KIND_INT:
+        if type(value) is not int:
+            raise _bad(path, "an integer", value)
+        return value
+    if kind == KIND_BOOL:
+        if type(value) is not bool:
+            raise _bad(path, "a boolean", value)
+        return value
+    if kind == KIND_ENUM:
+        assert fm.enum is not None
+        if type(value) is str:
+            return fm.enum.decode(value)
+        if type(value) is int:
+            return value
+        raise _bad(path, f"a {fm.enum.full_name} string", value)
+    if kind == KIND_MESSAGE:
+        assert fm.message is not None
+        sub = message_map(fm.message)
+        return _clean_message(sub, value, path)
+    raise _bad(path, kind, value)
+
+
+def _clean_message(mm: MessageMap, obj: Any, path: str) -> dict[str, Any]:
+    if mm.unwrap:
+        if mm.oneofs:
+            ((_, members),) = mm.oneofs.items()
+            return _clean_oneof(members, obj, path)
+        only = mm.fields[0]
+        if obj is None:
+            return {}
+        return {only.name: _clean_field(only, obj, path)}
+    if type(obj) is not dict:
+        raise _bad(path, f"an object ({mm.full_name})", obj)
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        fm = mm.by_key.get(key)
+        if fm is None:
+            members = mm.oneofs.get(key)
+            if members is not None and value is not None:
+                out.update(_clean_oneof(members, value, f"{path}.{key}"))
+            continue  # unknown key: a newer server's field
+        if value is None and not fm.raw_json:
+            continue  # null means unset, never 0 or ""
+        out[fm.name] = _clean_field(fm, value, f"{path}.{key}")
+    return out
+
+
+def _clean_field(fm: FieldMap, value: Any, path: str) -> Any:
+    if fm.is_map:
+        if type(value) is not dict:
+            raise _bad(path, "an object", value)
+        assert fm.map_value is not None
+        return {str(k): _clean_scalar(fm.map_value, v, f"{path}.{k}") for k, v in value.items()}
+    if fm.repeated:
+        if type(value) is not list:
+            raise _bad(path, "an array", value)
+        if fm.kind == KIND_FLOAT:
+            # LoRAX prints a non-finite f32 as null, inside arrays too.
+            return [math.nan if v is None else _clean_scalar(fm, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_clean_scalar(fm, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return _clean_scalar(fm, value, path)
+
+
+_JSON_KIND = {
+    str: KIND_STRING,
+    bool: KIND_BOOL,
+    int: KIND_INT,
+    float: KIND_FLOAT,
+}
+
+
+def _clean_oneof(members: tuple[FieldMap, ...], value: Any, path: str) -> dict[str, Any]:
+    """Pick the oneof member that can hold a JSON value of this type."""
+    if value is None:
+        return {}
+    json_kind = _JSON_KIND.get(type(value))
+    for fm in members:
+        if json_kind is not None and fm.kind == json_kind:
+            return {fm.name: _clean_scalar(fm, value, path)}
+        if json_kind == KIND_INT and fm.kind == KIND_FLOAT:
+            return {fm.name: float(value)}
+        if fm.kind == KIND_MESSAGE and fm.message is not None:
+            sub = message_map(fm.message)
+            if type(value) is list and sub.unwrap:
+                return {fm.name: _clean_message(sub, value, path)}
+            if type(value) is dict and not sub.unwrap:
+                return {fm.name: _clean_message(sub, value, path)}
+    expected = " or ".join(fm.kind if fm.kind != KIND_MESSAGE else "an object or array" for fm in members)
+    raise _bad(path, expected, value)

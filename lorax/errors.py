@@ -1,0 +1,427 @@
+"""Everything lorax raises.
+
+The tree::
+
+    LoraxError                          root: `except LoraxError` catches all of it
+    ├── APIConnectionError              nothing usable came back (refused, reset, TLS, DNS)
+    │   ├── APITimeoutError             connect, read (idle) or total deadline ran out
+    │   └── StreamInterruptedError      a stream broke after it started (also an
+    │                                   IncompleteGenerationError)
+    ├── ProtocolError                   the peer broke the protocol
+    │   └── ResponseDecodeError         a body or event could not be decoded
+    ├── ClientClosedError               the client or transport was closed
+    └── APIStatusError                  the server answered with an error
+        ├── ValidationError             error_type "validation" (422 or in-stream)
+        │   └── InvalidRequestError     refused before sending: it would be rejected or
+        │                               would crash the server
+        ├── GenerationError             error_type "generation" (424)
+        ├── OverloadedError             error_type "overloaded" (429)
+        ├── IncompleteGenerationError   error_type "incomplete_generation", or a stream
+        │                               that ended before its final event
+        ├── BadRequestError             400 (axum's JSON syntax rejection)
+        ├── ShardNotReadyError          403 or 424 without an error_type
+        ├── ShardTimeoutError           504
+        ├── NotFoundError               404 (e.g. "no fast tokenizer")
+        ├── RateLimitExceededError      429 without an error_type (a proxy's rate limit)
+        ├── NotSupportedError           kept for compatibility with the official client
+        ├── UnprocessableEntityError    other 422s
+        │   ├── TemplateError           error_type "template_error"
+        │   ├── ToolError               error_type "tool_error"
+        │   ├── MissingTemplateVariableError
+        │   └── RequestDeserializationError  axum's text/plain 422
+        └── UnknownError                anything else (5xx, 413, 415, HTML from a proxy)
+            ├── PayloadTooLargeError    413 (LoRAX's 2 MiB body limit)
+            ├── UnsupportedMediaTypeError 415
+            ├── EmbeddingFailureError   error_type "embedding_failure"
+            ├── ClassificationFailureError error_type "classification_failure"
+            ├── UnhealthyError          error_type "healthcheck" (503)
+            └── ServiceUnavailableError 502 or 503 without a LoRAX error_type
+
+The official client's class names are all here and keep their meaning, so existing
+``except`` clauses keep working. The mapping looks at ``error_type`` first and falls
+back to the HTTP status (wire spec §6), and it is the same whether the error arrived
+as an HTTP response, as an event inside a 200 stream, or as a WebSocket error frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lorax._redact import redact_headers
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "BadRequestError",
+    "ClassificationFailureError",
+    "ClientClosedError",
+    "EmbeddingFailureError",
+    "GenerationError",
+    "IncompleteGenerationError",
+    "InvalidRequestError",
+    "LoraxError",
+    "MissingTemplateVariableError",
+    "NotFoundError",
+    "NotSupportedError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "ProtocolError",
+    "RateLimitExceededError",
+    "RequestDeserializationError",
+    "ResponseDecodeError",
+    "ServiceUnavailableError",
+    "ShardNotReadyError",
+    "ShardTimeoutError",
+    "StreamInterruptedError",
+    "TemplateError",
+    "ToolError",
+    "UnhealthyError",
+    "UnknownError",
+    "UnprocessableEntityError",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "error_from_payload",
+    "error_from_response",
+]
+
+# Bodies kept on an error are cut here: an HTML error page can be large and it ends
+# up in logs.
+MAX_BODY_CHARS = 4096
+
+
+class LoraxError(Exception):
+    """Base class of every exception raised by lorax.
+
+    Attributes:
+        message: human-readable text, from the server when it sent one.
+        status_code: the HTTP status, or None when the error did not come from an
+            HTTP status line (a connection failure, or an error event inside a 200
+            stream).
+        error_type: LoRAX's machine-readable ``error_type``, when it sent one.
+        headers: response headers with credentials removed (empty when none).
+        body: the raw response text for non-JSON errors, cut to 4096 characters.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.error_type = error_type
+        self.headers: dict[str, str] = redact_headers(headers)
+        self.body = body[:MAX_BODY_CHARS] if body is not None else None
+
+    @property
+    def request_id(self) -> str | None:
+        """A request or trace id from the response headers, when a proxy set one."""
+        for name in ("x-request-id", "x-b3-traceid", "x-amzn-requestid", "request-id"):
+            value = self.headers.get(name)
+            if value:
+                return value
+        return None
+
+    @property
+    def retry_after(self) -> str | None:
+        """The raw ``Retry-After`` header value, if the server sent one."""
+        return self.headers.get("retry-after")
+
+    def __str__(self) -> str:
+        if self.status_code is not None:
+            return f"{self.message} (status {self.status_code})" if self.message else f"status {self.status_code}"
+        return self.message
+
+    def __repr__(self) -> str:
+        parts = [repr(self.message)]
+        if self.status_code is not None:
+            parts.append(f"status_code={self.status_code}")
+        if self.error_type is not None:
+            parts.append(f"error_type={self.error_type!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exceptions cross process boundaries (multiprocessing, batch workers); keep
+        # the keyword-only attributes when they do.
+        return (
+            _rebuild,
+            (type(self), self.message, self.status_code, self.error_type, self.headers, self.body),
+        )
+
+
+def _rebuild(
+    cls: type[LoraxError],
+    message: str,
+    status_code: int | None,
+    error_type: str | None,
+    headers: dict[str, str],
+    body: str | None,
+) -> LoraxError:
+    err = cls.__new__(cls)
+    LoraxError.__init__(err, message, status_code=status_code, error_type=error_type, headers=headers, body=body)
+    return err
+
+
+class APIConnectionError(LoraxError):
+    """The request did not get a usable answer: refused, reset, DNS, TLS, proxy."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A timeout ran out. ``phase`` says which: "connect", "read" or "total"."""
+
+    def __init__(self, message: str, *, phase: str = "read", **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.phase = phase
+
+
+class ProtocolError(LoraxError):
+    """The peer broke the protocol (malformed HTTP, SSE or WebSocket frames)."""
+
+
+class ResponseDecodeError(ProtocolError):
+    """A response body or stream event could not be decoded into its message."""
+
+
+class ClientClosedError(LoraxError):
+    """The client or transport was used after ``close()``."""
+
+
+class APIStatusError(LoraxError):
+    """The server answered with an error (an HTTP status, an error event or frame)."""
+
+
+# The official client's names.
+class ValidationError(APIStatusError):
+    """LoRAX rejected the request's parameters (error_type "validation")."""
+
+
+class GenerationError(APIStatusError):
+    """Generation failed on the server (error_type "generation", HTTP 424)."""
+
+
+class OverloadedError(APIStatusError):
+    """The server is at its concurrency limit (error_type "overloaded", HTTP 429)."""
+
+
+class IncompleteGenerationError(APIStatusError):
+    """Generation ended before its final event, on the server or on the way here."""
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400: the body was not valid JSON for the server."""
+
+
+class ShardNotReadyError(APIStatusError):
+    """HTTP 403 or 424 without a LoRAX error_type."""
+
+
+class ShardTimeoutError(APIStatusError):
+    """HTTP 504 from the server or a proxy in front of it."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: unknown route, or a model without a fast tokenizer."""
+
+
+class RateLimitExceededError(APIStatusError):
+    """HTTP 429 without LoRAX's error_type, typically from a gateway or proxy."""
+
+
+class NotSupportedError(APIStatusError):
+    """Kept for compatibility with the official client; lorax does not raise it itself."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """HTTP 422 that is not a LoRAX validation error."""
+
+
+class UnknownError(APIStatusError):
+    """Any error the mapping has no better class for."""
+
+
+# Newer, more specific subclasses.
+class InvalidRequestError(ValidationError):
+    """Refused before sending: the server would reject it, or it would crash the server.
+
+    Client-side checks are never stricter than LoRAX's own (wire spec §8.13).
+    """
+
+
+class StreamInterruptedError(IncompleteGenerationError, APIConnectionError):
+    """The connection broke after the stream had started.
+
+    It is both an :class:`IncompleteGenerationError` (the output is partial) and an
+    :class:`APIConnectionError` (the cause is the network). It is never retried,
+    because tokens may already have been delivered.
+    """
+
+
+class TemplateError(UnprocessableEntityError):
+    """The chat template could not be applied (error_type "template_error")."""
+
+
+class ToolError(UnprocessableEntityError):
+    """Tool calling failed (error_type "tool_error")."""
+
+
+class MissingTemplateVariableError(UnprocessableEntityError):
+    """The chat template needs a variable that was not given."""
+
+
+class RequestDeserializationError(UnprocessableEntityError):
+    """axum could not deserialize the JSON body into LoRAX's type (text/plain 422)."""
+
+
+class PayloadTooLargeError(UnknownError):
+    """HTTP 413: the body exceeded the server's limit (2 MiB on LoRAX)."""
+
+
+class UnsupportedMediaTypeError(UnknownError):
+    """HTTP 415: the request's Content-Type was refused."""
+
+
+class EmbeddingFailureError(UnknownError):
+    """No embedding came back (error_type "embedding_failure")."""
+
+
+class ClassificationFailureError(UnknownError):
+    """No classification came back (error_type "classification_failure")."""
+
+
+class UnhealthyError(UnknownError):
+    """The health check failed (error_type "healthcheck", HTTP 503)."""
+
+
+class ServiceUnavailableError(UnknownError):
+    """HTTP 502 or 503 without a LoRAX error_type, usually from a proxy."""
+
+
+_BY_ERROR_TYPE: dict[str, type[APIStatusError]] = {
+    "validation": ValidationError,
+    "generation": GenerationError,
+    "overloaded": OverloadedError,
+    "incomplete_generation": IncompleteGenerationError,
+    "template_error": TemplateError,
+    "tool_error": ToolError,
+    "missing_template_variable": MissingTemplateVariableError,
+    "embedding_failure": EmbeddingFailureError,
+    "classification_failure": ClassificationFailureError,
+    "healthcheck": UnhealthyError,
+    "no fast tokenizer": NotFoundError,
+}
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    403: ShardNotReadyError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: UnprocessableEntityError,
+    424: ShardNotReadyError,
+    429: RateLimitExceededError,
+    502: ServiceUnavailableError,
+    503: ServiceUnavailableError,
+    504: ShardTimeoutError,
+}
+
+
+def error_class(status_code: int | None, error_type: str | None) -> type[APIStatusError]:
+    """The exception class for an error: by ``error_type`` first, then by status."""
+    if error_type is not None:
+        cls = _BY_ERROR_TYPE.get(error_type)
+        if cls is not None:
+            return cls
+    if status_code is not None:
+        return _BY_STATUS.get(status_code, UnknownError)
+    return UnknownError
+
+
+def error_from_payload(
+    status_code: int | None,
+    message: str,
+    error_type: str | None,
+    headers: Mapping[str, str] | None = None,
+) -> APIStatusError:
+    """Build the exception for a LoRAX ``{"error", "error_type"}`` body or event.
+
+    ``status_code`` is None for an error event inside a 200 stream: the class is then
+    chosen by ``error_type`` alone, which gives the same class as the HTTP error.
+    """
+    cls = error_class(status_code, error_type)
+    return cls(message, status_code=status_code, error_type=error_type, headers=headers)
+
+
+def error_from_response(
+    status_code: int,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> APIStatusError:
+    """Build the exception for a non-2xx HTTP response, whatever its body.
+
+    A JSON ``{"error", "error_type"}`` body maps by ``error_type``. Anything else (axum's
+    text/plain rejections, an HTML page from a proxy, an empty body) maps by status and
+    keeps the text as the message and as ``body``.
+    """
+    text = body.decode("utf-8", "replace")
+    content_type = _header(headers, "content-type").lower()
+    if "json" in content_type or text[:1] == "{":
+        payload = _loads_error(body)
+        if payload is not None:
+            message, error_type = payload
+            cls = error_class(status_code, error_type)
+            return cls(message, status_code=status_code, error_type=error_type, headers=headers, body=text)
+    cls = error_class(status_code, None)
+    if status_code == 422 and "text/plain" in content_type:
+        cls = RequestDeserializationError
+    message = text.strip() if "html" not in content_type else _html_summary(text, status_code)
+    return cls(message, status_code=status_code, headers=headers, body=text)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        for key, val in headers.items():
+            if key.lower() == name:
+                return val
+        return ""
+    return value
+
+
+def _loads_error(body: bytes) -> tuple[str, str | None] | None:
+    import orjson
+
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    message = payload.get("error")
+    if isinstance(message, dict):  # OpenAI-shaped {"error": {"message", "type"}}
+        inner_type = message.get("type")
+        text = message.get("message")
+        return (str(text) if text is not None else "", str(inner_type) if inner_type is not None else None)
+    if message is None and "message" in payload:
+        message = payload["message"]
+    if message is None:
+        return None
+    error_type = payload.get("error_type")
+    return str(message), (str(error_type) if error_type is not None else None)
+
+
+def _html_summary(text: str, status_code: int) -> str:
+    # A proxy's error page: its <title> says what happened; the rest is markup.
+    lower = text.lower()
+    start = lower.find("<title>")
+    end = lower.find("</title>")
+    if start != -1 and end > start:
+        title = " ".join(text[start + 7 : end].split())
+        if title:
+            return title
+    return f"HTTP {status_code} with an HTML body"

@@ -1,0 +1,126 @@
+"""Regenerate (or check) the Python code compiled from proto/.
+
+    python tools/gen_proto.py           # rewrite lorax/v1/*_pb2.py(i) and the descriptor set
+    python tools/gen_proto.py --check   # fail when the committed files differ from a fresh run,
+                                        # or when pyproject's protobuf floor differs from the
+                                        # version stamped in the generated code
+
+The generated code is committed so that `pip install -e .` needs no build step; this
+script is the only way it is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_ROOT = ROOT / "proto"
+PROTO_DIR = PROTO_ROOT / "lorax" / "v1"
+OUT_PACKAGE = ROOT / "lorax" / "v1"
+DESCRIPTOR_SET = "lorax_v1.binpb"
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
+
+
+def generate(out_root: Path) -> Path:
+    """Compile every .proto into `out_root`/lorax/v1 and return that folder."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_DIR.glob("*.proto"))
+    out_pkg = out_root / "lorax" / "v1"
+    out_pkg.mkdir(parents=True, exist_ok=True)
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={out_root}",
+        f"--mypy_out={out_root}",
+        f"--descriptor_set_out={out_pkg / DESCRIPTOR_SET}",
+        "--include_imports",
+        *protos,
+    ]
+    code = protoc.main(args)
+    if code != 0:
+        raise SystemExit(f"protoc failed with exit code {code}")
+    return out_pkg
+
+
+def generated_files(folder: Path) -> list[str]:
+    return sorted(
+        p.name for p in folder.iterdir() if p.name.endswith(GENERATED_SUFFIXES) or p.name == DESCRIPTOR_SET
+    )
+
+
+def gencode_version(folder: Path) -> str:
+    """The protobuf version stamped into the generated modules (they must agree)."""
+    versions = set()
+    for path in folder.glob("*_pb2.py"):
+        match = re.search(r"^# Protobuf Python Version: (\S+)$", path.read_text(), re.M)
+        if match is None:
+            raise SystemExit(f"{path.name}: no 'Protobuf Python Version' stamp")
+        versions.add(match.group(1))
+    if len(versions) != 1:
+        raise SystemExit(f"generated modules disagree on the protobuf version: {sorted(versions)}")
+    return versions.pop()
+
+
+def pyproject_protobuf_floor() -> str:
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'"protobuf>=([0-9][^,"]*)', text)
+    if match is None:
+        raise SystemExit("pyproject.toml: no 'protobuf>=' requirement")
+    return match.group(1)
+
+
+def check() -> int:
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate(Path(tmp))
+        fresh_names = generated_files(fresh)
+        committed_names = generated_files(OUT_PACKAGE)
+        for name in sorted(set(fresh_names) | set(committed_names)):
+            if name not in committed_names:
+                problems.append(f"missing from lorax/v1: {name}")
+            elif name not in fresh_names:
+                problems.append(f"stale file in lorax/v1 (no .proto makes it): {name}")
+            elif not filecmp.cmp(fresh / name, OUT_PACKAGE / name, shallow=False):
+                problems.append(f"differs from a fresh generation: lorax/v1/{name}")
+        stamped = gencode_version(fresh)
+    floor = pyproject_protobuf_floor()
+    if floor != stamped:
+        problems.append(f"pyproject requires protobuf>={floor} but the generated code is stamped {stamped}")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print("run: python tools/gen_proto.py", file=sys.stderr)
+        return 1
+    print(f"generated code is current ({len(fresh_names)} files, protobuf {stamped})")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args()
+    if args.check:
+        return check()
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate(Path(tmp))
+        OUT_PACKAGE.mkdir(parents=True, exist_ok=True)
+        for name in generated_files(OUT_PACKAGE):
+            (OUT_PACKAGE / name).unlink()
+        for name in generated_files(fresh):
+            shutil.copyfile(fresh / name, OUT_PACKAGE / name)
+    print(f"wrote {len(generated_files(OUT_PACKAGE))} files to lorax/v1 (protobuf {gencode_version(OUT_PACKAGE)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
