@@ -68,7 +68,7 @@ def _format(single: float) -> str:
     length = len(digits)
     kk = exp10 + 1  # 10**(kk-1) <= |v| < 10**kk
     k = kk - length
-    if 0 <= k and kk <= 13:
+    if k >= 0 and kk <= 13:
         return f"{sign}{digits}{'0' * k}.0"
     if 0 < kk <= 13:
         return f"{sign}{digits[:kk]}.{digits[kk:]}"

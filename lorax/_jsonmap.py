@@ -181,8 +181,10 @@ def _field_map(fd: FieldDescriptor) -> FieldMap:
         oneof=real_oneof,
     )
     if kind == KIND_ENUM:
+        assert fd.enum_type is not None
         fm.enum = enum_map(fd.enum_type)
     elif is_map:
+        assert fd.message_type is not None
         value_fd = fd.message_type.fields_by_name["value"]
         fm.map_value = _field_map(value_fd)
         fm.map_value.f32 = fm.map_value.f32 or json_opts.f32

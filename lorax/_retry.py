@@ -114,7 +114,8 @@ def _non_negative(name: str, value: object, *, allow_inf: bool = False) -> float
         raise TypeError(f"RetryPolicy.{name} must be a number, not {type(value).__name__}")
     number = float(value)
     if math.isnan(number) or number < 0 or (math.isinf(number) and not allow_inf):
-        raise ValueError(f"RetryPolicy.{name} must be a finite number >= 0; got {value!r}")
+        kind = "a number >= 0 (math.inf for no cap)" if allow_inf else "a finite number >= 0"
+        raise ValueError(f"RetryPolicy.{name} must be {kind}; got {value!r}")
     return number
 
 

@@ -72,7 +72,8 @@ class SSEEvent:
             return NotImplemented
         return self.data == other.data and self.event == other.event and self.id == other.id
 
-    __hash__ = None  # type: ignore[assignment]  # mutable: equal events must not share a set
+    # Equality is by value and the attributes are mutable, so a hash could go stale.
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"SSEEvent(data={self.data!r}, event={self.event!r}, id={self.id!r})"
@@ -122,12 +123,13 @@ class SSEDecoder:
         self.last_event_id: str | None = None
         self.retry: int | None = None
         self._error: str | None = None
-        self._id_buffer: str | None = None
         self._reset()
 
     def _reset(self) -> None:
         # Per-stream parsing state. last_event_id and retry survive a reset, because
-        # a reconnection needs them.
+        # a reconnection needs them (browsers keep the id too). An id: field of an
+        # event that never got its blank line is dropped with that event.
+        self._id_buffer = self.last_event_id
         self._start = True  # a BOM may still come
         self._bom = b""  # the start of a BOM split across chunks
         self._skip_lf = False  # the last chunk ended in CR: an LF next is its pair
@@ -174,7 +176,8 @@ class SSEDecoder:
         Per the spec, an event not terminated by a blank line is discarded, so this
         always returns ``[]``; whatever was buffered is dropped. The decoder can then
         be fed a new stream (a reconnection): ``last_event_id``, ``retry`` and
-        ``comments`` are kept.
+        ``comments`` are kept. After a :class:`~lorax.errors.ProtocolError` it stays
+        failed.
         """
         if self._error is None:
             self._reset()
@@ -182,8 +185,7 @@ class SSEDecoder:
 
     def _fail(self, size: int) -> NoReturn:
         self._error = (
-            f"SSE event larger than max_event_bytes={self._max} ({size} bytes buffered "
-            f"without an event boundary)"
+            f"SSE event larger than max_event_bytes={self._max} ({size} bytes buffered without an event boundary)"
         )
         self._reset()
         raise ProtocolError(self._error)
@@ -235,12 +237,11 @@ class SSEDecoder:
             event_id = self._event_id
             for line in lines:
                 if not line:
-                    # A blank line dispatches (spec: "dispatch the event").
+                    # The id is committed by every blank line, even one that has
+                    # no data to dispatch: that is how an id-only event works.
                     self.last_event_id = self._id_buffer
                     if data:
-                        events.append(
-                            SSEEvent(data[0] if len(data) == 1 else b"\n".join(data), event, event_id)
-                        )
+                        events.append(SSEEvent(data[0] if len(data) == 1 else b"\n".join(data), event, event_id))
                         data = []
                         data_len = 0
                     event = ""

@@ -59,7 +59,7 @@ def to_json(message: Message) -> bytes:
 
 def to_obj(message: Message) -> Any:
     """Like `to_json`, but return the JSON-ready Python value (for embedding in a larger body)."""
-    return _encoder(message_map(message.DESCRIPTOR))(message)
+    return _encoder(message.DESCRIPTOR)(message)
 
 
 def from_json(message_class: type[M], data: bytes | bytearray | memoryview | str) -> M:
@@ -82,7 +82,7 @@ def from_json(message_class: type[M], data: bytes | bytearray | memoryview | str
 
 def from_obj(message_class: type[M], obj: Any) -> M:
     """Decode an already parsed JSON value. `obj` may be modified."""
-    mm = message_map(message_class.DESCRIPTOR)
+    mm = message_map(message_class.DESCRIPTOR)  # type: ignore[arg-type]
     if type(obj) is dict and "error" in obj and "error" not in mm.by_key:
         raise _error_body(obj)
     if mm.plain and type(obj) is dict:
@@ -158,7 +158,7 @@ def _value_encoder(fm: FieldMap) -> _Encoder | None:
     if fm.kind == KIND_MESSAGE:
         assert fm.message is not None
         message = fm.message
-        return lambda sub: _encoder(message)(sub)
+        return _encoder(message)
     return None
 
 
@@ -228,7 +228,7 @@ def _field_step(fm: FieldMap) -> Callable[[Any, dict[str, Any]], None]:
             value = getattr(msg, name)
             if omit and not value:
                 return
-            out[key] = {k: v for k, v in value.items()} if conv is None else {k: conv(v) for k, v in value.items()}
+            out[key] = dict(value.items()) if conv is None else {k: conv(v) for k, v in value.items()}
 
         return map_step
     conv = _value_encoder(fm)
@@ -359,9 +359,9 @@ def _clean_message(mm: MessageMap, obj: Any, path: str) -> dict[str, Any]:
     for key, value in obj.items():
         fm = mm.by_key.get(key)
         if fm is None:
-            members = mm.oneofs.get(key)
-            if members is not None and value is not None:
-                out.update(_clean_oneof(members, value, f"{path}.{key}"))
+            oneof_members = mm.oneofs.get(key)
+            if oneof_members is not None and value is not None:
+                out.update(_clean_oneof(oneof_members, value, f"{path}.{key}"))
             continue  # unknown key: a newer server's field
         if value is None and not fm.raw_json:
             continue  # null means unset, never 0 or ""

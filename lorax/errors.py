@@ -116,7 +116,7 @@ class LoraxError(Exception):
         self.message = message
         self.status_code = status_code
         self.error_type = error_type
-        self.headers: dict[str, str] = redact_headers(headers)
+        self.headers: dict[str, str] = {k.lower(): v for k, v in redact_headers(headers).items()}
         self.body = body[:MAX_BODY_CHARS] if body is not None else None
 
     @property

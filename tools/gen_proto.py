@@ -53,9 +53,7 @@ def generate(out_root: Path) -> Path:
 
 
 def generated_files(folder: Path) -> list[str]:
-    return sorted(
-        p.name for p in folder.iterdir() if p.name.endswith(GENERATED_SUFFIXES) or p.name == DESCRIPTOR_SET
-    )
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(GENERATED_SUFFIXES) or p.name == DESCRIPTOR_SET)
 
 
 def gencode_version(folder: Path) -> str:

@@ -289,7 +289,7 @@ def lower_headers(headers: Mapping[str, str] | Any) -> dict[str, str]:
     Repeated headers are joined with ", " (RFC 9110 §5.3).
     """
     out: dict[str, str] = {}
-    items = headers.items() if hasattr(headers, "items") else headers
+    items: Any = headers.items() if hasattr(headers, "items") else headers
     for name, value in items:
         key = str(name).lower()
         out[key] = f"{out[key]}, {value}" if key in out else str(value)

@@ -1,0 +1,247 @@
+"""Stream objects handed to users: iterable, closeable, context managers.
+
+A stream opens lazily, on the first ``next()`` (so ``async for r in
+client.generate_stream(...)`` needs no ``await``), retries its opening until the first
+event arrives (never after), checks that the route's final event came, and releases
+its connection on every way out: the end, an error, ``break`` followed by ``close()``,
+the ``with`` block, or cancellation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from lorax._core import DRAIN_AFTER_FINAL, StreamTracker
+from lorax.transports.base import AsyncMessageStream, MessageStream, ResponseMeta
+
+T = TypeVar("T")
+
+logger = logging.getLogger("lorax")
+
+Opened = tuple[MessageStream, Any]
+AsyncOpened = tuple[AsyncMessageStream, Any]
+
+
+class Stream(Generic[T]):
+    """The events of a streaming call.
+
+    Iterate it; close it (or use ``with``) when you stop early: that releases the
+    connection and makes LoRAX stop generating. ``meta`` holds the response status and
+    headers once the stream has started; ``final`` the last event once it arrived.
+    """
+
+    def __init__(self, opener: Callable[[], Opened], tracker: StreamTracker) -> None:
+        self._opener = opener
+        self._tracker = tracker
+        self._inner: MessageStream | None = None
+        self._pending: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self.meta: ResponseMeta | None = None
+        self.final: T | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._closed:
+            raise StopIteration
+        if self._inner is None:
+            self._start()
+        if self._pending is not None:
+            message, self._pending = self._pending, None
+            return self._deliver(message)
+        if self._tracker.finished:
+            self._drain()
+            raise StopIteration
+        inner = self._inner
+        assert inner is not None
+        try:
+            message = next(inner)
+        except StopIteration:
+            closed_by_user = self._closed
+            self.close()
+            if closed_by_user:
+                raise
+            raise self._tracker.incomplete() from None
+        except BaseException:
+            self.close()
+            raise
+        return self._deliver(message)
+
+    def _start(self) -> None:
+        try:
+            inner, first = self._opener()
+        except BaseException:
+            self._closed = True
+            raise
+        with self._lock:
+            self._inner = inner
+            self.meta = inner.meta
+            if self._closed:  # closed from another thread while opening
+                inner.close()
+                raise StopIteration
+        if first is None:
+            self.close()
+            raise self._tracker.incomplete()
+        self._pending = first
+
+    def _deliver(self, message: Any) -> T:
+        self._tracker.observe(message)
+        if self._tracker.finished and self.final is None:
+            self.final = message
+        result: T = message
+        return result
+
+    def _drain(self) -> None:
+        # The final event came; read the (normally empty) rest so the connection can
+        # go back to the pool, but never wait on a misbehaving server for long.
+        inner = self._inner
+        try:
+            for _ in range(DRAIN_AFTER_FINAL):
+                if inner is None:
+                    break
+                next(inner)
+                logger.warning(
+                    "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
+                )
+        except StopIteration:
+            pass
+        except Exception as exc:  # the answer is complete; a late failure does not change it
+            logger.debug("lorax: ignoring an error after the final event: %r", exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the stream and release its connection. Idempotent, thread-safe."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            inner = self._inner
+        if inner is not None:
+            inner.close()
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
+        return f"<Stream {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
+
+
+class AsyncStream(Generic[T]):
+    """The events of a streaming call on :class:`lorax.AsyncClient`.
+
+    ``async for`` over it directly; ``await stream.aclose()`` (or ``async with``) when
+    you stop early. ``aclose()`` may be called from another task. Cancelling the task
+    that iterates closes the HTTP response, so LoRAX stops generating.
+    """
+
+    def __init__(self, opener: Callable[[], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
+        self._opener = opener
+        self._tracker = tracker
+        self._inner: AsyncMessageStream | None = None
+        self._pending: Any = None
+        self._closed = False
+        self.meta: ResponseMeta | None = None
+        self.final: T | None = None
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._inner is None:
+            await self._start()
+        if self._pending is not None:
+            message, self._pending = self._pending, None
+            return self._deliver(message)
+        if self._tracker.finished:
+            await self._drain()
+            raise StopAsyncIteration
+        inner = self._inner
+        assert inner is not None
+        try:
+            message = await inner.__anext__()
+        except StopAsyncIteration:
+            closed_by_user = self._closed
+            await self.aclose()
+            if closed_by_user:
+                raise
+            raise self._tracker.incomplete() from None
+        except BaseException:
+            await self.aclose()
+            raise
+        return self._deliver(message)
+
+    async def _start(self) -> None:
+        try:
+            inner, first = await self._opener()
+        except BaseException:
+            self._closed = True
+            raise
+        self._inner = inner
+        self.meta = inner.meta
+        if self._closed:
+            await inner.aclose()
+            raise StopAsyncIteration
+        if first is None:
+            await self.aclose()
+            raise self._tracker.incomplete()
+        self._pending = first
+
+    def _deliver(self, message: Any) -> T:
+        self._tracker.observe(message)
+        if self._tracker.finished and self.final is None:
+            self.final = message
+        result: T = message
+        return result
+
+    async def _drain(self) -> None:
+        inner = self._inner
+        try:
+            for _ in range(DRAIN_AFTER_FINAL):
+                if inner is None:
+                    break
+                await inner.__anext__()
+                logger.warning(
+                    "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
+                )
+        except StopAsyncIteration:
+            pass
+        except Exception as exc:
+            logger.debug("lorax: ignoring an error after the final event: %r", exc)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream and release its connection. Idempotent; safe from another task."""
+        if self._closed and self._inner is None:
+            return
+        self._closed = True
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            await inner.aclose()
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
+        return f"<AsyncStream {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"

@@ -1,0 +1,58 @@
+"""Transports: how the client's messages travel.
+
+``HTTPTransport`` (urllib3) and ``MockTransport`` load with this package. The async
+HTTP transport (aiohttp) and the WebSocket transports (websockets) are imported only
+when first used, so ``import lorax`` stays cheap for sync users.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lorax.transports.base import (
+    AsyncMessageStream,
+    AsyncTransport,
+    CallOptions,
+    MessageStream,
+    ResponseMeta,
+    Transport,
+)
+
+if TYPE_CHECKING:
+    from lorax.transports.aiohttp import AsyncHTTPTransport
+    from lorax.transports.http import HTTPTransport
+    from lorax.transports.mock import MockTransport
+    from lorax.transports.websocket import AsyncWebSocketTransport, WebSocketTransport
+
+__all__ = [
+    "AsyncHTTPTransport",
+    "AsyncMessageStream",
+    "AsyncTransport",
+    "AsyncWebSocketTransport",
+    "CallOptions",
+    "HTTPTransport",
+    "MessageStream",
+    "MockTransport",
+    "ResponseMeta",
+    "Transport",
+    "WebSocketTransport",
+]
+
+_LAZY = {
+    "HTTPTransport": "lorax.transports.http",
+    "MockTransport": "lorax.transports.mock",
+    "AsyncHTTPTransport": "lorax.transports.aiohttp",
+    "WebSocketTransport": "lorax.transports.websocket",
+    "AsyncWebSocketTransport": "lorax.transports.websocket",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'lorax.transports' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,231 @@
+"""A transport for tests: your handler answers the client's calls, no network.
+
+::
+
+    from lorax import Client
+    from lorax.transports import MockTransport
+    from lorax.types import GenerateResponse
+
+    def handler(method, request):
+        assert method.name == "Generate"
+        return GenerateResponse(generated_text=f"echo: {request.inputs}")
+
+    client = Client("http://lorax.test", transport=MockTransport(handler))
+    assert client.generate("hi").generated_text == "echo: hi"
+
+The handler receives the :class:`~lorax._routes.Method` and the typed request message
+and returns the response message, an iterable (or async iterable) of messages for a
+streaming method, or raises a :mod:`lorax.errors` exception, which reaches the caller
+exactly as if the server had sent it. Pass a mapping from method names (``"Generate"``,
+``"GenerateStream"``, or full names) to handlers to answer several methods. Every call
+is recorded in ``calls``. The same instance serves :class:`lorax.Client` and
+:class:`lorax.AsyncClient` (through ``transport.aio``, which the async client picks up
+automatically when given a ``MockTransport``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+
+from lorax import errors
+from lorax._redact import redact_headers
+from lorax._routes import Method
+from lorax._routes import method as lookup_method
+from lorax.transports.base import (
+    AsyncMessageStream,
+    AsyncTransport,
+    CallOptions,
+    MessageStream,
+    ResponseMeta,
+    Transport,
+)
+
+Handler = Callable[[Method, Any], Any]
+
+__all__ = ["MockCall", "MockTransport"]
+
+
+@dataclass(frozen=True)
+class MockCall:
+    """One call the mock transport received."""
+
+    method: Method
+    request: Message
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"MockCall({self.method.name}, headers={redact_headers(self.headers)})"
+
+
+class MockTransport(Transport):
+    """A transport whose answers come from a handler (see the module docstring)."""
+
+    def __init__(
+        self,
+        handler: Handler | Mapping[str, Handler],
+        *,
+        headers: Mapping[str, str] | None = None,
+        status_code: int = 200,
+    ) -> None:
+        if isinstance(handler, Mapping):
+            self._handlers: dict[str, Handler] = {lookup_method(name).full_name: h for name, h in handler.items()}
+            self._default: Handler | None = None
+        elif callable(handler):
+            self._handlers = {}
+            self._default = handler
+        else:
+            raise TypeError("MockTransport needs a callable or a mapping of method names to callables")
+        self._meta = ResponseMeta(status_code=status_code, headers={k.lower(): v for k, v in (headers or {}).items()})
+        self._lock = threading.Lock()
+        self.calls: list[MockCall] = []
+        self.closed = False
+        self.aio = _AsyncMock(self)
+
+    def _handle(self, method: Method, request: Message, options: CallOptions) -> Any:
+        if self.closed:
+            raise errors.ClientClosedError("the MockTransport was closed")
+        copy = type(request)()
+        copy.CopyFrom(request)  # the recorded request must not change under the caller
+        with self._lock:
+            self.calls.append(MockCall(method, copy, dict(options.headers)))
+        handler = self._handlers.get(method.full_name, self._default)
+        if handler is None:
+            raise errors.NotFoundError(f"MockTransport has no handler for {method.name}", status_code=404)
+        return handler(method, copy)
+
+    def _check(self, method: Method, message: Any) -> Message:
+        if not isinstance(message, Message) or not isinstance(message, method.output_type):
+            raise TypeError(
+                f"the MockTransport handler for {method.name} returned {type(message).__name__}, "
+                f"expected {method.output_type.__name__}"
+            )
+        return message
+
+    def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+        """Call the handler; its return value is the response."""
+        result = self._handle(method, request, options)
+        return self._check(method, result), self._meta
+
+    def stream(self, method: Method, request: Message, options: CallOptions) -> MessageStream:
+        """Call the handler; it returns an iterable of the stream's messages."""
+        result = self._handle(method, request, options)
+        if isinstance(result, Message) or not isinstance(result, Iterable):
+            raise TypeError(f"the MockTransport handler for {method.name} must return an iterable of messages")
+        return _MockStream(self, method, iter(result))
+
+    def close(self) -> None:
+        """Mark the transport closed; later calls raise ClientClosedError."""
+        self.closed = True
+
+    def describe(self) -> str:
+        return "MockTransport()"
+
+    def requests(self, method_name: str | None = None) -> list[Message]:
+        """The requests received, optionally only those of one method."""
+        wanted = lookup_method(method_name).full_name if method_name else None
+        return [c.request for c in self.calls if wanted is None or c.method.full_name == wanted]
+
+
+class _MockStream(MessageStream):
+    def __init__(self, transport: MockTransport, method: Method, items: Iterator[Any]) -> None:
+        self._transport = transport
+        self._method = method
+        self._items = items
+        self._closed = False
+        self.meta = transport._meta
+
+    def __next__(self) -> Message:
+        if self._closed:
+            raise StopIteration
+        try:
+            item = next(self._items)
+        except StopIteration:
+            self.close()
+            raise
+        except errors.LoraxError:
+            self.close()
+            raise
+        return self._transport._check(self._method, item)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        closer = getattr(self._items, "close", None)
+        if closer is not None:
+            closer()  # lets a generator handler run its `finally`
+
+
+class _AsyncMock(AsyncTransport):
+    """The async face of a MockTransport (same handlers, same ``calls`` record)."""
+
+    def __init__(self, sync: MockTransport) -> None:
+        self._sync = sync
+
+    async def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+        result = self._sync._handle(method, request, options)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._sync._check(method, result), self._sync._meta
+
+    async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
+        result = self._sync._handle(method, request, options)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, AsyncIterable):
+            return _AsyncMockStream(self._sync, method, result.__aiter__())
+        if isinstance(result, Message) or not isinstance(result, Iterable):
+            raise TypeError(f"the MockTransport handler for {method.name} must return an iterable of messages")
+        return _AsyncMockStream(self._sync, method, _aiter(iter(result)))
+
+    async def aclose(self) -> None:
+        self._sync.close()
+
+    def describe(self) -> str:
+        return "MockTransport()"
+
+
+async def _aiter(items: Iterator[Any]) -> Any:
+    try:
+        for item in items:
+            yield item
+    finally:
+        closer = getattr(items, "close", None)
+        if closer is not None:
+            closer()
+
+
+class _AsyncMockStream(AsyncMessageStream):
+    def __init__(self, transport: MockTransport, method: Method, items: Any) -> None:
+        self._transport = transport
+        self._method = method
+        self._items = items
+        self._closed = False
+        self.meta = transport._meta
+
+    async def __anext__(self) -> Message:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            item = await self._items.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        except errors.LoraxError:
+            await self.aclose()
+            raise
+        return self._transport._check(self._method, item)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        closer = getattr(self._items, "aclose", None)
+        if closer is not None:
+            await closer()
