@@ -41,7 +41,7 @@ from lorax._jsonmap import (
     message_map,
 )
 
-__all__ = ["from_json", "to_json", "to_obj", "from_obj"]
+__all__ = ["decoder", "from_json", "from_obj", "to_json", "to_obj"]
 
 M = TypeVar("M", bound=Message)
 
@@ -71,32 +71,75 @@ def from_json(message_class: type[M], data: bytes | bytearray | memoryview | str
         lorax.errors.ResponseDecodeError: when `data` is not JSON or does not fit the
             message; the message names the offending path.
     """
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise errors.ResponseDecodeError(
-            f"{message_class.DESCRIPTOR.name}: invalid JSON: {exc}", body=_preview(data)
-        ) from None
-    return from_obj(message_class, obj)
+    decode = _decoders.get(message_class)
+    if decode is None:
+        decode = _build_decoder(message_class)
+    return decode(data)  # type: ignore[no-any-return]
+
+
+_decoders: dict[type[Any], Callable[[Any], Any]] = {}
+
+
+def decoder(message_class: type[M]) -> Callable[[bytes | bytearray | memoryview | str], M]:
+    """The `from_json` function for one message class, for hot loops (stream events)."""
+    decode = _decoders.get(message_class)
+    if decode is None:
+        decode = _build_decoder(message_class)
+    return decode
+
+
+def _build_decoder(message_class: type[M]) -> Callable[[Any], M]:
+    # One closure per message class, so the hot path (a token event: parse, look for
+    # an error body, build the message in C) does no lookups beyond the dict test.
+    mm = message_map(message_class.DESCRIPTOR)  # type: ignore[arg-type]
+    name = message_class.DESCRIPTOR.name
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    check_error = "error" not in mm.by_key
+    plain = mm.plain
+
+    def decode(data: Any) -> M:
+        try:
+            obj = loads(data)
+        except decode_error as exc:
+            raise errors.ResponseDecodeError(f"{name}: invalid JSON: {exc}", body=_preview(data)) from None
+        if type(obj) is dict:
+            if check_error and "error" in obj:
+                raise _error_body(obj)
+            if plain:
+                try:
+                    return message_class(**obj)
+                except (ValueError, TypeError):
+                    pass  # unknown keys or odd values: the careful path says what is wrong
+        return _decode_careful(message_class, mm, obj)
+
+    _decoders[message_class] = decode
+    return decode
 
 
 def from_obj(message_class: type[M], obj: Any) -> M:
     """Decode an already parsed JSON value. `obj` may be modified."""
     mm = message_map(message_class.DESCRIPTOR)  # type: ignore[arg-type]
-    if type(obj) is dict and "error" in obj and "error" not in mm.by_key:
-        raise _error_body(obj)
-    if mm.plain and type(obj) is dict:
-        try:
-            return message_class(**obj)
-        except (ValueError, TypeError):
-            pass  # unknown keys or odd values: the careful path says what is wrong
+    if type(obj) is dict:
+        if "error" in obj and "error" not in mm.by_key:
+            raise _error_body(obj)
+        if mm.plain:
+            try:
+                return message_class(**obj)
+            except (ValueError, TypeError):
+                pass
+    return _decode_careful(message_class, mm, obj)
+
+
+def _decode_careful(message_class: type[M], mm: MessageMap, obj: Any) -> M:
+    name = message_class.DESCRIPTOR.name
     try:
-        kwargs = _clean_message(mm, obj, mm.cls.DESCRIPTOR.name)
+        kwargs = _clean_message(mm, obj, name)
         return message_class(**kwargs)
     except errors.LoraxError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:
-        raise errors.ResponseDecodeError(f"{mm.cls.DESCRIPTOR.name}: {exc}") from None
+        raise errors.ResponseDecodeError(f"{name}: {exc}") from None
 
 
 def _error_body(obj: dict[str, Any]) -> errors.APIStatusError:
