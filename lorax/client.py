@@ -145,7 +145,8 @@ class Client(_ClientBase):
             connect, read and a total deadline separately; ``None`` disables them.
         session: not supported (the official client's ``requests.Session``); pass
             ``transport=HTTPTransport(...)`` to configure pooling, TLS and proxies.
-        max_session_retries: the official client's retry count; ``max_retries`` wins.
+        max_session_retries: the official client's retry count (default 2, as there);
+            ``max_retries`` wins.
         transport: a :class:`lorax.transports.Transport`; by default an
             :class:`~lorax.transports.HTTPTransport` (or a WebSocket transport for
             ``ws://`` URLs) that the client owns and closes.
@@ -157,6 +158,9 @@ class Client(_ClientBase):
         proxy: an HTTP(S) proxy URL; by default the environment's ``HTTPS_PROXY`` etc.
         pool_size: connections kept open to the server.
         on_response: called with each response's :class:`ResponseMeta`.
+        gateway_headers: headers for the WebSocket handshake with a ``lorax gateway``
+            (for example its bearer token); ``headers`` go with each call instead and
+            are forwarded to LoRAX.
     """
 
     def __init__(
@@ -166,7 +170,7 @@ class Client(_ClientBase):
         cookies: Mapping[str, str] | None = None,
         timeout: TimeoutLike | NotGiven = NOT_GIVEN,
         session: object | None = None,
-        max_session_retries: int | None = None,
+        max_session_retries: int | None = 2,
         *,
         transport: Transport | None = None,
         max_retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
@@ -175,6 +179,7 @@ class Client(_ClientBase):
         proxy: str | None = None,
         pool_size: int = 10,
         on_response: Callable[[ResponseMeta], None] | None = None,
+        gateway_headers: Mapping[str, str] | None = None,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -192,7 +197,9 @@ class Client(_ClientBase):
         elif scheme in ("ws", "wss"):
             from lorax.transports.websocket import WebSocketTransport
 
-            self._transport = WebSocketTransport(base_url, headers=self._config.headers, verify=verify)
+            # The handshake authenticates to the gateway; the client's headers travel with
+            # each call and are forwarded upstream.
+            self._transport = WebSocketTransport(base_url, headers=gateway_headers, verify=verify)
         else:
             from lorax.transports.http import HTTPTransport
 
@@ -251,13 +258,15 @@ class Client(_ClientBase):
     def _stream(self, method: routes.Method, request: Message) -> Stream[Any]:
         config = self._config
 
-        def open_stream() -> tuple[MessageStream, Any]:
+        def open_stream(attach: Callable[[MessageStream | None], None]) -> tuple[MessageStream, Any]:
             options = config.call_options()
             state = RetryState(config.retry, options.deadline)
             while True:
                 stream: MessageStream | None = None
                 try:
+                    attach(None)  # raises once the stream was closed: no new attempt
                     stream = self._transport.stream(method, request, options)
+                    attach(stream)  # close() can now interrupt the wait for the first event
                     try:
                         first = next(stream)
                     except StopIteration:
@@ -277,6 +286,10 @@ class Client(_ClientBase):
                     )
                     time.sleep(delay)
                     continue
+                except BaseException:
+                    if stream is not None:
+                        stream.close()
+                    raise
                 report_meta(config, stream.meta)
                 return stream, first
 
@@ -786,7 +799,7 @@ class AsyncClient(_ClientBase):
         cookies: Mapping[str, str] | None = None,
         timeout: TimeoutLike | NotGiven = NOT_GIVEN,
         session: object | None = None,
-        max_session_retries: int | None = None,
+        max_session_retries: int | None = 2,
         *,
         transport: AsyncTransport | None = None,
         max_retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
@@ -795,6 +808,7 @@ class AsyncClient(_ClientBase):
         proxy: str | None = None,
         pool_size: int = 100,
         on_response: Callable[[ResponseMeta], None] | None = None,
+        gateway_headers: Mapping[str, str] | None = None,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -816,7 +830,7 @@ class AsyncClient(_ClientBase):
         elif scheme in ("ws", "wss"):
             from lorax.transports.websocket import AsyncWebSocketTransport
 
-            self._transport = AsyncWebSocketTransport(base_url, headers=self._config.headers, verify=verify)
+            self._transport = AsyncWebSocketTransport(base_url, headers=gateway_headers, verify=verify)
         else:
             from lorax.transports.aiohttp import AsyncHTTPTransport
 
@@ -1386,8 +1400,11 @@ class _AsyncRawClient:
 
 def _share_docstrings() -> None:
     # The async methods mean the same thing; one docstring each, kept on Client.
-    for name, value in vars(Client).items():
-        twin = vars(AsyncClient).get(name)
+    for name, attr in vars(Client).items():
+        value, twin = attr, vars(AsyncClient).get(name)
+        if isinstance(value, classmethod) and isinstance(twin, classmethod):
+            # The docstring users see is the function's, not the wrapper's.
+            value, twin = value.__func__, twin.__func__
         doc = getattr(value, "__doc__", None)
         if twin is not None and doc and not getattr(twin, "__doc__", None):
             try:

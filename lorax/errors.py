@@ -169,7 +169,14 @@ def _rebuild(
 
 
 class APIConnectionError(LoraxError):
-    """The request did not get a usable answer: refused, reset, DNS, TLS, proxy."""
+    """The request did not get a usable answer: refused, reset, DNS, TLS, proxy.
+
+    ``request_sent`` is False when nothing reached the server (refused, DNS, TLS
+    handshake, connect timeout); only then is a call retried, so a generation is never
+    run twice.
+    """
+
+    request_sent: bool = True
 
 
 class APITimeoutError(APIConnectionError):

@@ -11,7 +11,8 @@ implementations.
 CONNECTION
 
   * URL: ws://HOST:PORT/ or wss://HOST:PORT/ (the gateway accepts any path except
-    /health, which answers a plain HTTP GET with 200 "ok" for load balancers).
+    /health, which answers a plain HTTP GET with 200 "ok" for load balancers, or 503
+    while the gateway shuts down; it needs no token).
   * Subprotocol: the client MUST offer `lorax.v1` in Sec-WebSocket-Protocol; a
     handshake without it is refused with HTTP 400.
   * Authentication: when the gateway is started with a token, the handshake request
@@ -278,18 +279,21 @@ class FrameCall(_message.Message):
     """The request: a serialized message of the method's input type."""
     read_timeout_ms: _builtins.int
     """The caller's read timeout: the longest idle time, in milliseconds, between two
-    pieces of the upstream answer. Unset: the gateway's own default.
+    pieces of the upstream answer. Unset (or 0): the gateway's own default.
     """
     deadline_ms: _builtins.int
     """What is left of the caller's total deadline when the frame was sent, in
-    milliseconds. The gateway abandons the upstream request when it runs out. Unset:
-    no deadline.
+    milliseconds. The gateway abandons the upstream request when it runs out and
+    answers 504 "upstream_timeout". Unset (or 0): no deadline. The client enforces
+    its deadline itself too; this lets the gateway stop work nobody waits for.
     """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Request headers forwarded to LoRAX with this call only (for example
-        `authorization`, whose bearer token LoRAX uses to download adapters). Names are
-        case-insensitive; hop-by-hop headers (connection, upgrade, host, ...) are dropped.
+        `authorization`, whose bearer token LoRAX uses to download adapters). They
+        override the headers the gateway is configured to send. Names are
+        case-insensitive; hop-by-hop headers (connection, upgrade, host, ...) are dropped;
+        a name that is not an HTTP token or a value with CR, LF or NUL refuses the call.
         """
 
     def __init__(
