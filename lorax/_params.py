@@ -13,6 +13,7 @@ methods it does not know.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -84,11 +85,20 @@ def _check_header_safe(name: str, value: str | None) -> None:
 
 def _set(message: Message, name: str, value: Any) -> None:
     """Set one field, turning protobuf's TypeError/ValueError into a clear lorax error."""
+    field = message.DESCRIPTOR.fields_by_name[name]
+    if field.type == field.TYPE_DOUBLE:
+        _check_finite(name, value)
     try:
         setattr(message, name, value)
     except (TypeError, ValueError) as exc:
-        field = message.DESCRIPTOR.fields_by_name[name]
         raise invalid(f"{name}={value!r} does not fit the field ({_field_kind(field)}): {exc}") from None
+
+
+def _check_finite(name: str, value: Any) -> None:
+    # JSON has no NaN or infinity: the codec would print `null`, which LoRAX reads as
+    # "not set" and replaces with its default, a different request from the one asked.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid(f"{name}={value!r} is not a finite number and cannot be sent as JSON")
 
 
 def _field_kind(field: Any) -> str:
@@ -111,14 +121,14 @@ def _fill(message: Message, values: Mapping[str, Any]) -> None:
             _set(message, name, value)
 
 
-def _flag(value: bool | None) -> bool | None:
+def _flag(name: str, value: bool | None) -> bool | None:
     # A False flag is the server's default on every route we call; leaving it out
     # keeps the body minimal and identical to what the server assumes.
     if value is None or value is False:
         return None
     if value is True:
         return True
-    raise invalid(f"expected True or False, got {value!r}")
+    raise invalid(f"{name} must be True or False, got {value!r}")
 
 
 def _strings(name: str, value: str | Iterable[str] | None) -> list[str] | None:
@@ -127,6 +137,8 @@ def _strings(name: str, value: str | Iterable[str] | None) -> list[str] | None:
     if isinstance(value, str):
         # LoRAX refuses a bare string where it wants a list (422); the intent is clear.
         return [value]
+    if not isinstance(value, Iterable):
+        raise invalid(f"{name} must be a list of strings, not {type(value).__name__}")
     items = list(value)
     for item in items:
         if not isinstance(item, str):
@@ -182,9 +194,12 @@ def merged_adapters(value: MergedAdaptersLike | None) -> MergedAdapters | None:
         weights = value.get("weights")
         if weights is not None:
             try:
-                result.weights.extend(float(w) for w in weights)
+                floats = [float(w) for w in weights]
             except (TypeError, ValueError):
                 raise invalid(f"merged_adapters.weights must be numbers, got {weights!r}") from None
+            for w in floats:
+                _check_finite("merged_adapters.weights", w)
+            result.weights.extend(floats)
         if value.get("merge_strategy") is not None:
             result.merge_strategy = _enum("merge_strategy", value["merge_strategy"], MergeStrategy)  # type: ignore[assignment]
         if value.get("density") is not None:
@@ -287,14 +302,14 @@ def generate(
             "top_k": top_k,
             "top_p": top_p,
             "typical_p": typical_p,
-            "do_sample": _flag(do_sample),
+            "do_sample": _flag("do_sample", do_sample),
             "max_new_tokens": max_new_tokens,
-            "ignore_eos_token": _flag(ignore_eos_token),
-            "return_full_text": _flag(return_full_text),
+            "ignore_eos_token": _flag("ignore_eos_token", ignore_eos_token),
+            "return_full_text": _flag("return_full_text", return_full_text),
             "truncate": truncate,
-            "watermark": _flag(watermark),
-            "details": _flag(details),
-            "decoder_input_details": _flag(decoder_input_details),
+            "watermark": _flag("watermark", watermark),
+            "details": _flag("details", details),
+            "decoder_input_details": _flag("decoder_input_details", decoder_input_details),
             "return_k_alternatives": return_k_alternatives,
             "seed": seed,
         },
@@ -540,7 +555,7 @@ def chat(
             "seed": seed,
             "repetition_penalty": repetition_penalty,
             "top_k": top_k,
-            "ignore_eos_token": _flag(ignore_eos_token),
+            "ignore_eos_token": _flag("ignore_eos_token", ignore_eos_token),
             "tool_prompt": tool_prompt,
             "guideline": guideline,
             "adapter_source": adapter_source,
@@ -599,7 +614,7 @@ def completions(
             "temperature": temperature,
             "top_p": top_p,
             "stream": True if stream else None,
-            "echo": _flag(echo),
+            "echo": _flag("echo", echo),
             "presence_penalty": presence_penalty,
             "frequency_penalty": frequency_penalty,
             "best_of": best_of,
@@ -607,7 +622,7 @@ def completions(
             "seed": seed,
             "repetition_penalty": repetition_penalty,
             "top_k": top_k,
-            "ignore_eos_token": _flag(ignore_eos_token),
+            "ignore_eos_token": _flag("ignore_eos_token", ignore_eos_token),
             "adapter_source": adapter_source,
             "api_token": api_token,
         },

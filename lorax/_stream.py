@@ -9,12 +9,14 @@ the ``with`` block, or cancellation.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from lorax import errors
 from lorax._core import DRAIN_AFTER_FINAL, StreamTracker
 from lorax.transports.base import AsyncMessageStream, MessageStream, ResponseMeta
 
@@ -25,6 +27,12 @@ logger = logging.getLogger("lorax")
 Opened = tuple[MessageStream, Any]
 AsyncOpened = tuple[AsyncMessageStream, Any]
 
+# What a sync opener is handed: call it with None before each attempt and with the
+# transport stream as soon as it exists (before waiting for its first event), so that
+# close() from another thread can interrupt that wait and no attempt starts after it.
+# It raises ClientClosedError once the stream was closed.
+Attach = Callable[[MessageStream | None], None]
+
 
 class Stream(Generic[T]):
     """The events of a streaming call.
@@ -34,10 +42,11 @@ class Stream(Generic[T]):
     headers once the stream has started; ``final`` the last event once it arrived.
     """
 
-    def __init__(self, opener: Callable[[], Opened], tracker: StreamTracker) -> None:
+    def __init__(self, opener: Callable[[Attach], Opened], tracker: StreamTracker) -> None:
         self._opener = opener
         self._tracker = tracker
         self._inner: MessageStream | None = None
+        self._opening: MessageStream | None = None  # the attempt waiting for its first event
         self._pending: Any = None
         self._closed = False
         self._lock = threading.Lock()
@@ -68,23 +77,51 @@ class Stream(Generic[T]):
             if closed_by_user:
                 raise
             raise self._tracker.incomplete() from None
+        except Exception:
+            closed_by_user = self._closed
+            self.close()
+            if closed_by_user:  # closed from another thread: the read failed because of it
+                raise StopIteration from None
+            raise
         except BaseException:
             self.close()
             raise
         return self._deliver(message)
 
+    def _attach(self, inner: MessageStream | None) -> None:
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._opening = inner
+        if closed:
+            if inner is not None:
+                inner.close()
+            raise errors.ClientClosedError("the stream was closed")
+
     def _start(self) -> None:
         try:
-            inner, first = self._opener()
+            inner, first = self._opener(self._attach)
+        except Exception:
+            with self._lock:
+                closed_by_user = self._closed
+                self._closed = True
+                self._opening = None
+            if closed_by_user:  # close() stopped the opening; end quietly
+                raise StopIteration from None
+            raise
         except BaseException:
-            self._closed = True
+            with self._lock:
+                self._closed = True
+                self._opening = None
             raise
         with self._lock:
             self._inner = inner
+            self._opening = None
             self.meta = inner.meta
-            if self._closed:  # closed from another thread while opening
-                inner.close()
-                raise StopIteration
+            closed = self._closed
+        if closed:  # closed from another thread while opening
+            inner.close()
+            raise StopIteration
         if first is None:
             self.close()
             raise self._tracker.incomplete()
@@ -122,7 +159,7 @@ class Stream(Generic[T]):
             if self._closed:
                 return
             self._closed = True
-            inner = self._inner
+            inner = self._inner if self._inner is not None else self._opening
         if inner is not None:
             inner.close()
 
@@ -151,6 +188,9 @@ class AsyncStream(Generic[T]):
         self._opener = opener
         self._tracker = tracker
         self._inner: AsyncMessageStream | None = None
+        # The opening (attempts, backoff, first event) runs as a task of its own, so
+        # that aclose() from another task can cancel it.
+        self._opening: asyncio.Future[AsyncOpened] | None = None
         self._pending: Any = None
         self._closed = False
         self.meta: ResponseMeta | None = None
@@ -180,17 +220,38 @@ class AsyncStream(Generic[T]):
             if closed_by_user:
                 raise
             raise self._tracker.incomplete() from None
+        except Exception:
+            closed_by_user = self._closed
+            await self.aclose()
+            if closed_by_user:  # aclose() from another task made the read fail
+                raise StopAsyncIteration from None
+            raise
         except BaseException:
             await self.aclose()
             raise
         return self._deliver(message)
 
     async def _start(self) -> None:
+        opening = self._opening = asyncio.ensure_future(self._opener())
         try:
-            inner, first = await self._opener()
+            inner, first = await opening
+        except asyncio.CancelledError:
+            closed_by_user = self._closed
+            self._closed = True
+            if closed_by_user and opening.cancelled() and not _cancelling():
+                raise StopAsyncIteration from None  # aclose() stopped the opening
+            raise
+        except Exception:
+            closed_by_user = self._closed
+            self._closed = True
+            if closed_by_user:
+                raise StopAsyncIteration from None
+            raise
         except BaseException:
             self._closed = True
             raise
+        finally:
+            self._opening = None
         self._inner = inner
         self.meta = inner.meta
         if self._closed:
@@ -227,6 +288,14 @@ class AsyncStream(Generic[T]):
 
     async def aclose(self) -> None:
         """Stop the stream and release its connection. Idempotent; safe from another task."""
+        opening = self._opening
+        if opening is not None and not opening.done():
+            # Still opening (or in a retry's backoff): cancelling the opener closes its
+            # transport stream, and the iterating task ends quietly.
+            self._closed = True
+            opening.cancel()
+            await asyncio.wait([opening])
+            return
         if self._closed and self._inner is None:
             return
         self._closed = True
@@ -245,3 +314,10 @@ class AsyncStream(Generic[T]):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
         return f"<AsyncStream {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
+
+
+def _cancelling() -> bool:
+    """Whether the current task itself is being cancelled (Python 3.11+; False before)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False

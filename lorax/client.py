@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from google.protobuf.message import Message
 
@@ -54,6 +54,9 @@ from lorax.types import (
     SimpleToken,
     StreamResponse,
 )
+
+if TYPE_CHECKING:
+    from lorax.transports.mock import MockTransport
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -502,7 +505,8 @@ class Client(_ClientBase):
         Connection failures raise (a server you cannot reach is not "unhealthy").
         """
         try:
-            self._unary(routes.HEALTH, HealthRequest())
+            # An unhealthy answer is the answer: retrying it would only delay it.
+            self.with_options(max_retries=None)._unary(routes.HEALTH, HealthRequest())
         except (UnhealthyError, ServiceUnavailableError):
             return False
         return True
@@ -801,7 +805,7 @@ class AsyncClient(_ClientBase):
         session: object | None = None,
         max_session_retries: int | None = 2,
         *,
-        transport: AsyncTransport | None = None,
+        transport: AsyncTransport | MockTransport | None = None,
         max_retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
         verify: Any = True,
         cert: str | tuple[str, str] | None = None,
@@ -1069,7 +1073,7 @@ class AsyncClient(_ClientBase):
 
     async def health(self) -> bool:
         try:
-            await self._unary(routes.HEALTH, HealthRequest())
+            await self.with_options(max_retries=None)._unary(routes.HEALTH, HealthRequest())
         except (UnhealthyError, ServiceUnavailableError):
             return False
         return True

@@ -25,6 +25,7 @@ automatically when given a ``MockTransport``).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
@@ -151,15 +152,28 @@ class _MockStream(MessageStream):
         except errors.LoraxError:
             self.close()
             raise
+        if self._closed:
+            # close() came from another thread while the handler was producing this
+            # item; it could not stop a running generator, so finish the job here.
+            self._close_items()
+            raise StopIteration
         return self._transport._check(self._method, item)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._close_items()
+
+    def _close_items(self) -> None:
         closer = getattr(self._items, "close", None)
         if closer is not None:
-            closer()  # lets a generator handler run its `finally`
+            try:
+                closer()  # lets a generator handler run its `finally`
+            except ValueError:
+                # "generator already executing": another thread is inside the
+                # handler; __next__ closes it once the handler yields.
+                pass
 
 
 class _AsyncMock(AsyncTransport):
@@ -207,25 +221,42 @@ class _AsyncMockStream(AsyncMessageStream):
         self._method = method
         self._items = items
         self._closed = False
+        # The handler's step in progress. It runs as its own task so that aclose()
+        # from another task can cancel it, as closing a real response would end a
+        # pending read; an async generator cannot be aclose()d while it runs.
+        self._step: asyncio.Future[Any] | None = None
+        self._cancelled_by_close = False
         self.meta = transport._meta
 
     async def __anext__(self) -> Message:
         if self._closed:
             raise StopAsyncIteration
+        step = self._step = asyncio.ensure_future(self._items.__anext__())
         try:
-            item = await self._items.__anext__()
+            item = await step
         except StopAsyncIteration:
             await self.aclose()
             raise
         except errors.LoraxError:
             await self.aclose()
             raise
+        except asyncio.CancelledError:
+            if self._cancelled_by_close and step.cancelled():
+                raise StopAsyncIteration from None
+            raise
+        finally:
+            self._step = None
         return self._transport._check(self._method, item)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        step = self._step
+        if step is not None and not step.done():
+            self._cancelled_by_close = True
+            step.cancel()
+            await asyncio.wait([step])
         closer = getattr(self._items, "aclose", None)
         if closer is not None:
             await closer()
