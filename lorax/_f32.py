@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
+from decimal import Decimal
 
 _PACK = struct.Struct("<f")
 _CACHE: dict[float, str] = {}
@@ -53,11 +54,29 @@ def _shortest_digits(single: float) -> tuple[str, int]:
     # gives the closest such decimal, which is what ryu picks.
     for precision in range(9):
         text = f"{single:.{precision}e}"
-        if to_f32(float(text)) == single:
-            break
+        try:
+            if to_f32(float(text)) == single:
+                break
+        except OverflowError:  # a candidate above f32's range, near its maximum
+            continue
     mantissa, _, exponent = text.partition("e")
     digits = mantissa.replace(".", "").lstrip("-").rstrip("0") or "0"
     return digits, int(exponent)
+
+
+def format_f64(value: float) -> str | None:
+    """Return ryu's f64 text (serde_json's, for LoRAX's f64 fields), or None if not finite."""
+    if not math.isfinite(value):
+        return None
+    if value == 0.0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    # repr gives the shortest round-trip digits of a double; only the layout differs.
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    digits = "".join(map(str, digit_tuple)).lstrip("0")
+    assert isinstance(exponent, int)
+    exp10 = len(digits) + exponent - 1
+    digits = digits.rstrip("0") or "0"
+    return _layout("-" if value < 0 else "", digits, exp10, upper=16, lower=-5)
 
 
 def _format(single: float) -> str:
@@ -65,14 +84,20 @@ def _format(single: float) -> str:
         return "-0.0" if math.copysign(1.0, single) < 0 else "0.0"
     sign = "-" if single < 0 else ""
     digits, exp10 = _shortest_digits(abs(single))
+    return _layout(sign, digits, exp10, upper=13, lower=-6)
+
+
+def _layout(sign: str, digits: str, exp10: int, *, upper: int, lower: int) -> str:
+    # ryu's `format32` / `format64`: plain notation for 10**lower <= |v| < 10**upper,
+    # otherwise `d.ddde-N` with no '+' and no zero padding.
     length = len(digits)
     kk = exp10 + 1  # 10**(kk-1) <= |v| < 10**kk
     k = kk - length
-    if k >= 0 and kk <= 13:
+    if k >= 0 and kk <= upper:
         return f"{sign}{digits}{'0' * k}.0"
-    if 0 < kk <= 13:
+    if 0 < kk <= upper:
         return f"{sign}{digits[:kk]}.{digits[kk:]}"
-    if -6 < kk <= 0:
+    if lower < kk <= 0:
         return f"{sign}0.{'0' * -kk}{digits}"
     if length == 1:
         return f"{sign}{digits}e{kk - 1}"

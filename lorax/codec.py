@@ -28,7 +28,7 @@ import orjson
 from google.protobuf.message import Message
 
 from lorax import errors
-from lorax._f32 import format_f32
+from lorax._f32 import format_f32, format_f64
 from lorax._jsonmap import (
     KIND_BOOL,
     KIND_ENUM,
@@ -223,9 +223,14 @@ def _f32_fragment(value: float) -> orjson.Fragment | None:
     return None if text is None else orjson.Fragment(text)
 
 
-def _finite_or_none(value: float) -> float | None:
-    # LoRAX (serde_json) prints non-finite floats as null; orjson would too, but say so.
-    return value if math.isfinite(value) else None
+def _finite_or_none(value: float) -> float | orjson.Fragment | None:
+    # serde_json prints non-finite floats as null. orjson agrees with its ryu layout
+    # except above 1e16, where it writes `1e+16` and serde_json `1e16`.
+    if not math.isfinite(value):
+        return None
+    if -1e16 < value < 1e16:
+        return value
+    return orjson.Fragment(format_f64(value) or "null")
 
 
 def _build_encoder(mm: MessageMap) -> _Encoder:
