@@ -390,11 +390,15 @@ def test_policy_is_immutable_hashable_and_normalised() -> None:
         ({"backoff_max": "8"}, TypeError, "RetryPolicy.backoff_max must be a number, not str"),
         ({"jitter": 1.5}, ValueError, "RetryPolicy.jitter must be between 0 and 1; got 1.5"),
         ({"jitter": -0.1}, ValueError, "RetryPolicy.jitter must be a finite number >= 0; got -0.1"),
-        ({"max_retry_after": -1}, ValueError, "RetryPolicy.max_retry_after must be a finite number >= 0; got -1"),
+        (
+            {"max_retry_after": -1},
+            ValueError,
+            "RetryPolicy.max_retry_after must be a number >= 0 (math.inf for no cap); got -1",
+        ),
         (
             {"max_retry_after": math.nan},
             ValueError,
-            "RetryPolicy.max_retry_after must be a finite number >= 0; got nan",
+            "RetryPolicy.max_retry_after must be a number >= 0 (math.inf for no cap); got nan",
         ),
         ({"retry_on_status": 429}, TypeError, "RetryPolicy.retry_on_status must be a set of int, not int"),
         ({"retry_on_status": {"429"}}, TypeError, "RetryPolicy.retry_on_status must hold int values; got '429'"),

@@ -27,7 +27,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 __all__ = [
     "Any_",
@@ -222,35 +222,43 @@ class Reader:
         return 1 + self.data.count(b"\n", 0, start_of_line), i - start_of_line
 
     def error(self, message: str, category: str = SYNTAX) -> SerdeError:
+        """An error at the last consumed byte (serde_json ``error``)."""
         line, col = self._position_of(self.index)
         return SerdeError(message, category, line, col)
 
     def peek_error(self, message: str, category: str = SYNTAX) -> SerdeError:
+        """An error at the next, peeked byte (serde_json ``peek_error``)."""
         line, col = self._position_of(min(len(self.data), self.index + 1))
         return SerdeError(message, category, line, col)
 
     def fix_position(self, err: SerdeError) -> SerdeError:
+        """Give a position to an error raised by a visitor (the last consumed byte)."""
         if err.line == 0:
             err.line, err.column = self._position_of(self.index)
         return err
 
     # -- bytes
     def peek(self) -> int | None:
+        """The next byte, not consumed; None at the end."""
         return self.data[self.index] if self.index < len(self.data) else None
 
     def peek_or_null(self) -> int:
+        """The next byte, or 0 at the end."""
         return self.data[self.index] if self.index < len(self.data) else 0
 
     def eat(self) -> None:
+        """Consume the peeked byte."""
         self.index += 1
 
     def next(self) -> int | None:
+        """Consume and return the next byte; None at the end."""
         if self.index < len(self.data):
             self.index += 1
             return self.data[self.index - 1]
         return None
 
     def parse_whitespace(self) -> int | None:
+        """Skip JSON whitespace; return the next byte without consuming it."""
         data, i, n = self.data, self.index, len(self.data)
         while i < n and data[i] in _WS:
             i += 1
@@ -258,12 +266,14 @@ class Reader:
         return data[i] if i < n else None
 
     def check_recursion(self) -> None:
+        """serde_json's 128-level nesting limit."""
         self.remaining_depth -= 1
         if self.remaining_depth == 0:
             raise self.peek_error("recursion limit exceeded")
 
     # -- tokens
     def parse_ident(self, ident: bytes) -> None:
+        """Consume the rest of ``null``, ``true`` or ``false``."""
         for expected in ident:
             got = self.next()
             if got is None:
@@ -316,13 +326,15 @@ class Reader:
                 return value
             if not positive and value != 0 and value >= -(2**63):
                 return value
-            return float(value)  # u64 overflow, i64 underflow, and -0 become f64
+            # u64 overflow, i64 underflow, and -0 become f64 (-0 keeps its sign).
+            return -0.0 if value == 0 else float(value)
         result = float(text)
         if math.isinf(result):
             raise self.error("number out of range")
         return result
 
     def ignore_number(self, positive: bool) -> None:
+        """Check a number's grammar without keeping its value."""
         # ignore_integer/ignore_decimal/ignore_exponent: the grammar without a value.
         first = self.next()
         if first == 0x30:
@@ -429,6 +441,7 @@ class Reader:
             return
 
     def ignore_str(self) -> None:
+        """Skip a string body; unlike ``parse_str`` it does not check UTF-8 or surrogates."""
         data = self.data
         while True:
             m = _STR_STOP.search(data, self.index)
@@ -566,6 +579,7 @@ class Reader:
 
     # -- containers
     def end_seq(self) -> None:
+        """Expect the closing ``]``."""
         peek = self.parse_whitespace()
         if peek == 0x5D:
             self.eat()
@@ -580,6 +594,7 @@ class Reader:
         raise self.peek_error("EOF while parsing a list", EOF)
 
     def end_map(self) -> None:
+        """Expect the closing ``}``."""
         peek = self.parse_whitespace()
         if peek == 0x7D:
             self.eat()
@@ -591,6 +606,7 @@ class Reader:
         raise self.peek_error("EOF while parsing an object", EOF)
 
     def parse_object_colon(self) -> None:
+        """Expect the ``:`` after a key."""
         peek = self.parse_whitespace()
         if peek == 0x3A:
             self.eat()
@@ -635,6 +651,7 @@ class SeqAccess:
         self.index = 0
 
     def next(self, ty: Type) -> tuple[bool, Any]:
+        """The next element as `ty`: (False, None) at the closing bracket."""
         de = self.de
         index = self.index
         self.index += 1
@@ -669,6 +686,7 @@ class MapAccess:
         self.first = True
 
     def next_key(self) -> str | None:
+        """The next key, or None at the closing brace."""
         de = self.de
         try:
             peek = de.parse_whitespace()
@@ -698,6 +716,7 @@ class MapAccess:
             raise _trigger(exc, (*self.chain, _UNKNOWN)) from None
 
     def next_value(self, ty: Type, key: str) -> Any:
+        """The value of `key`, as `ty`."""
         try:
             self.de.parse_object_colon()
         except SerdeError as exc:
@@ -705,6 +724,7 @@ class MapAccess:
         return ty.deserialize(self.de, (*self.chain, ("map", key)))
 
     def skip_value(self, key: str) -> None:
+        """Skip the value of an unknown `key` (syntax still checked)."""
         try:
             self.de.parse_object_colon()
         except SerdeError as exc:
@@ -727,6 +747,7 @@ class Type:
     optional_when_missing: ClassVar[bool] = False
 
     def deserialize(self, de: Reader, chain: Chain) -> Any:
+        """Read a value of this type at `chain`; errors get that path unless they have one."""
         try:
             return self._deserialize(de, chain)
         except SerdeError as exc:
@@ -1044,8 +1065,7 @@ class Struct(Type):
             result: dict[str, Any] = de.container(0x7B, lambda: self._visit_map(de, chain))
             return result
         if peek == 0x5B:
-            result = de.container(0x5B, lambda: self._visit_seq(de, chain))
-            return result
+            return cast("dict[str, Any]", de.container(0x5B, lambda: self._visit_seq(de, chain)))
         raise de.peek_invalid_type(self.expecting)
 
     def _visit_map(self, de: Reader, chain: Chain) -> dict[str, Any]:
@@ -1132,6 +1152,17 @@ class UnitEnum(Type):
         result: str = _scalar(de, "variant identifier", accept)
         return result
 
+    @staticmethod
+    def _unit(de: Reader) -> None:
+        # A unit variant's value in the `{"Variant": ...}` form: deserialize_unit.
+        def accept(peek: int) -> None:
+            if peek != 0x6E:
+                raise de.peek_invalid_type("unit")
+            de.eat()
+            de.parse_ident(b"ull")
+
+        _scalar(de, "unit", accept)
+
     def _deserialize(self, de: Reader, chain: Chain) -> str:
         peek = de.parse_whitespace()
         if peek == 0x22:
@@ -1142,14 +1173,10 @@ class UnitEnum(Type):
             try:
                 start = de.index
                 variant = self._identifier(de)
-                written = de.data[start:de.index]
+                written = de.data[start : de.index]
                 de.parse_object_colon()
                 try:
-                    if de.parse_whitespace() == 0x6E:
-                        de.eat()
-                        de.parse_ident(b"ull")
-                    else:
-                        _scalar(de, "unit", lambda _peek: (_ for _ in ()).throw(de.peek_invalid_type("unit")))
+                    self._unit(de)
                 except SerdeError as exc:
                     label = written.strip()[1:-1].decode("utf-8", "replace")
                     raise _trigger(exc, (*chain, ("enum", label))) from None
@@ -1188,6 +1215,7 @@ class Untagged(Type):
         return self.from_content_or_error(content)
 
     def from_content_or_error(self, content: Any) -> Any:
+        """The first variant that accepts `content`, or serde's untagged error."""
         for variant in self.variants:
             try:
                 return variant(content)
