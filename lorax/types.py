@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lorax.v1.embed_pb2 import (
     ClassifyBatchRequest,
+    ClassifyBatchResponse,
     ClassifyRequest,
     ClassifyResponse,
     EmbedParameters,
@@ -101,6 +102,7 @@ __all__ = [
     "ChatMessage",
     "ChatResponseFormat",
     "ClassifyBatchRequest",
+    "ClassifyBatchResponse",
     "ClassifyRequest",
     "ClassifyResponse",
     "CompatGenerateRequest",
