@@ -48,20 +48,32 @@ def format_f32(value: float) -> str | None:
     return text
 
 
+def _round_trips(text: str, single: float) -> bool:
+    try:
+        return to_f32(float(text)) == single
+    except OverflowError:  # a rounded-up decimal past f32's largest finite value
+        return False
+
+
 def _shortest_digits(single: float) -> tuple[str, int]:
-    # The fewest significant digits whose correctly rounded decimal reads back as the
-    # same f32. '%.*e' rounds to nearest, so the first precision that round-trips also
-    # gives the closest such decimal, which is what ryu picks.
+    # The fewest significant digits whose decimal reads back as the same f32; among
+    # those, the closest to the value, which is what ryu picks. '%.*e' rounds to
+    # nearest, so it gives the closest decimal of each length. At a power of two the
+    # gap below the value is half the gap above, so that closest decimal can fall just
+    # outside the interval while the next one up is inside: ryu then prints the one
+    # above (2**-96 is 1.2621775e-29, not 1.26217745e-29).
     for precision in range(9):
         text = f"{single:.{precision}e}"
-        try:
-            if to_f32(float(text)) == single:
-                break
-        except OverflowError:  # a candidate above f32's range, near its maximum
-            continue
-    mantissa, _, exponent = text.partition("e")
-    digits = mantissa.replace(".", "").lstrip("-").rstrip("0") or "0"
-    return digits, int(exponent)
+        mantissa, _, exponent = text.partition("e")
+        number = int(mantissa.replace(".", ""))
+        exp10 = int(exponent) - precision  # the value is number * 10**exp10
+        if _round_trips(text, single):
+            break
+        if _round_trips(f"{number + 1}e{exp10}", single):
+            number += 1
+            break
+    digits = str(number)
+    return digits.rstrip("0") or "0", exp10 + len(digits) - 1
 
 
 def format_f64(value: float) -> str | None:

@@ -31,6 +31,18 @@ _INT_TYPES = frozenset(
         FieldDescriptor.TYPE_SFIXED64,
     }
 )
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
 _FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
 
 KIND_STRING = "string"
@@ -74,6 +86,8 @@ class FieldMap:
     omit_empty: bool
     f32: bool
     oneof: str | None
+    # The accepted range of an integer field.
+    int_range: tuple[int, int] = (0, 0)
     enum: EnumMap | None = None
     # For message fields, and for the value of a map field when it is a message.
     message: Descriptor | None = None
@@ -180,6 +194,8 @@ def _field_map(fd: FieldDescriptor) -> FieldMap:
         f32=json_opts.f32,
         oneof=real_oneof,
     )
+    if kind == KIND_INT:
+        fm.int_range = _INT_RANGES[fd.type]
     if kind == KIND_ENUM:
         assert fd.enum_type is not None
         fm.enum = enum_map(fd.enum_type)
@@ -228,6 +244,9 @@ def _is_plain(mm: MessageMap, seen: set[str]) -> bool:
     seen.add(mm.full_name)
     for fm in mm.fields:
         if fm.kind == KIND_ENUM or fm.raw_json or fm.key != fm.name or fm.kind == KIND_BYTES:
+            return False
+        if fm.repeated and fm.kind == KIND_STRING:
+            # upb's constructor takes any iterable here: "abc" would become ["a", "b", "c"].
             return False
         sub = fm.message if fm.map_value is None else fm.map_value.message
         if fm.map_value is not None and (fm.map_value.kind == KIND_ENUM or fm.map_value.raw_json):

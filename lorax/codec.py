@@ -73,7 +73,7 @@ def from_json(message_class: type[M], data: bytes | bytearray | memoryview | str
     """
     decode = _decoders.get(message_class)
     if decode is None:
-        decode = _build_decoder(message_class)
+        decode = _decoders[message_class] = _build_decoder(message_class)
     return decode(data)  # type: ignore[no-any-return]
 
 
@@ -84,7 +84,7 @@ def decoder(message_class: type[M]) -> Callable[[bytes | bytearray | memoryview 
     """The `from_json` function for one message class, for hot loops (stream events)."""
     decode = _decoders.get(message_class)
     if decode is None:
-        decode = _build_decoder(message_class)
+        decode = _decoders[message_class] = _build_decoder(message_class)
     return decode
 
 
@@ -97,8 +97,14 @@ def _build_decoder(message_class: type[M]) -> Callable[[Any], M]:
     decode_error = orjson.JSONDecodeError
     check_error = "error" not in mm.by_key
     plain = mm.plain
+    prune = _pruner(mm) if plain else None
+    # Once a body of this class carried keys the .proto lacks (a newer server), the next
+    # ones will too: drop unknown keys before the C constructor rather than failing into
+    # the careful path on every event (5.5 -> 2.7 µs for a token event).
+    pruning = False
 
     def decode(data: Any) -> M:
+        nonlocal pruning
         try:
             obj = loads(data)
         except decode_error as exc:
@@ -108,13 +114,45 @@ def _build_decoder(message_class: type[M]) -> Callable[[Any], M]:
                 raise _error_body(obj)
             if plain:
                 try:
-                    return message_class(**obj)
+                    return message_class(**(prune(obj) if pruning else obj))  # type: ignore[misc]
                 except (ValueError, TypeError):
                     pass  # unknown keys or odd values: the careful path says what is wrong
+                result = _decode_careful(message_class, mm, obj)
+                pruning = True  # it was unknown keys: the careful path accepted the body
+                return result
         return _decode_careful(message_class, mm, obj)
 
-    _decoders[message_class] = decode
     return decode
+
+
+_Pruner = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _pruner(mm: MessageMap) -> _Pruner:
+    """For a plain message: drop the JSON keys its .proto lacks, at every level."""
+    keys = mm.keys
+    subs: list[tuple[str, _Pruner, bool, bool]] = []
+    for fm in mm.fields:
+        sub = fm.message if fm.map_value is None else fm.map_value.message
+        if sub is not None:
+            subs.append((fm.key, _pruner(message_map(sub)), fm.repeated, fm.is_map))
+
+    def prune(obj: dict[str, Any]) -> dict[str, Any]:
+        if not keys.issuperset(obj):
+            obj = {k: v for k, v in obj.items() if k in keys}
+        for key, sub_prune, repeated, is_map in subs:
+            value = obj.get(key)
+            if repeated:
+                if type(value) is list:
+                    obj[key] = [sub_prune(v) if type(v) is dict else v for v in value]
+            elif type(value) is dict:
+                if is_map:
+                    obj[key] = {k: sub_prune(v) if type(v) is dict else v for k, v in value.items()}
+                else:
+                    obj[key] = sub_prune(value)
+        return obj
+
+    return prune
 
 
 def from_obj(message_class: type[M], obj: Any) -> M:
@@ -231,6 +269,24 @@ def _finite_or_none(value: float) -> float | orjson.Fragment | None:
     if -1e16 < value < 1e16:
         return value
     return orjson.Fragment(format_f64(value) or "null")
+
+
+def _serde_json_text(value: Any) -> str:
+    """JSON text of a parsed value, printed as serde_json's Value::to_string() would."""
+    text = orjson.dumps(value)
+    if b"e+" in text:  # a float >= 1e16 (orjson: 1e+16, serde_json: 1e16), or "e+" inside a string
+        text = orjson.dumps(_serde_floats(value))
+    return text.decode()
+
+
+def _serde_floats(value: Any) -> Any:
+    if type(value) is float:
+        return _finite_or_none(value)
+    if type(value) is list:
+        return [_serde_floats(v) for v in value]
+    if type(value) is dict:
+        return {k: _serde_floats(v) for k, v in value.items()}
+    return value
 
 
 def _build_encoder(mm: MessageMap) -> _Encoder:
@@ -359,7 +415,7 @@ _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 def _clean_scalar(fm: FieldMap, value: Any, path: str) -> Any:
     kind = fm.kind
     if fm.raw_json:
-        return orjson.dumps(value).decode()
+        return _serde_json_text(value)
     if kind == KIND_STRING:
         if type(value) is not str:
             raise _bad(path, "a string", value)
@@ -373,6 +429,9 @@ def _clean_scalar(fm: FieldMap, value: Any, path: str) -> Any:
     if kind == KIND_INT:
         if type(value) is not int:
             raise _bad(path, "an integer", value)
+        low, high = fm.int_range
+        if not low <= value <= high:
+            raise _bad(path, f"an integer in [{low}, {high}]", value)
         return value
     if kind == KIND_BOOL:
         if type(value) is not bool:
@@ -411,8 +470,11 @@ def _clean_message(mm: MessageMap, obj: Any, path: str) -> dict[str, Any]:
             if oneof_members is not None and value is not None:
                 out.update(_clean_oneof(oneof_members, value, f"{path}.{key}"))
             continue  # unknown key: a newer server's field
-        if value is None and not fm.raw_json:
-            continue  # null means unset, never 0 or ""
+        if value is None and (not fm.raw_json or fm.null_if_unset):
+            # null means unset, never 0 or "". A raw_json field keeps null as the text
+            # "null" (for `schema`, null differs from absent) unless it prints unset as
+            # null anyway (`logprobs`), where unset is the only faithful reading.
+            continue
         out[fm.name] = _clean_field(fm, value, f"{path}.{key}")
     return out
 
@@ -441,6 +503,13 @@ _JSON_KIND = {
 }
 
 
+def _unwrapped_json_type(mm: MessageMap) -> type[object]:
+    """The JSON type an unwrapped message prints as: an array, or an object for a map."""
+    if not mm.oneofs and mm.fields[0].is_map:
+        return dict
+    return list
+
+
 def _clean_oneof(members: tuple[FieldMap, ...], value: Any, path: str) -> dict[str, Any]:
     """Pick the oneof member that can hold a JSON value of this type."""
     if value is None:
@@ -453,9 +522,7 @@ def _clean_oneof(members: tuple[FieldMap, ...], value: Any, path: str) -> dict[s
             return {fm.name: float(value)}
         if fm.kind == KIND_MESSAGE and fm.message is not None:
             sub = message_map(fm.message)
-            if type(value) is list and sub.unwrap:
-                return {fm.name: _clean_message(sub, value, path)}
-            if type(value) is dict and not sub.unwrap:
+            if type(value) is (_unwrapped_json_type(sub) if sub.unwrap else dict):
                 return {fm.name: _clean_message(sub, value, path)}
     expected = " or ".join(fm.kind if fm.kind != KIND_MESSAGE else "an object or array" for fm in members)
     raise _bad(path, expected, value)
