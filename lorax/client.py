@@ -24,6 +24,7 @@ from lorax._core import (
     RawResponse,
     StreamTracker,
     build_headers,
+    call_args,
     check_base_url,
     predibase_headers,
     predibase_url,
@@ -367,33 +368,7 @@ class Client(_ClientBase):
         Raises:
             lorax.errors.LoraxError: a subclass naming what went wrong.
         """
-        request = _params.generate(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-            do_sample=do_sample,
-            max_new_tokens=max_new_tokens,
-            ignore_eos_token=ignore_eos_token,
-            best_of=best_of,
-            repetition_penalty=repetition_penalty,
-            return_full_text=return_full_text,
-            seed=seed,
-            stop_sequences=stop_sequences,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            truncate=truncate,
-            typical_p=typical_p,
-            watermark=watermark,
-            response_format=response_format,
-            decoder_input_details=decoder_input_details,
-            return_k_alternatives=return_k_alternatives,
-            details=details,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-        )
+        request = _params.generate(**call_args(locals()))
         result: GenerateResponse = self._unary(routes.GENERATE, request)
         return result
 
@@ -432,31 +407,7 @@ class Client(_ClientBase):
         has ``generated_text`` (and ``details``). A stream that ends before that event
         raises :class:`lorax.errors.IncompleteGenerationError`.
         """
-        request = _params.generate(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-            do_sample=do_sample,
-            max_new_tokens=max_new_tokens,
-            ignore_eos_token=ignore_eos_token,
-            repetition_penalty=repetition_penalty,
-            return_full_text=return_full_text,
-            seed=seed,
-            stop_sequences=stop_sequences,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            truncate=truncate,
-            typical_p=typical_p,
-            watermark=watermark,
-            response_format=response_format,
-            details=details,
-            return_k_alternatives=return_k_alternatives,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-        )
+        request = _params.generate(**call_args(locals()))
         return self._stream(routes.GENERATE_STREAM, request)
 
     def embed(
@@ -469,13 +420,7 @@ class Client(_ClientBase):
         api_token: str | None = None,
     ) -> EmbedResponse:
         """Embed `inputs` (POST /embed); the result has ``.embeddings``, one vector."""
-        request = _params.embed(
-            inputs,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-        )
+        request = _params.embed(**call_args(locals()))
         result: EmbedResponse = self._unary(routes.EMBED, request)
         return result
 
@@ -579,30 +524,7 @@ class Client(_ClientBase):
         LoRAX samples on this route unless ``temperature=0``. ``tool_choice`` in
         OpenAI's object form is rewritten to LoRAX's.
         """
-        request = _params.chat(
-            messages,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            n=n,
-            stop=stop,
-            seed=seed,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            response_format=response_format,
-            tools=tools,
-            tool_choice=tool_choice,
-            tool_prompt=tool_prompt,
-            guideline=guideline,
-            logit_bias=logit_bias,
-            user=user,
-        )
+        request = _params.chat(**call_args(locals()))
         result: ChatCompletionResponse = self._unary(routes.CHAT_COMPLETIONS, request)
         return result
 
@@ -635,30 +557,7 @@ class Client(_ClientBase):
 
         Takes the arguments of :meth:`chat` except ``n`` (LoRAX streams one choice).
         """
-        request = _params.chat(
-            messages,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            seed=seed,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            response_format=response_format,
-            tools=tools,
-            tool_choice=tool_choice,
-            tool_prompt=tool_prompt,
-            guideline=guideline,
-            logit_bias=logit_bias,
-            user=user,
-            stream=True,
-        )
+        request = _params.chat(**call_args(locals()), stream=True)
         return self._stream(routes.CHAT_COMPLETIONS_STREAM, request)
 
     def completions(
@@ -684,26 +583,7 @@ class Client(_ClientBase):
         user: str | None = None,
     ) -> CompletionResponse:
         """A text completion (POST /v1/completions). `adapter_id` is sent as ``model``."""
-        request = _params.completions(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            seed=seed,
-            echo=echo,
-            best_of=best_of,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            logit_bias=logit_bias,
-            user=user,
-        )
+        request = _params.completions(**call_args(locals()))
         result: CompletionResponse = self._unary(routes.COMPLETIONS, request)
         return result
 
@@ -729,26 +609,7 @@ class Client(_ClientBase):
         user: str | None = None,
     ) -> Stream[CompletionStreamResponse]:
         """Stream a text completion. Takes the arguments of :meth:`completions` but ``best_of``."""
-        request = _params.completions(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            seed=seed,
-            echo=echo,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            logit_bias=logit_bias,
-            user=user,
-            stream=True,
-        )
+        request = _params.completions(**call_args(locals()), stream=True)
         return self._stream(routes.COMPLETIONS_STREAM, request)
 
     def embeddings(
@@ -761,13 +622,7 @@ class Client(_ClientBase):
         api_token: str | None = None,
     ) -> EmbeddingsResponse:
         """Embed one string or a list (POST /v1/embeddings); ``.embeddings`` in input order."""
-        request = _params.embeddings(
-            input,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-        )
+        request = _params.embeddings(**call_args(locals()))
         result: EmbeddingsResponse = self._unary(routes.EMBEDDINGS, request)
         return result
 
@@ -952,33 +807,7 @@ class AsyncClient(_ClientBase):
         frequency_penalty: float | None = None,
         presence_penalty: float | None = None,
     ) -> GenerateResponse:
-        request = _params.generate(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-            do_sample=do_sample,
-            max_new_tokens=max_new_tokens,
-            ignore_eos_token=ignore_eos_token,
-            best_of=best_of,
-            repetition_penalty=repetition_penalty,
-            return_full_text=return_full_text,
-            seed=seed,
-            stop_sequences=stop_sequences,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            truncate=truncate,
-            typical_p=typical_p,
-            watermark=watermark,
-            response_format=response_format,
-            decoder_input_details=decoder_input_details,
-            return_k_alternatives=return_k_alternatives,
-            details=details,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-        )
+        request = _params.generate(**call_args(locals()))
         result: GenerateResponse = await self._unary(routes.GENERATE, request)
         return result
 
@@ -1009,31 +838,7 @@ class AsyncClient(_ClientBase):
         frequency_penalty: float | None = None,
         presence_penalty: float | None = None,
     ) -> AsyncStream[StreamResponse]:
-        request = _params.generate(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-            do_sample=do_sample,
-            max_new_tokens=max_new_tokens,
-            ignore_eos_token=ignore_eos_token,
-            repetition_penalty=repetition_penalty,
-            return_full_text=return_full_text,
-            seed=seed,
-            stop_sequences=stop_sequences,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            truncate=truncate,
-            typical_p=typical_p,
-            watermark=watermark,
-            response_format=response_format,
-            details=details,
-            return_k_alternatives=return_k_alternatives,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-        )
+        request = _params.generate(**call_args(locals()))
         return self._stream(routes.GENERATE_STREAM, request)
 
     async def embed(
@@ -1045,13 +850,7 @@ class AsyncClient(_ClientBase):
         merged_adapters: _params.MergedAdaptersLike | None = None,
         api_token: str | None = None,
     ) -> EmbedResponse:
-        request = _params.embed(
-            inputs,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-        )
+        request = _params.embed(**call_args(locals()))
         result: EmbedResponse = await self._unary(routes.EMBED, request)
         return result
 
@@ -1136,30 +935,7 @@ class AsyncClient(_ClientBase):
         logit_bias: Mapping[str, float] | None = None,
         user: str | None = None,
     ) -> ChatCompletionResponse:
-        request = _params.chat(
-            messages,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            n=n,
-            stop=stop,
-            seed=seed,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            response_format=response_format,
-            tools=tools,
-            tool_choice=tool_choice,
-            tool_prompt=tool_prompt,
-            guideline=guideline,
-            logit_bias=logit_bias,
-            user=user,
-        )
+        request = _params.chat(**call_args(locals()))
         result: ChatCompletionResponse = await self._unary(routes.CHAT_COMPLETIONS, request)
         return result
 
@@ -1188,30 +964,7 @@ class AsyncClient(_ClientBase):
         logit_bias: Mapping[str, float] | None = None,
         user: str | None = None,
     ) -> AsyncStream[ChatCompletionStreamResponse]:
-        request = _params.chat(
-            messages,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            seed=seed,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            response_format=response_format,
-            tools=tools,
-            tool_choice=tool_choice,
-            tool_prompt=tool_prompt,
-            guideline=guideline,
-            logit_bias=logit_bias,
-            user=user,
-            stream=True,
-        )
+        request = _params.chat(**call_args(locals()), stream=True)
         return self._stream(routes.CHAT_COMPLETIONS_STREAM, request)
 
     async def completions(
@@ -1236,26 +989,7 @@ class AsyncClient(_ClientBase):
         logit_bias: Mapping[str, float] | None = None,
         user: str | None = None,
     ) -> CompletionResponse:
-        request = _params.completions(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            seed=seed,
-            echo=echo,
-            best_of=best_of,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            logit_bias=logit_bias,
-            user=user,
-        )
+        request = _params.completions(**call_args(locals()))
         result: CompletionResponse = await self._unary(routes.COMPLETIONS, request)
         return result
 
@@ -1280,26 +1014,7 @@ class AsyncClient(_ClientBase):
         logit_bias: Mapping[str, float] | None = None,
         user: str | None = None,
     ) -> AsyncStream[CompletionStreamResponse]:
-        request = _params.completions(
-            prompt,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            api_token=api_token,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=stop,
-            seed=seed,
-            echo=echo,
-            presence_penalty=presence_penalty,
-            frequency_penalty=frequency_penalty,
-            repetition_penalty=repetition_penalty,
-            ignore_eos_token=ignore_eos_token,
-            logit_bias=logit_bias,
-            user=user,
-            stream=True,
-        )
+        request = _params.completions(**call_args(locals()), stream=True)
         return self._stream(routes.COMPLETIONS_STREAM, request)
 
     async def embeddings(
@@ -1311,13 +1026,7 @@ class AsyncClient(_ClientBase):
         merged_adapters: _params.MergedAdaptersLike | None = None,
         api_token: str | None = None,
     ) -> EmbeddingsResponse:
-        request = _params.embeddings(
-            input,
-            adapter_id=adapter_id,
-            adapter_source=adapter_source,
-            merged_adapters=merged_adapters,
-            api_token=api_token,
-        )
+        request = _params.embeddings(**call_args(locals()))
         result: EmbeddingsResponse = await self._unary(routes.EMBEDDINGS, request)
         return result
 
