@@ -180,7 +180,8 @@ class APIConnectionError(LoraxError):
 
 
 class APITimeoutError(APIConnectionError):
-    """A timeout ran out. ``phase`` says which: "connect", "read" or "total"."""
+    """A timeout ran out. ``phase`` says which: "connect", "read" (idle time between
+    bytes), "pool" (no free pooled connection in time) or "total" (the call's deadline)."""
 
     def __init__(self, message: str, *, phase: str = "read", **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,703 @@
+"""What the two HTTP transports share, with no I/O: URLs, headers, TLS, proxies, decoding.
+
+:mod:`lorax.transports.http` (urllib3, sync) and :mod:`lorax.transports.aiohttp`
+(asyncio) differ only in how bytes move. Everything that decides *what* moves, and
+what the bytes that came back mean, lives here, so the two cannot drift apart:
+
+* :class:`BaseURL` parses and checks ``base_url`` and joins route paths under its
+  prefix;
+* :func:`default_headers` and :class:`Route` build each method's request headers
+  once, and :func:`merge_headers` adds a call's own headers;
+* :func:`ssl_context` and :func:`resolve_proxy` turn ``verify``/``cert``/``proxy``/
+  ``trust_env`` into one TLS context and one proxy decision, read the same way for
+  both transports;
+* :func:`decode_response` and :func:`status_error` turn a finished response into the
+  method's message or the :mod:`lorax.errors` exception;
+* :func:`connection_error`, :func:`timeout_error` and :func:`interrupted` build the
+  connection failures with messages that name the host and port, never a URL with
+  credentials;
+* :class:`Secrets` scrubs credentials out of anything built from the server's text.
+
+Route joining. A route's path is appended to the base URL's path prefix, so
+``https://serving.app.predibase.com/TENANT/deployments/v2/llms/NAME`` with
+``/generate`` becomes ``.../llms/NAME/generate``. LoRAX's ``/`` route (the compat
+generate route) is the base URL itself, without a trailing slash: exactly where the
+official client posts (``.../llms/NAME``), and ``http://host:port/`` without a
+prefix. Trailing slashes on ``base_url`` are ignored; a query string or a fragment is
+refused, because no route could carry it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import socket
+import ssl
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from google.protobuf.message import Message
+
+from lorax import codec, errors
+from lorax._redact import REDACTED, SENSITIVE_FIELDS, is_sensitive_header, redact_url
+from lorax._routes import Method
+from lorax.transports.base import lower_headers
+
+__all__ = [
+    "DRAIN_LIMIT",
+    "DRAIN_TIMEOUT",
+    "MAX_ERROR_BODY",
+    "READ_CHUNK",
+    "USER_AGENT",
+    "BaseURL",
+    "Proxy",
+    "Route",
+    "Secrets",
+    "connection_error",
+    "decode_response",
+    "default_headers",
+    "interrupted",
+    "merge_headers",
+    "resolve_proxy",
+    "ssl_context",
+    "status_error",
+    "timeout_error",
+    "warn_insecure",
+]
+
+#: Bytes asked for per read of a stream. Large enough that a burst of events, or a
+#: several-MiB final event, takes few reads; events are decoded a chunk at a time.
+READ_CHUNK = 64 * 1024
+
+#: The most of an error body that is read. The exception keeps 4096 characters; a
+#: longer body (a proxy's HTML page) is cut here and its connection is not reused.
+MAX_ERROR_BODY = 64 * 1024
+
+#: After ``[DONE]``, the end of the chunked body is read for at most this long and
+#: this many bytes so that the connection can be reused; otherwise it is closed.
+DRAIN_TIMEOUT = 0.25
+DRAIN_LIMIT = 64 * 1024
+
+_log = logging.getLogger("lorax")
+
+
+def _version() -> str:
+    try:
+        import lorax
+
+        version = getattr(lorax, "__version__", None)
+        if isinstance(version, str) and version:
+            return version
+        from importlib.metadata import version as dist_version
+
+        return dist_version("lorax-client")
+    except Exception:
+        return "unknown"
+
+
+#: The default ``User-Agent``.
+USER_AGENT = f"lorax-client/{_version()}"
+
+# RFC 9110 token characters for header names; values may not hold CR, LF or NUL.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+# ---------------------------------------------------------------------------------
+# Base URL and routes
+
+
+@dataclass(frozen=True)
+class BaseURL:
+    """A checked ``base_url``.
+
+    Attributes:
+        scheme: "http" or "https".
+        host: the host name (IPv6 without brackets), lower-case.
+        port: the port, explicit or the scheme's default.
+        prefix: the path prefix without a trailing slash ("" for none).
+        origin: ``scheme://host[:port]`` with no credentials and no path.
+        where: ``host:port`` for messages (IPv6 in brackets).
+        display: the base URL for reprs and logs, credentials redacted.
+        auth_header: an ``Authorization: Basic`` value from ``user:password@``, if any.
+        password: the URL's password, kept only to scrub it out of error messages.
+    """
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str
+    origin: str
+    where: str
+    display: str
+    auth_header: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, base_url: str) -> BaseURL:
+        """Check `base_url` and split it. Raises ValueError for anything unusable."""
+        if not isinstance(base_url, str):
+            raise TypeError(f"base_url must be a str, not {type(base_url).__name__}")
+        text = base_url.strip()
+        if not text or any(ord(c) < 0x21 or c == "\x7f" for c in text):
+            raise ValueError("base_url must be an http:// or https:// URL without spaces or control characters")
+        if "?" in text or "#" in text:
+            raise ValueError(
+                "base_url must not have a query string or a fragment: routes are joined under its path, "
+                f"and no route could carry them (got {_safe_url(text)})"
+            )
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"base_url must start with http:// or https://, got {_safe_url(text)}")
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"base_url has no host: {_safe_url(text)}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"base_url has an invalid port: {_safe_url(text)}") from None
+        if port is None:
+            port = 443 if scheme == "https" else 80
+        default_port = port == (443 if scheme == "https" else 80)
+        bracketed = f"[{host}]" if ":" in host else host
+        origin = f"{scheme}://{bracketed}" if default_port else f"{scheme}://{bracketed}:{port}"
+        prefix = parts.path.rstrip("/")
+        auth_header = None
+        password = None
+        if parts.username is not None or parts.password is not None:
+            user = unquote(parts.username or "")
+            password = unquote(parts.password or "")
+            auth_header = basic_auth(user, password)
+        display = redact_url(f"{parts.scheme}://{parts.netloc}{prefix}")
+        return cls(
+            scheme=scheme,
+            host=host,
+            port=port,
+            prefix=prefix,
+            origin=origin,
+            where=f"{bracketed}:{port}",
+            display=display,
+            auth_header=auth_header,
+            password=password or None,
+        )
+
+    def path(self, route_path: str) -> str:
+        """The request path of a route: joined under the prefix; ``/`` is the prefix itself."""
+        if route_path == "/":
+            return self.prefix or "/"
+        return self.prefix + route_path
+
+    def url(self, route_path: str) -> str:
+        """The absolute URL of a route, without credentials."""
+        return self.origin + self.path(route_path)
+
+
+def _safe_url(text: str) -> str:
+    # For messages about a rejected base_url: never show credentials or a query.
+    shown = redact_url(text.split("?", 1)[0].split("#", 1)[0])
+    return shown if len(shown) <= 200 else shown[:200] + "..."
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization``/``Proxy-Authorization`` Basic value."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def check_headers(headers: Mapping[str, str], what: str) -> dict[str, str]:
+    """Lower-case the names and refuse what would corrupt the request (ValueError).
+
+    The message names the header, never its value: values may be credentials.
+    """
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"{what}: invalid header name {name!r}")
+        if not isinstance(value, str):
+            raise TypeError(f"{what}: the value of header {name!r} must be a str, not {type(value).__name__}")
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"{what}: the value of header {name!r} contains CR, LF or NUL")
+        out[name.lower()] = value
+    return out
+
+
+def default_headers(headers: Mapping[str, str] | None, user_agent: str | None, base: BaseURL) -> dict[str, str]:
+    """A transport's own headers, lower-cased: ``user-agent``, basic auth, then `headers`.
+
+    `headers` wins over both (so ``headers={"User-Agent": ...}`` beats ``user_agent``).
+    """
+    out: dict[str, str] = {"user-agent": USER_AGENT if user_agent is None else user_agent}
+    if user_agent is not None:
+        check_headers({"User-Agent": user_agent}, "user_agent")
+    if base.auth_header is not None:
+        out["authorization"] = base.auth_header
+    if headers:
+        out.update(check_headers(headers, "headers"))
+    return out
+
+
+def merge_headers(route_headers: dict[str, str], call_headers: Mapping[str, str]) -> dict[str, str]:
+    """A route's headers plus a call's (the call wins, compared case-insensitively)."""
+    merged = dict(route_headers)
+    merged.update(check_headers(call_headers, "CallOptions.headers"))
+    return merged
+
+
+@dataclass(frozen=True)
+class Route:
+    """Everything about one method's request that does not change between calls.
+
+    Attributes:
+        method: the HTTP method.
+        path: the method's route path (what the route was built from).
+        url: absolute URL (no credentials).
+        target: what goes on the request line: the path, or the absolute URL when a
+            forwarding (plain HTTP) proxy is used.
+        has_body: POST routes send the JSON of the request message; GET routes nothing.
+        headers: the request headers (lower-case names).
+        json_headers: for the metrics route, the headers that ask for JSON.
+    """
+
+    method: str
+    path: str
+    url: str
+    target: str
+    has_body: bool
+    headers: dict[str, str]
+    json_headers: dict[str, str] | None
+
+    @classmethod
+    def build(cls, method: Method, base: BaseURL, defaults: Mapping[str, str], proxy: Proxy | None) -> Route:
+        url = base.url(method.path)
+        forwarding = proxy is not None and base.scheme == "http"
+        has_body = method.http_method == "POST"
+        headers: dict[str, str] = {}
+        if method.server_streaming:
+            headers["accept"] = "text/event-stream"
+        elif method.metrics_response:
+            headers["accept"] = "text/plain"
+        else:
+            headers["accept"] = "application/json"
+        if has_body:
+            headers["content-type"] = "application/json"
+        # Never ask for compression: a proxy that gzips an event stream holds events back.
+        headers["accept-encoding"] = "identity"
+        headers.update(defaults)
+        if forwarding and proxy is not None and proxy.auth_header is not None:
+            # A forwarding proxy reads its credentials from the request itself.
+            headers.setdefault("proxy-authorization", proxy.auth_header)
+        json_headers = None
+        if method.metrics_response:
+            json_headers = dict(headers)
+            if "accept" not in defaults:
+                json_headers["accept"] = "application/json"
+        return cls(
+            method=method.http_method,
+            path=method.path,
+            url=url,
+            target=url if forwarding else base.path(method.path),
+            has_body=has_body,
+            headers=headers,
+            json_headers=json_headers,
+        )
+
+    def headers_for(self, request: Message, call_headers: Mapping[str, str]) -> dict[str, str]:
+        """The headers of one call."""
+        headers = self.headers
+        if self.json_headers is not None and str(getattr(request, "format", "")).lower() == "json":
+            headers = self.json_headers
+        if call_headers:
+            return merge_headers(headers, call_headers)
+        return headers
+
+
+# ---------------------------------------------------------------------------------
+# TLS and proxies
+
+
+def ssl_context(
+    verify: bool | str | ssl.SSLContext,
+    cert: str | tuple[str, str] | None,
+    *,
+    trust_env: bool,
+) -> ssl.SSLContext:
+    """The TLS context both transports use.
+
+    * ``verify=True``: the system's trust store (OpenSSL honours ``SSL_CERT_FILE`` and
+      ``SSL_CERT_DIR``). With ``trust_env``, ``REQUESTS_CA_BUNDLE`` (what ``requests``
+      reads) replaces it when set, so corporate CA bundles work the same as there.
+    * ``verify="path"``: that CA file (or directory).
+    * ``verify=False``: no certificate or host name checks (the transport logs a
+      warning once).
+    * an ``ssl.SSLContext``: used as it is; put a client certificate in it yourself.
+    * ``cert``: a client certificate, a PEM file holding key and certificate, or a
+      ``(certfile, keyfile)`` pair.
+    """
+    if isinstance(verify, ssl.SSLContext):
+        if cert is not None:
+            raise ValueError("cert cannot be combined with an SSLContext: call load_cert_chain() on your context")
+        return verify
+    if verify is True:
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") if trust_env else None
+        ctx = _verifying_context(bundle) if bundle else ssl.create_default_context()
+    elif verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str):
+        ctx = _verifying_context(verify)
+    else:
+        raise TypeError(f"verify must be a bool, a CA bundle path or an ssl.SSLContext, not {type(verify).__name__}")
+    if cert is not None:
+        if isinstance(cert, str):
+            ctx.load_cert_chain(cert)
+        elif isinstance(cert, tuple) and len(cert) == 2:
+            ctx.load_cert_chain(cert[0], cert[1])
+        else:
+            raise TypeError("cert must be a PEM file path or a (certfile, keyfile) tuple")
+    return ctx
+
+
+def _verifying_context(path: str) -> ssl.SSLContext:
+    if os.path.isdir(path):
+        return ssl.create_default_context(capath=path)
+    if not os.path.exists(path):
+        raise ValueError(f"verify: no CA bundle at {path!r}")
+    return ssl.create_default_context(cafile=path)
+
+
+_insecure_warned: set[str] = set()
+
+
+def warn_insecure(display: str) -> None:
+    """Log, once per base URL and process, that TLS verification is off."""
+    if display in _insecure_warned:
+        return
+    _insecure_warned.add(display)
+    _log.warning(
+        "TLS certificate verification is disabled for %s (verify=False): the connection can be intercepted",
+        display,
+    )
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """The proxy a transport goes through.
+
+    Attributes:
+        url: the proxy URL without credentials (``http://host:port``).
+        where: ``host:port`` for messages.
+        auth_header: ``Proxy-Authorization`` from the proxy URL's ``user:password@``.
+        password: kept only to scrub it out of messages.
+        from_env: True when it came from the environment rather than ``proxy=``.
+    """
+
+    url: str
+    where: str
+    auth_header: str | None
+    password: str | None
+    from_env: bool
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Proxy-Authorization": self.auth_header} if self.auth_header else {}
+
+
+def resolve_proxy(base: BaseURL, proxy: str | None, *, trust_env: bool) -> Proxy | None:
+    """Decide once, at construction, which proxy (if any) the transport uses.
+
+    An explicit ``proxy`` wins. Otherwise, with ``trust_env``, the environment decides
+    exactly as ``urllib.request`` (and so aiohttp's own ``trust_env``) reads it:
+    ``HTTPS_PROXY`` for an https base URL, ``HTTP_PROXY`` for http (lower-case names
+    win), skipped when ``NO_PROXY`` matches the host. ``ALL_PROXY`` is not read, and
+    only http:// and https:// proxies are supported. Both transports call this same
+    function, so sync and async always agree.
+    """
+    if proxy is not None:
+        return _parse_proxy(proxy, from_env=False)
+    if not trust_env:
+        return None
+    proxies = urllib.request.getproxies()
+    candidate = proxies.get(base.scheme)
+    if not candidate:
+        return None
+    host = base.host if ":" in base.host else f"{base.host}:{base.port}"
+    if urllib.request.proxy_bypass(host):
+        return None
+    try:
+        return _parse_proxy(candidate, from_env=True)
+    except ValueError as exc:
+        _log.warning("ignoring the %s proxy from the environment: %s", base.scheme, exc)
+        return None
+
+
+def _parse_proxy(text: str, *, from_env: bool) -> Proxy:
+    if "://" not in text:
+        text = "http://" + text  # curl and requests accept "host:port"
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"only http:// and https:// proxies are supported, not {scheme}://")
+    if not parts.hostname:
+        raise ValueError(f"the proxy URL has no host: {redact_url(text)}")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"the proxy URL has an invalid port: {redact_url(text)}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    auth_header = None
+    password = None
+    if parts.username is not None or parts.password is not None:
+        password = unquote(parts.password or "")
+        auth_header = basic_auth(unquote(parts.username or ""), password)
+    return Proxy(
+        url=f"{scheme}://{host}:{port}",
+        where=f"{host}:{port}",
+        auth_header=auth_header,
+        password=password or None,
+        from_env=from_env,
+    )
+
+
+# ---------------------------------------------------------------------------------
+# Responses
+
+
+def decode_response(method: Method, status: int, headers: Mapping[str, str], body: bytes) -> Message:
+    """The message of a 2xx response.
+
+    Raises the :mod:`lorax.errors` class for a LoRAX error body and
+    :class:`~lorax.errors.ResponseDecodeError` for a body that does not decode.
+    """
+    if method.empty_response:
+        result: Message = method.output_type()
+        return result
+    if method.metrics_response:
+        from lorax.v1 import server_pb2
+
+        content_type = _get(headers, "content-type").lower()
+        if "json" in content_type:
+            families = codec.from_json(server_pb2.MetricFamilies, body)
+            return server_pb2.MetricsResponse(families=families)
+        return server_pb2.MetricsResponse(text=body.decode("utf-8", "replace"))
+    message: Message = codec.from_json(method.output_type, body)
+    return message
+
+
+def _get(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.title())
+    return value or ""
+
+
+def is_event_stream(headers: Mapping[str, str]) -> bool:
+    """Whether a 2xx answer to a streaming route is really a stream.
+
+    A missing content type is accepted (an odd proxy); JSON, HTML or text is not.
+    """
+    content_type = _get(headers, "content-type").lower()
+    return not content_type or "event-stream" in content_type
+
+
+def status_error(status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets) -> errors.LoraxError:
+    """The exception for a non-2xx status (or a 2xx stream that is not a stream).
+
+    LoRAX JSON errors map by ``error_type``; axum's text/plain 4xx, a proxy's HTML 502
+    and empty bodies by status (:func:`lorax.errors.error_from_response`). A 3xx is
+    refused: lorax does not follow redirects (LoRAX never sends one, and following
+    one would carry the Authorization header to wherever it points).
+    """
+    body = secrets.scrub_bytes(body)
+    lowered = secrets.scrub_headers(lower_headers(headers))
+    if 300 <= status < 400:
+        location = lowered.get("location", "")
+        where = _location(location)
+        message = (
+            f"the server answered with a redirect ({status}){' to ' + where if where else ''}; "
+            "lorax does not follow redirects: point base_url at the final address"
+        )
+        cls = errors.error_class(status, None)
+        return cls(secrets.scrub(message), status_code=status, headers=lowered, body=body.decode("utf-8", "replace"))
+    return errors.error_from_response(status, lowered, body)
+
+
+def _location(location: str) -> str:
+    if not location:
+        return ""
+    shown = redact_url(location.split("?", 1)[0].split("#", 1)[0])
+    return shown[:200]
+
+
+def not_a_stream(status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets) -> errors.LoraxError:
+    """A 2xx answer to a streaming route that is not ``text/event-stream``."""
+    body = secrets.scrub_bytes(body)
+    headers = secrets.scrub_headers(lower_headers(headers))
+    error = errors.error_from_response(status, headers, body) if body[:1] == b"{" else None
+    if error is not None and error.error_type is not None:
+        return error
+    content_type = _get(headers, "content-type")
+    return errors.ResponseDecodeError(
+        f"expected a text/event-stream answer, got {content_type!r} (status {status})",
+        headers=headers,
+        body=body.decode("utf-8", "replace"),
+    )
+
+
+# ---------------------------------------------------------------------------------
+# Connection failures
+
+
+def connection_error(message: str, *, request_sent: bool) -> errors.APIConnectionError:
+    """An :class:`~lorax.errors.APIConnectionError` marked with ``request_sent``."""
+    error = errors.APIConnectionError(message)
+    error.request_sent = request_sent
+    return error
+
+
+def timeout_error(message: str, *, phase: str, request_sent: bool) -> errors.APITimeoutError:
+    """An :class:`~lorax.errors.APITimeoutError` of `phase`, marked with ``request_sent``."""
+    error = errors.APITimeoutError(message, phase=phase)
+    error.request_sent = request_sent
+    return error
+
+
+def interrupted(events: int, where: str, reason: str) -> errors.StreamInterruptedError:
+    """The stream broke after it had started."""
+    noun = "event" if events == 1 else "events"
+    error = errors.StreamInterruptedError(f"the stream from {where} broke after {events} {noun}: {reason}")
+    error.request_sent = True
+    return error
+
+
+def seconds(value: float | None) -> str:
+    return "no limit" if value is None else f"{value:g} s"
+
+
+def os_reason(exc: BaseException) -> str:
+    """A short human reason from the OSError (or SSL error) at the root of `exc`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    fallback = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verification failed: {current.verify_message or current.reason or current}"
+        if isinstance(current, ssl.SSLError):
+            return f"TLS error: {current.reason or current}"
+        if isinstance(current, socket.gaierror) and current.strerror:
+            return str(current.strerror)
+        if isinstance(current, OSError) and isinstance(current.errno, int) and current.errno > 0:
+            # strerror may be a library's own text ("Connect call failed ..."); the
+            # errno's name is what people search for.
+            return os.strerror(current.errno).lower()
+        if isinstance(current, OSError) and current.strerror:
+            return str(current.strerror)
+        if not fallback and str(current):
+            fallback = str(current)
+        current = current.__cause__ or current.__context__
+    return fallback or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------
+# Secrets
+
+
+class Secrets:
+    """Credential values that must not appear in anything built from outside text.
+
+    Collected only when an error is being built: the transport's own credentials
+    (Authorization-like headers, URL and proxy passwords), the call's sensitive
+    headers, and any ``api_token`` in the request message.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self.values = tuple(sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True))
+
+    @classmethod
+    def of(
+        cls,
+        transport_values: Iterable[str],
+        call_headers: Mapping[str, str] | None = None,
+        request: Message | None = None,
+    ) -> Secrets:
+        values = list(transport_values)
+        if call_headers:
+            values.extend(header_secrets(call_headers))
+        if request is not None:
+            values.extend(request_secrets(request))
+        return cls(values)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.values:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def scrub_error(self, error: errors.LoraxError) -> errors.LoraxError:
+        """`error` (changed in place) with secrets scrubbed out of its message, body and headers.
+
+        For errors built from the server's words by code that knows no secrets: the
+        error events of a stream (:func:`lorax.codec.from_json`).
+        """
+        if self.values:
+            error.message = self.scrub(error.message)
+            error.args = tuple(self.scrub(a) if isinstance(a, str) else a for a in error.args)
+            if error.body is not None:
+                error.body = self.scrub(error.body)
+            error.headers = self.scrub_headers(error.headers)
+        return error
+
+    def scrub_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """`headers` with secrets scrubbed out of the values (a proxy may echo them back)."""
+        if not self.values:
+            return headers
+        return {name: self.scrub(value) for name, value in headers.items()}
+
+    def scrub_bytes(self, data: bytes) -> bytes:
+        for secret in self.values:
+            raw = secret.encode("utf-8", "replace")
+            if raw in data:
+                data = data.replace(raw, REDACTED.encode())
+        return data
+
+
+def header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """The credential values among `headers`, and their token parts (``Bearer X`` → X,
+    ``Cookie: a=X; b=Y`` → X and Y: a server may quote one cookie's value alone)."""
+    out: list[str] = []
+    for name, value in headers.items():
+        if is_sensitive_header(name) and value:
+            out.append(value)
+            _, _, token = value.partition(" ")
+            if token:
+                out.append(token.strip())
+            if name.lower() in ("cookie", "set-cookie"):
+                for pair in value.split(";"):
+                    _, eq, cookie = pair.partition("=")
+                    if eq and len(cookie.strip()) >= 8:  # session ids, not "lang=en"
+                        out.append(cookie.strip())
+    return out
+
+
+def request_secrets(request: Message, _depth: int = 0) -> list[str]:
+    """``api_token`` values anywhere near the top of a request message."""
+    out: list[str] = []
+    try:
+        fields: Iterable[tuple[Any, Any]] = request.ListFields()
+    except Exception:
+        return out
+    for fd, value in fields:
+        if fd.name in SENSITIVE_FIELDS and isinstance(value, str):
+            out.append(value)
+        elif fd.message_type is not None and _depth < 3 and isinstance(value, Message):
+            out.extend(request_secrets(value, _depth + 1))
+    return out

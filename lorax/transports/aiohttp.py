@@ -1,0 +1,862 @@
+"""``AsyncHTTPTransport``: LoRAX's REST API over aiohttp, for the asyncio client.
+
+The async twin of :class:`lorax.transports.http.HTTPTransport`: the same URLs,
+headers, TLS and proxy decisions, decoding and error mapping (all from
+:mod:`lorax.transports._http_common`), the same exceptions for the same failures.
+This is the only module that imports aiohttp.
+
+One ``aiohttp.ClientSession`` per transport, created on first use inside the running
+event loop and bound to it: using the transport from another loop raises
+:class:`~lorax.errors.LoraxError`. Close it with ``await transport.aclose()`` (or
+``async with``), which closes the session and its connections and waits for them to
+go, so nothing is left for the garbage collector to warn about.
+
+Connections. ``limit`` connections at most (``limit_per_host`` further bounds them;
+0 means no limit); a call waits for a free one at most ``Timeout.pool`` seconds, then
+raises ``APITimeoutError(phase="pool")``. Timeouts: ``Timeout.connect`` is aiohttp's
+``sock_connect``, ``Timeout.read`` its ``sock_read`` (the longest silence between
+received bytes), and a call's deadline becomes aiohttp's ``total`` for that call.
+
+Proxies and TLS: the environment is read once, at construction, by the same code as the
+sync transport (so ``HTTP(S)_PROXY`` and ``NO_PROXY`` mean the same thing to both); the
+session itself runs with aiohttp's ``trust_env`` off, so nothing else (``.netrc``) is
+read behind the transport's back. Cookies are not kept, as in the sync transport.
+
+Redirects are not followed, and a request that found a kept-alive connection closed
+by the server while idle (a reused connection that ends with no response byte) is
+retried once on a new connection; see :mod:`lorax.transports.http` for why that, and
+only that, is safe.
+
+Streams. ``aclose()`` closes the HTTP response without reading the rest, so LoRAX sees
+the disconnect and stops generating; it is safe from another task (the task iterating
+then sees the end of the stream). Cancelling the task that iterates closes the
+response too. Events are read with ``readany()`` and decoded by our own SSE decoder,
+so one event of several MiB is fine (aiohttp's line reader stops at 128 KiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import errno
+import logging
+import ssl
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from google.protobuf.message import Message
+
+from lorax import codec, errors
+from lorax._routes import Method
+from lorax._sse import DONE, SSEDecoder, SSEEvent
+from lorax._timeout import Deadline
+from lorax.transports import _http_common as common
+from lorax.transports.base import AsyncMessageStream, AsyncTransport, CallOptions, ResponseMeta, lower_headers
+
+__all__ = ["AsyncHTTPTransport"]
+
+_log = logging.getLogger(__name__)
+
+# How long aclose() waits for connections to finish closing (a TLS shutdown) before
+# aborting them.
+_CLOSE_GRACE = 1.0
+
+# Errors that end a send on a connection the peer had already closed.
+_STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+class _Attempt:
+    """What happened to one request attempt (recorded by :class:`_Connector`)."""
+
+    __slots__ = ("connected", "fresh", "reused")
+
+    def __init__(self, fresh: bool = False) -> None:
+        self.fresh = fresh
+        self.reused = False
+        self.connected = False
+
+
+_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("lorax_http_attempt", default=None)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's TCP connector, telling the current attempt whether its connection was
+    reused, and able to refuse pooled connections for the stale-connection retry."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lorax_seen: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        attempt = _ATTEMPT.get()
+        if attempt is None:
+            return conn
+        seen = self._lorax_seen
+        proto = conn.protocol
+        while attempt.fresh and proto is not None and proto in seen:
+            conn.close()
+            conn = await super().connect(req, traces, timeout)
+            proto = conn.protocol
+        attempt.reused = proto is not None and proto in seen
+        if proto is not None and not attempt.reused:
+            seen.add(proto)
+            _watch(proto)
+        attempt.connected = True
+        return conn
+
+
+def _watch(proto: Any) -> None:
+    """Hook a new connection's ``connection_lost``, for two things aiohttp does not do.
+
+    * It wakes the reader of a body when the connection goes away under it. aiohttp
+      hands a malformed chunk (a bad chunk size) to the protocol, not to the body being
+      read, and drops the read timeout: that reader would wait forever. The body being
+      read is the protocol's ``lorax_reader`` (:func:`_reading`).
+    * It resolves ``lorax_lost``, which :meth:`AsyncHTTPTransport.aclose` waits for, so
+      that no connection is still closing when it returns (aiohttp < 3.12 returns from
+      ``close()`` while TLS connections are still shutting down).
+    """
+    lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    original = proto.connection_lost
+
+    def connection_lost(exc: BaseException | None) -> None:
+        try:
+            original(exc)
+        finally:
+            reader = getattr(proto, "lorax_reader", None)
+            if reader is not None and not reader.is_eof() and reader.exception() is None:
+                reader.set_exception(aiohttp.ClientPayloadError("the connection closed before the end of the body"))
+            if not lost.done():
+                lost.set_result(None)
+
+    try:
+        proto.connection_lost = connection_lost
+        proto.lorax_lost = lost
+    except AttributeError:  # pragma: no cover - a future aiohttp with __slots__
+        lost.cancel()
+
+
+def _reading(resp: aiohttp.ClientResponse, reader: aiohttp.StreamReader | None) -> None:
+    """Tell the watch of `resp`'s connection which body is being read (None: done)."""
+    conn = resp.connection
+    proto = conn.protocol if conn is not None else None
+    if proto is not None:
+        with contextlib.suppress(AttributeError):
+            proto.lorax_reader = reader  # type: ignore[attr-defined]
+
+
+class AsyncHTTPTransport(AsyncTransport):
+    """LoRAX's REST API over aiohttp, bound to the event loop it is first used on.
+
+    Args:
+        base_url: as for :class:`~lorax.transports.http.HTTPTransport`.
+        headers: sent with every request; a call's own headers win.
+        limit: the most connections open at once (0: no limit).
+        limit_per_host: a further bound for the one host (0: none).
+        verify, cert, proxy, trust_env, user_agent: as for
+            :class:`~lorax.transports.http.HTTPTransport`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        limit: int = 100,
+        limit_per_host: int = 0,
+        verify: bool | str | ssl.SSLContext = True,
+        cert: str | tuple[str, str] | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        user_agent: str | None = None,
+    ) -> None:
+        base = common.BaseURL.parse(base_url)
+        for name, value in (("limit", limit), ("limit_per_host", limit_per_host)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        self._base = base
+        self._defaults = common.default_headers(headers, user_agent, base)
+        self._proxy = common.resolve_proxy(base, proxy, trust_env=trust_env)
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        bounds = [n for n in (limit, limit_per_host) if n > 0]
+        self._slots = min(bounds) if bounds else 0
+        self._ssl: ssl.SSLContext | None = None
+        if base.scheme == "https" or (self._proxy is not None and self._proxy.url.startswith("https:")):
+            self._ssl = common.ssl_context(verify, cert, trust_env=trust_env)
+            if self._ssl.verify_mode == ssl.CERT_NONE:
+                common.warn_insecure(base.display)
+        self._where = base.where if self._proxy is None else f"{base.where} (via proxy {self._proxy.where})"
+        self._proxy_url: Any = None
+        self._proxy_headers: dict[str, str] | None = None
+        if self._proxy is not None:
+            from yarl import URL
+
+            self._proxy_url = URL(self._proxy.url)
+            if base.scheme == "https" and self._proxy.auth_header:
+                # Sent on the CONNECT request; a forwarding proxy reads it from the request itself.
+                self._proxy_headers = self._proxy.headers
+        secrets = common.header_secrets(self._defaults)
+        for secret in (base.password, self._proxy.password if self._proxy else None):
+            if secret:
+                secrets.append(secret)
+        self._secret_values = tuple(secrets)
+        self._routes: dict[str, tuple[common.Route, Any]] = {}
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._connector: _Connector | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slot: asyncio.Semaphore | None = None
+        self._streams: weakref.WeakSet[_AsyncHTTPMessageStream] = weakref.WeakSet()
+        self._closed = False
+
+    # ----------------------------------------------------------------------------
+    # Transport
+
+    async def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+        resp, route, slot, started = await self._send(method, request, options)
+        complete = False
+        _reading(resp, resp.content)
+        try:
+            status = resp.status
+            try:
+                if 200 <= status < 300:
+                    data = await resp.read()
+                    complete = True
+                else:
+                    data, complete = await _read_limited(resp.content, common.MAX_ERROR_BODY)
+            except Exception as exc:
+                raise self._body_error(exc, options, request) from exc
+        finally:
+            _reading(resp, None)
+            if complete:
+                resp.release()
+            else:
+                resp.close()
+            if slot is not None:
+                slot.release()
+        if started is not None:
+            _log.debug(
+                "%s %s -> %d in %.1f ms", route.method, route.url, status, (time.perf_counter() - started) * 1000
+            )
+        if not 200 <= status < 300:
+            raise common.status_error(status, resp.headers, data, self._secrets(options, request))
+        message = common.decode_response(method, status, resp.headers, data)
+        return message, ResponseMeta(status, lower_headers(resp.headers))
+
+    async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
+        resp, route, slot, started = await self._send(method, request, options)
+        try:
+            status = resp.status
+            if started is not None:
+                _log.debug(
+                    "%s %s -> %d (stream) in %.1f ms",
+                    route.method,
+                    route.url,
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+            _reading(resp, resp.content)
+            if not (200 <= status < 300 and common.is_event_stream(resp.headers)):
+                complete = False
+                try:
+                    data, complete = await _read_limited(resp.content, common.MAX_ERROR_BODY)
+                except Exception as exc:
+                    raise self._body_error(exc, options, request) from exc
+                finally:
+                    _reading(resp, None)
+                    if complete:
+                        resp.release()
+                    else:
+                        resp.close()
+                secrets = self._secrets(options, request)
+                if 200 <= status < 300:
+                    raise common.not_a_stream(status, resp.headers, data, secrets)
+                raise common.status_error(status, resp.headers, data, secrets)
+            meta = ResponseMeta(status, lower_headers(resp.headers))
+            stream = _AsyncHTTPMessageStream(self, method, resp, meta, slot, options, request)
+        except BaseException:
+            resp.close()
+            if slot is not None:
+                slot.release()
+            raise
+        self._streams.add(stream)
+        return stream
+
+    async def aclose(self) -> None:
+        """Close every open stream, the session and its connections. Idempotent."""
+        if self._closed:
+            return
+        session = self._session
+        if session is not None and self._loop is not None and not self._loop.is_closed():
+            self._check_loop()
+        self._closed = True
+        for stream in list(self._streams):
+            stream._release(reuse=False)
+        self._session = None
+        if session is None or session.closed:
+            return
+        closing: dict[asyncio.Future[Any], Any] = {}
+        connector = self._connector
+        if connector is not None:
+            for proto in list(connector._lorax_seen):
+                lost = getattr(proto, "lorax_lost", None)
+                if isinstance(lost, asyncio.Future) and not lost.done():
+                    closing[lost] = proto
+        await session.close()
+        # Wait until every connection is really gone, so that nothing is left for the
+        # garbage collector to call unclosed. aiohttp >= 3.12 waits inside close();
+        # older versions return while TLS connections are still shutting down (their
+        # docs suggest sleeping). A TLS shutdown the peer never answers is aborted.
+        await asyncio.sleep(0)
+        pending = [fut for fut in closing if not fut.done()]
+        if pending:
+            _, stuck = await asyncio.wait(pending, timeout=_CLOSE_GRACE)
+            for fut in stuck:
+                with contextlib.suppress(Exception):
+                    closing[fut].abort()
+            if stuck:
+                await asyncio.wait(stuck, timeout=_CLOSE_GRACE)
+
+    def describe(self) -> str:
+        return f"AsyncHTTPTransport({self._base.display})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def pool_stats(self) -> dict[str, int]:
+        """A snapshot of the connection pool, for leak tests and diagnostics.
+
+        Keys:
+            ``in_use``: connections acquired (calls in flight, open streams);
+            ``idle``: open connections kept alive for reuse;
+            ``limit``, ``limit_per_host``: the configured bounds (0: none);
+            ``streams``: streams not yet finished or closed.
+
+        Read from aiohttp's connector; all zero before the first call.
+        """
+        connector = self._connector
+        in_use = idle = 0
+        if connector is not None and not connector.closed:
+            in_use = len(getattr(connector, "_acquired", ()))
+            conns = getattr(connector, "_conns", {})
+            idle = sum(1 for items in conns.values() for proto, _ in items if proto.is_connected())
+        return {
+            "in_use": in_use,
+            "idle": idle,
+            "limit": self._limit,
+            "limit_per_host": self._limit_per_host,
+            "streams": len(self._streams),
+        }
+
+    # ----------------------------------------------------------------------------
+    # Sending
+
+    def _check_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise errors.ClientClosedError(f"{self.describe()} is closed")
+        if self._session is not None:
+            if loop is self._loop:
+                return self._session
+            raise errors.LoraxError(
+                f"{self.describe()} is bound to the event loop it was first used on and cannot be used from "
+                "another one; create one transport (one client) per event loop"
+            )
+        connector_kw: dict[str, Any] = {"limit": self._limit, "limit_per_host": self._limit_per_host}
+        if self._ssl is not None:
+            connector_kw["ssl"] = self._ssl
+        connector = _Connector(**connector_kw)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=("Accept-Encoding",),
+            trust_env=False,
+        )
+        self._connector = connector
+        self._loop = loop
+        self._slot = asyncio.Semaphore(self._slots) if self._slots else None
+        return self._session
+
+    async def _send(
+        self, method: Method, request: Message, options: CallOptions
+    ) -> tuple[aiohttp.ClientResponse, common.Route, asyncio.Semaphore | None, float | None]:
+        session = self._session
+        if session is None or self._loop is not asyncio.get_running_loop() or self._closed:
+            session = self._check_loop()
+        cached = self._routes.get(method.full_name)
+        if cached is None or cached[0].path != method.path or cached[0].method != method.http_method:
+            cached = self._route(method)
+        route, url = cached
+        body = codec.to_json(request) if route.has_body else None
+        headers = route.headers_for(request, options.headers)
+        timeout_opts = options.timeout
+        deadline = options.deadline
+        if deadline.total is None:
+            key = (timeout_opts.connect, timeout_opts.read)
+            timeout = self._timeouts.get(key)
+            if timeout is None:
+                timeout = self._timeout(key)
+        else:
+            timeout = aiohttp.ClientTimeout(
+                total=deadline.cap(None),
+                sock_connect=deadline.cap(timeout_opts.connect),
+                sock_read=deadline.cap(timeout_opts.read),
+            )
+        started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
+
+        slot = self._slot
+        if slot is not None:
+            await self._acquire(slot, options)
+        attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
+        try:
+            try:
+                resp = await session.request(
+                    route.method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxy=self._proxy_url,
+                    proxy_headers=self._proxy_headers,
+                )
+                return resp, route, slot, started
+            except Exception as exc:
+                if not _is_stale(exc, attempt):
+                    raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+                first = exc
+            _log.debug(
+                "%s %s: the pooled connection was stale (%r); retrying on a new one", route.method, route.url, first
+            )
+            attempt = _Attempt(fresh=True)
+            _ATTEMPT.set(attempt)
+            try:
+                resp = await session.request(
+                    route.method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    proxy=self._proxy_url,
+                    proxy_headers=self._proxy_headers,
+                )
+                return resp, route, slot, started
+            except Exception as exc:
+                raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        finally:
+            _ATTEMPT.reset(token)
+
+    async def _acquire(self, slot: asyncio.Semaphore, options: CallOptions) -> None:
+        if not slot.locked():
+            await slot.acquire()
+            return
+        deadline = options.deadline
+        wait = deadline.cap(options.timeout.pool)
+        if wait is None:
+            await slot.acquire()
+            return
+        try:
+            await asyncio.wait_for(slot.acquire(), wait)
+        except asyncio.TimeoutError:
+            if deadline.expired():
+                raise _total(deadline, sent=False) from None
+            raise common.timeout_error(
+                f"no free connection to {self._where} within {common.seconds(options.timeout.pool)}: "
+                f"all {self._slots} connections are in use (limit)",
+                phase="pool",
+                request_sent=False,
+            ) from None
+
+    def _route(self, method: Method) -> tuple[common.Route, Any]:
+        from yarl import URL
+
+        route = common.Route.build(method, self._base, self._defaults, self._proxy)
+        cached = (route, URL(route.url, encoded=True))
+        self._routes[method.full_name] = cached
+        return cached
+
+    def _timeout(self, key: tuple[float | None, float | None]) -> aiohttp.ClientTimeout:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+        if len(self._timeouts) > 64:
+            self._timeouts.clear()
+        self._timeouts[key] = timeout
+        return timeout
+
+    def _forget(self, stream: _AsyncHTTPMessageStream) -> None:
+        self._streams.discard(stream)
+
+    def _secrets(self, options: CallOptions, request: Message | None) -> common.Secrets:
+        return common.Secrets.of(self._secret_values, options.headers, request)
+
+    # ----------------------------------------------------------------------------
+    # Errors
+
+    def _send_error(
+        self, exc: Exception, attempt: _Attempt, options: CallOptions, request: Message
+    ) -> errors.LoraxError:
+        """Map what ``session.request`` raised (connecting, sending, the status line)."""
+        if isinstance(exc, errors.LoraxError):
+            return exc
+        sent = attempt.connected
+        where = self._where
+        deadline = options.deadline
+        timeout = options.timeout
+        if isinstance(exc, RuntimeError) and "closed" in str(exc).lower():
+            return errors.ClientClosedError(f"{self.describe()} is closed")
+        if deadline.expired() and isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            return _total(deadline, sent=sent)
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return common.connection_error(
+                f"the TLS handshake with {where} failed: certificate verification failed: "
+                f"{common.os_reason(exc.certificate_error)}",
+                request_sent=False,
+            )
+        if isinstance(exc, aiohttp.ClientConnectorSSLError):
+            return common.connection_error(
+                f"the TLS handshake with {where} failed: {common.os_reason(exc)}", request_sent=False
+            )
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            proxy_where = self._proxy.where if self._proxy else where
+            return common.connection_error(
+                f"could not reach {self._base.where} through the proxy {proxy_where}: {common.os_reason(exc)}",
+                request_sent=False,
+            )
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            proxy_where = self._proxy.where if self._proxy else where
+            return common.connection_error(
+                f"could not reach {self._base.where} through the proxy {proxy_where}: "
+                f"the proxy answered {exc.status} {exc.message}",
+                request_sent=False,
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            os_error = getattr(exc, "os_error", None)
+            if _is_dns_error(exc, os_error):
+                return common.connection_error(
+                    f"could not resolve the host {self._base.host!r}: {common.os_reason(os_error or exc)}",
+                    request_sent=False,
+                )
+            return common.connection_error(
+                f"could not connect to {where}: {common.os_reason(os_error or exc)}", request_sent=False
+            )
+        if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError and its subclasses too
+            # aiohttp < 3.10 has one class for both; whether a connection was made says which.
+            if not sent:
+                return common.timeout_error(
+                    f"connecting to {where} timed out after {common.seconds(timeout.connect)}",
+                    phase="connect",
+                    request_sent=False,
+                )
+            return common.timeout_error(
+                f"{where} sent no response within {common.seconds(timeout.read)} (read timeout)",
+                phase="read",
+                request_sent=True,
+            )
+        if not sent:
+            return common.connection_error(f"could not connect to {where}: {common.os_reason(exc)}", request_sent=False)
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return common.connection_error(f"{where} closed the connection without a response", request_sent=True)
+        if isinstance(exc, aiohttp.ClientResponseError):
+            error = errors.ProtocolError(
+                self._secrets(options, request).scrub(f"malformed response from {where}: {exc.message}")
+            )
+            error.request_sent = True  # type: ignore[attr-defined]
+            return error
+        if isinstance(exc, (aiohttp.ClientError, OSError)):
+            return common.connection_error(
+                f"the connection to {where} failed before a response: {common.os_reason(exc)}", request_sent=True
+            )
+        return common.connection_error(
+            self._secrets(options, request).scrub(f"unexpected error talking to {where}: {type(exc).__name__}: {exc}"),
+            request_sent=True,
+        )
+
+    def _body_error(self, exc: Exception, options: CallOptions, request: Message) -> errors.LoraxError:
+        """A failure while reading a response body (the request was sent)."""
+        if isinstance(exc, errors.LoraxError):
+            return exc
+        where = self._where
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            if options.deadline.expired():
+                return _total(options.deadline, sent=True)
+            return common.timeout_error(
+                f"{where} stopped sending the response for {common.seconds(options.timeout.read)} (read timeout)",
+                phase="read",
+                request_sent=True,
+            )
+        return common.connection_error(
+            self._secrets(options, request).scrub(f"the response from {where} broke off: {_broken_reason(exc)}"),
+            request_sent=True,
+        )
+
+
+def _is_stale(exc: BaseException, attempt: _Attempt) -> bool:
+    """A reused connection that ended before any response byte (see the module docstring)."""
+    if not attempt.reused or attempt.fresh:
+        return False
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # With a partial response aiohttp passes the parsed head; with nothing, a str.
+        return isinstance(exc.message, str)
+    if isinstance(exc, aiohttp.ClientConnectorError) or not isinstance(exc, aiohttp.ClientConnectionError):
+        return False
+    # ECONNRESET/EPIPE while sending or before the status line, or aiohttp's "Cannot
+    # write to closing transport" (the peer's FIN arrived before our write).
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return True
+        if isinstance(current, OSError) and current.errno in _STALE_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_dns_error(exc: BaseException, os_error: BaseException | None) -> bool:
+    dns_cls = getattr(aiohttp, "ClientConnectorDNSError", None)
+    if dns_cls is not None and isinstance(exc, dns_cls):
+        return True
+    import socket
+
+    return isinstance(os_error, socket.gaierror)
+
+
+def _failed(route: common.Route, error: errors.LoraxError) -> errors.LoraxError:
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug("%s %s failed: %s: %s", route.method, route.url, type(error).__name__, error)
+    return error
+
+
+def _total(deadline: Deadline, *, sent: bool) -> errors.APITimeoutError:
+    total = deadline.total
+    message = f"the total timeout of {total:g} s ran out" if total is not None else "the total timeout ran out"
+    return common.timeout_error(message, phase="total", request_sent=sent)
+
+
+def _broken_reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the body ended before it was complete (connection closed)"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    return common.os_reason(exc)
+
+
+async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of a body, and whether that was all of it."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), content.at_eof()
+
+
+class _AsyncHTTPMessageStream(AsyncMessageStream):
+    """The SSE stream of one call, decoded into messages."""
+
+    def __init__(
+        self,
+        transport: AsyncHTTPTransport,
+        method: Method,
+        resp: aiohttp.ClientResponse,
+        meta: ResponseMeta,
+        slot: asyncio.Semaphore | None,
+        options: CallOptions,
+        request: Message,
+    ) -> None:
+        self._active = False
+        self.meta = meta
+        self._transport = transport
+        self._resp = resp
+        self._content = resp.content
+        self._slot = slot
+        self._cls = method.output_type
+        self._decode = codec.decoder(method.output_type)
+        self._done_marker = method.done_marker
+        self._decoder = SSEDecoder()
+        self._events: list[SSEEvent] = []
+        self._idx = 0
+        self._count = 0
+        self._options = options
+        self._failure: Exception | None = None
+        self._closing = False
+        self._request = request  # for the secrets to scrub out of error events
+        self._active = True
+
+    async def __anext__(self) -> Message:
+        while True:
+            idx = self._idx
+            events = self._events
+            if idx < len(events) and not self._closing:
+                self._idx = idx + 1
+                data = events[idx].data
+                if data == DONE and self._done_marker:
+                    await self._after_done()
+                    raise StopAsyncIteration
+                try:
+                    message: Message = self._decode(data)
+                except errors.LoraxError as exc:
+                    # An error event (mapped to its class) or an event that does not
+                    # decode: the stream ends here, without reading on. The server's
+                    # text may quote the request: scrub its credentials.
+                    self._release(reuse=False)
+                    self._transport._secrets(self._options, self._request).scrub_error(exc)
+                    raise
+                except BaseException:
+                    self._release(reuse=False)
+                    raise
+                self._count += 1
+                return message
+            failure = self._failure
+            if failure is not None:
+                self._failure = None
+                raise self._error(failure) from failure
+            if not self._active or self._closing:
+                self._release(reuse=False)
+                raise StopAsyncIteration
+            try:
+                chunk = await self._content.readany()
+                if chunk:
+                    self._events = self._decoder.feed(chunk)
+                    self._idx = 0
+                    continue
+            except BaseException as exc:
+                closing = self._closing
+                if isinstance(exc, Exception) and not closing and not isinstance(exc, errors.LoraxError):
+                    # aiohttp raises a broken connection before handing out what it had
+                    # already received; decode that first, as the sync transport does.
+                    self._events = self._salvage()
+                    self._idx = 0
+                    self._failure = exc
+                self._release(reuse=False)
+                if not isinstance(exc, Exception):
+                    raise  # CancelledError: the response is closed, the server sees it
+                if closing:
+                    raise StopAsyncIteration from None
+                if self._failure is None:
+                    raise
+                continue
+            self._decoder.close()
+            self._release(reuse=True)
+            raise StopAsyncIteration
+
+    async def _after_done(self) -> None:
+        # [DONE] is the last event and the end of the chunked body follows at once:
+        # read it (briefly, boundedly) so that the connection can be reused.
+        self._events = []
+        if not self._active:
+            return
+        content = self._content
+        if not content.at_eof() and not self._closing:
+            timeout = common.DRAIN_TIMEOUT
+            deadline = self._options.deadline
+            if deadline.total is not None:
+                remaining = deadline.remaining()
+                timeout = min(timeout, remaining) if remaining else 0.0
+            if timeout > 0:
+                try:
+                    await asyncio.wait_for(_drain(content), timeout)
+                except Exception:
+                    pass
+        self._release(reuse=content.at_eof())
+
+    def _salvage(self) -> list[SSEEvent]:
+        buffered = getattr(self._content, "_buffer", None)  # aiohttp's StreamReader buffer (a deque)
+        if not buffered:
+            return []
+        try:
+            data = b"".join(buffered)
+            buffered.clear()
+            return self._decoder.feed(data)
+        except Exception:
+            return []
+
+    def _release(self, *, reuse: bool) -> None:
+        if not self._active:
+            return
+        self._active = False
+        resp = self._resp
+        try:
+            _reading(resp, None)
+            if reuse:
+                resp.release()
+            else:
+                resp.close()
+        except Exception:
+            pass
+        slot = self._slot
+        if slot is not None:
+            self._slot = None
+            slot.release()
+        self._transport._forget(self)
+
+    def _error(self, exc: Exception) -> errors.LoraxError:
+        if isinstance(exc, errors.LoraxError):
+            return exc
+        where = self._transport._where
+        deadline = self._options.deadline
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+            if deadline.expired():
+                return _total(deadline, sent=True)
+            return common.timeout_error(
+                f"{where} sent nothing for {common.seconds(self._options.timeout.read)} after {self._count} events "
+                "(read timeout)",
+                phase="read",
+                request_sent=True,
+            )
+        return common.interrupted(self._count, where, _broken_reason(exc))
+
+    async def aclose(self) -> None:
+        """Stop the stream now, without reading the rest. Idempotent; safe from another task."""
+        self._closing = True
+        self._release(reuse=False)
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): close the response (the server stops generating)
+        # and give the slot back, if the loop is still there to do it on.
+        if not getattr(self, "_active", False):
+            return
+        self._active = False
+        loop = self._transport._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            self._resp.close()
+            slot = self._slot
+            if slot is not None:
+                self._slot = None
+                slot.release()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "open" if self._active else "closed"
+        return (
+            f"<async HTTP stream {self._cls.DESCRIPTOR.name} from {self._transport.describe()}: "
+            f"{state}, {self._count} events>"
+        )
+
+
+async def _drain(content: aiohttp.StreamReader) -> None:
+    drained = 0
+    while drained <= common.DRAIN_LIMIT:
+        chunk = await content.readany()
+        if not chunk:
+            return
+        drained += len(chunk)

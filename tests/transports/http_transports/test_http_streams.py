@@ -1,0 +1,179 @@
+"""SSE streams of both HTTP transports: framing, the end marker, error events, sizes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import pytest
+
+from lorax import _routes as routes
+from lorax import errors
+from lorax._timeout import Timeout
+from lorax.transports.base import CallOptions
+
+from ._servers import SSE_HEAD, AppServer, RawServer, chunk, eventually, read_request
+from .conftest import Driver
+
+STREAM = routes.GENERATE_STREAM
+CHAT = routes.CHAT_COMPLETIONS_STREAM
+
+
+def _event(obj: object, sep: bytes = b"data: ") -> bytes:
+    # Compact, key order kept, non-ASCII raw: LoRAX's serde_json output.
+    return sep + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def token(i: int, text: str = " a", *, sep: bytes = b"data: ") -> bytes:
+    tok = {"id": i, "text": text, "logprob": -0.1, "special": False, "skipped": False}
+    return _event({"token": tok, "generated_text": None, "details": None}, sep)
+
+
+def final(text: str) -> bytes:
+    tok = {"id": 2, "text": "</s>", "logprob": -0.01, "special": True, "skipped": False}
+    details = {"finish_reason": "eos_token", "prompt_tokens": 1, "generated_tokens": 3, "seed": None}
+    return _event({"token": tok, "generated_text": text, "details": details})
+
+
+CHAT_CHUNK = (
+    b'data: {"id":"null","object":"chat.completion.chunk","created":0,"model":"null","choices":'
+    b'[{"index":0,"delta":{"role":"assistant","content":" The"},"finish_reason":null}]}\n\n'
+)
+
+
+def request() -> object:
+    return STREAM.input_type(inputs="Hi")
+
+
+def test_stream_decodes_events_and_reuses_the_connection(app: AppServer, driver: Callable[..., Driver]) -> None:
+    # LoRAX framing: a keep-alive comment, `data: ` (v0.12+) and `data:` (<= v0.11).
+    frames = [b":\n\n", token(1), token(2, sep=b"data:"), b":\n\n", final(" a a")]
+    app.sse("POST", "/generate_stream", frames, headers={"X-Model-Id": "m"})
+    d = driver(app.url)
+    for _ in range(2):
+        stream = d.stream(STREAM, request())
+        assert stream.meta.status_code == 200
+        assert stream.meta.model_id == "m"
+        messages = list(stream)
+        assert [m.token.id for m in messages] == [1, 2, 2]  # type: ignore[attr-defined]
+        assert messages[-1].generated_text == " a a"  # type: ignore[attr-defined]
+        assert next(stream, None) is None  # exhausted streams stay exhausted
+        stream.close()
+    assert app.seen[0].headers["accept"] == "text/event-stream"
+    assert app.seen[0].peer == app.seen[1].peer  # one kept-alive connection
+    assert d.stats()["in_use"] == 0
+    assert d.stats()["streams"] == 0
+
+
+def test_done_marker_ends_the_stream_and_keeps_the_connection(app: AppServer, driver: Callable[..., Driver]) -> None:
+    app.sse("POST", "/v1/chat/completions", [CHAT_CHUNK, CHAT_CHUNK, b"data: [DONE]\n\n"])
+    d = driver(app.url)
+    req = CHAT.input_type(model="", stream=True)
+    for _ in range(2):
+        messages, error = d.collect(CHAT, req)
+        assert error is None
+        assert len(messages) == 2
+    assert app.seen[0].peer == app.seen[1].peer
+    assert d.stats()["in_use"] == 0
+
+
+def test_missing_done_marker_ends_at_eof(app: AppServer, driver: Callable[..., Driver]) -> None:
+    app.sse("POST", "/v1/chat/completions", [CHAT_CHUNK, CHAT_CHUNK])
+    d = driver(app.url)
+    messages, error = d.collect(CHAT, CHAT.input_type(model="", stream=True))
+    assert error is None
+    assert len(messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("event", "cls"),
+    [
+        (
+            b'data: {"error":"Request failed during generation: Server error: CUDA OOM","error_type":"generation"}\n\n',
+            errors.GenerationError,
+        ),
+        (b'data: {"error":"Model is overloaded","error_type":"overloaded"}\n\n', errors.OverloadedError),
+        (
+            b'data: {"error":"Incomplete generation","error_type":"incomplete_generation"}\n\n',
+            errors.IncompleteGenerationError,
+        ),
+    ],
+)
+def test_error_event_mid_stream(
+    app: AppServer, driver: Callable[..., Driver], event: bytes, cls: type[errors.APIStatusError]
+) -> None:
+    app.sse("POST", "/generate_stream", [token(1), token(2), event, token(3)])
+    d = driver(app.url, pool=1)
+    messages, error = d.collect(STREAM, request())
+    assert len(messages) == 2
+    assert type(error) is cls
+    assert error.status_code is None
+    assert d.stats()["in_use"] == 0
+    messages, error = d.collect(STREAM, request())  # the pool of one is free again
+    assert type(error) is cls
+
+
+def test_event_that_is_not_json(app: AppServer, driver: Callable[..., Driver]) -> None:
+    app.sse("POST", "/generate_stream", [token(1), b"data: {not json\n\n"])
+    d = driver(app.url)
+    messages, error = d.collect(STREAM, request())
+    assert len(messages) == 1
+    assert isinstance(error, errors.ResponseDecodeError)
+    assert d.stats()["in_use"] == 0
+
+
+def test_several_mib_final_event(app: AppServer, driver: Callable[..., Driver]) -> None:
+    # aiohttp's line reader gives up at 128 KiB; LoRAX's final event carries the whole text.
+    text = "word " * (1_200_000)  # 6 MB
+    app.sse("POST", "/generate_stream", [token(1), final(text)])
+    d = driver(app.url)
+    messages, error = d.collect(STREAM, request())
+    assert error is None
+    assert messages[-1].generated_text == text  # type: ignore[attr-defined]
+
+
+def test_utf8_split_across_chunks(raw: Callable[..., RawServer], driver: Callable[..., Driver]) -> None:
+    event = token(1, "日本語 é")
+    cut = event.index("本".encode()) + 1  # inside the 3-byte character
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD + chunk(event[:cut]))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(chunk(event[cut:]) + chunk(final("x")) + b"0\r\n\r\n")
+        await writer.drain()
+
+    server = raw(handler)
+    d = driver(server.url)
+    messages, error = d.collect(STREAM, request())
+    assert error is None
+    assert messages[0].token.text == "日本語 é"  # type: ignore[attr-defined]
+
+
+def test_stream_route_answered_with_json(app: AppServer, driver: Callable[..., Driver]) -> None:
+    d = driver(app.url)
+    app.reply("POST", "/generate_stream", b'{"error":"Model is overloaded","error_type":"overloaded"}')
+    with pytest.raises(errors.OverloadedError):
+        d.stream(STREAM, request())
+    app.reply("POST", "/generate_stream", b'{"generated_text":"x"}')
+    with pytest.raises(errors.ResponseDecodeError, match="text/event-stream"):
+        d.stream(STREAM, request())
+    assert d.stats()["in_use"] == 0
+
+
+def test_break_early_then_close_returns_the_slot(app: AppServer, driver: Callable[..., Driver]) -> None:
+    # N+1 streams on a pool of N, each abandoned after its first event: all succeed.
+    app.sse("POST", "/generate_stream", [token(1)], forever=token(2))
+    options = CallOptions(timeout=Timeout(connect=5, read=5, pool=3))
+    d = driver(app.url, pool=2)
+    for _ in range(3):
+        stream = d.stream(STREAM, request(), options)
+        for _message in stream:
+            break
+        stream.close()
+        stream.close()  # idempotent
+    assert d.stats()["in_use"] == 0
+    assert d.stats()["streams"] == 0
+    assert eventually(lambda: len(app.disconnects) == 3)  # the server saw each client go away
