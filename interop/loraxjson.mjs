@@ -576,7 +576,10 @@ function decodeMessageInit(ctx, mm, v, span, path) {
       }
       continue; // an unknown key: a newer server's field
     }
-    if (value === null && !fm.rawJson) continue; // null means unset, never 0 or ""
+    // null means unset, never 0 or "". A raw JSON field keeps a null as the text `null`
+    // (response_format's schema: null differs from absent), unless it also prints null
+    // when unset: then null and unset are the same thing on the wire.
+    if (value === null && (!fm.rawJson || fm.nullIfUnset)) continue;
     const decoded = decodeField(ctx, fm, value, valueSpan, `${path}.${key}`);
     if (fm.oneof !== undefined) init[fm.oneof.localName] = { case: fm.field.localName, value: decoded };
     else init[fm.field.localName] = decoded;

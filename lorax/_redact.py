@@ -6,7 +6,9 @@ these helpers, so a secret has exactly one way out: the wire.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "<redacted>"
@@ -68,3 +70,21 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4 and secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+class HeaderRedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger named `name`, with credential header values replaced in its records.
+
+    For libraries that log HTTP headers one per record as ``log("> %s: %s", name,
+    value)``: websockets does so for the whole WebSocket handshake at DEBUG, which
+    would print the gateway's bearer token. Hand them this instead of their own logger.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.getLogger(name), {})
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if len(args) == 2 and isinstance(args[0], str) and is_sensitive_header(args[0]):
+            args = (args[0], REDACTED)
+        kwargs.setdefault("stacklevel", 2)  # the record names the library's line, not this one
+        super().log(level, msg, *args, **kwargs)

@@ -36,11 +36,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from lorax._redact import redact_url
+from lorax._redact import HeaderRedactingLogger, redact_url
 from lorax._timeout import Timeout
 from lorax.gateway._log import log, peer
 from lorax.gateway._session import Session
 from lorax.transports import _ws_frames as wsf
+from lorax.transports.aiohttp import AsyncHTTPTransport
 from lorax.transports.base import AsyncTransport
 
 __all__ = ["DEFAULT_PORT", "Gateway", "GatewayThread"]
@@ -178,8 +179,8 @@ class Gateway:
             raise RuntimeError("the gateway is already started")
         self._stopped = asyncio.Event()
         if self._upstream is None:
-            from lorax.transports.aiohttp import AsyncHTTPTransport
-
+            # aiohttp is imported with this module, not here: its ~180 ms import would
+            # stall the running event loop.
             self._upstream = AsyncHTTPTransport(
                 self.upstream_url, headers=self._upstream_headers, limit=self._upstream_pool_size
             )
@@ -196,6 +197,8 @@ class Gateway:
                 ping_timeout=self._ping_interval,
                 close_timeout=5.0,
                 ssl=self._ssl,
+                # websockets logs handshake headers at DEBUG: not the clients' tokens.
+                logger=HeaderRedactingLogger("websockets.server"),
             )
         except BaseException:
             await self._close_upstream()

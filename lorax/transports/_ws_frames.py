@@ -242,7 +242,13 @@ def error_from_frame(err: FrameError) -> errors.APIStatusError:
     error_type = err.error_type if err.HasField("error_type") else None
     body = err.body if err.HasField("body") else None
     if body is not None and status is not None and error_type is None:
-        return errors.error_from_response(status, headers, body.encode("utf-8"))
+        rebuilt = errors.error_from_response(status, headers, body.encode("utf-8"))
+        if not rebuilt.message and err.message:
+            # An empty body (a redirect the gateway did not follow, say): the
+            # gateway's message is all there is to say.
+            rebuilt.message = err.message
+            rebuilt.args = (err.message,)
+        return rebuilt
     exc = errors.error_from_payload(status, err.message, error_type, headers)
     if body is not None:
         exc.body = body[: errors.MAX_BODY_CHARS]

@@ -59,9 +59,10 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from lorax import errors
-from lorax._redact import redact_url
+from lorax._redact import HeaderRedactingLogger, redact_url
 from lorax._routes import Method
 from lorax.transports import _ws_frames as wsf
+from lorax.transports._http_common import Secrets
 from lorax.transports.base import (
     AsyncMessageStream,
     AsyncTransport,
@@ -81,6 +82,8 @@ DEFAULT_PING_INTERVAL: Final = 20.0
 _CLOSE_TIMEOUT: Final = 5.0
 # How long close() waits for the transport's own threads to end.
 _JOIN_TIMEOUT: Final = 5.0
+# websockets logs every handshake header at DEBUG, the gateway's token included.
+_LOGGER: Final = HeaderRedactingLogger("websockets.client")
 
 
 # ---------------------------------------------------------------------------------
@@ -137,8 +140,14 @@ def _request_sent(err: _E, sent: bool) -> _E:
     return err
 
 
-def _open_error(exc: BaseException, url: str, timeout: float | None) -> errors.LoraxError:
-    """The error for a failed connection attempt; nothing reached the gateway."""
+def _open_error(
+    exc: BaseException, url: str, timeout: float | None, headers: Mapping[str, str] | None = None
+) -> errors.LoraxError:
+    """The error for a failed connection attempt; nothing reached the gateway.
+
+    `headers` are the handshake's: a refusal that quotes them has their credentials
+    scrubbed out.
+    """
     err: errors.LoraxError
     where = redact_url(url)
     if isinstance(exc, InvalidStatus):
@@ -146,6 +155,7 @@ def _open_error(exc: BaseException, url: str, timeout: float | None) -> errors.L
         err = errors.error_from_response(
             response.status_code, lower_headers(response.headers.raw_items()), bytes(response.body or b"")
         )
+        Secrets.of((), headers).scrub_error(err)
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         limit = f" after {timeout:g} s" if timeout is not None else ""
         err = errors.APITimeoutError(f"opening the WebSocket connection to {where} timed out{limit}", phase="connect")
@@ -217,6 +227,17 @@ def _too_big(size: int, limit: int) -> errors.InvalidRequestError:
     )
 
 
+def _call_error(call: _Call, frame: Frame) -> errors.APIStatusError:
+    """The exception for `call`'s FrameError, the call's credentials scrubbed out of it.
+
+    An upstream error can quote the request (its headers, its ``api_token``); a gateway
+    is expected to scrub those, but the client does not count on it.
+    """
+    err = wsf.error_from_frame(frame.error)
+    Secrets.of((), *call.origin).scrub_error(err)
+    return err
+
+
 def _read_timeout(timeout: float | None) -> errors.APITimeoutError:
     return errors.APITimeoutError(f"no answer from the gateway for {timeout:g} s (read timeout)", phase="read")
 
@@ -224,10 +245,12 @@ def _read_timeout(timeout: float | None) -> errors.APITimeoutError:
 class _Call:
     """One call in flight: its frames' queue and how far it got."""
 
-    __slots__ = ("id", "progress", "queue", "sent")
+    __slots__ = ("id", "origin", "progress", "queue", "sent")
 
-    def __init__(self, call_id: int, streaming: bool, frames: Any) -> None:
+    def __init__(self, call_id: int, streaming: bool, frames: Any, origin: tuple[Mapping[str, str], Message]) -> None:
         self.id = call_id
+        # The call's headers and request: the credentials to scrub out of its errors.
+        self.origin = origin
         self.progress = wsf.CallProgress(streaming=streaming)
         # Frames of the call; a _Failure when the connection ended; None when the
         # caller closed the stream (from another thread or task).
@@ -315,7 +338,9 @@ class _SyncConnection:
         with self._lock:
             if self._registry.failure is not None:
                 return None
-            call = _Call(self._registry.new_id(), method.server_streaming, queue.SimpleQueue())
+            call = _Call(
+                self._registry.new_id(), method.server_streaming, queue.SimpleQueue(), (options.headers, request)
+            )
             self._registry.calls[call.id] = call
         data = wsf.encode_call(
             call.id,
@@ -439,7 +464,7 @@ class _SyncStream(MessageStream):
         self._finish(cancel=False)
         if kind == "end":
             raise StopIteration
-        raise wsf.error_from_frame(frame.error)
+        raise _call_error(self._call, frame)
 
     def _finish(self, *, cancel: bool) -> None:
         if not self._done:
@@ -519,7 +544,7 @@ class WebSocketTransport(Transport):
                     assert message is not None  # CallProgress saw the one message
                     return message, meta
                 else:
-                    raise wsf.error_from_frame(frame.error)
+                    raise _call_error(call, frame)
         except BaseException:
             conn.cancel(call)
             raise
@@ -530,7 +555,7 @@ class WebSocketTransport(Transport):
             frame = conn.wait(call, options)
             assert frame is not None
             if frame.WhichOneof("kind") != "headers":
-                raise wsf.error_from_frame(frame.error)
+                raise _call_error(call, frame)
         except BaseException:
             conn.cancel(call)
             raise
@@ -590,6 +615,7 @@ class WebSocketTransport(Transport):
                 "max_size": self._max_frame_bytes,
                 "proxy": None,
                 "legacy": True,
+                "logger": _LOGGER,
             },
         )
         if self._ssl is not None:
@@ -597,7 +623,7 @@ class WebSocketTransport(Transport):
         try:
             ws = sync_connect(self._url, **kwargs)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise _open_error(exc, self._url, timeout) from exc
+            raise _open_error(exc, self._url, timeout, self._headers) from exc
         if ws.subprotocol != wsf.SUBPROTOCOL:
             ws.close()
             raise _no_subprotocol(self._url)
@@ -628,7 +654,7 @@ class _AsyncConnection:
         """Register a call and send its call frame; None when the connection has ended."""
         if self._registry.failure is not None:
             return None
-        call = _Call(self._registry.new_id(), method.server_streaming, asyncio.Queue())
+        call = _Call(self._registry.new_id(), method.server_streaming, asyncio.Queue(), (options.headers, request))
         data = wsf.encode_call(
             call.id,
             method.full_name,
@@ -747,7 +773,7 @@ class _AsyncStream(AsyncMessageStream):
         self._finish(cancel=False)
         if kind == "end":
             raise StopAsyncIteration
-        raise wsf.error_from_frame(frame.error)
+        raise _call_error(self._call, frame)
 
     def _finish(self, *, cancel: bool) -> None:
         if not self._done:
@@ -811,7 +837,7 @@ class AsyncWebSocketTransport(AsyncTransport):
                     assert message is not None  # CallProgress saw the one message
                     return message, meta
                 else:
-                    raise wsf.error_from_frame(frame.error)
+                    raise _call_error(call, frame)
         except BaseException:
             conn.cancel(call)
             raise
@@ -822,7 +848,7 @@ class AsyncWebSocketTransport(AsyncTransport):
             frame = await conn.wait(call, options)
             assert frame is not None
             if frame.WhichOneof("kind") != "headers":
-                raise wsf.error_from_frame(frame.error)
+                raise _call_error(call, frame)
         except BaseException:
             conn.cancel(call)
             raise
@@ -882,6 +908,7 @@ class AsyncWebSocketTransport(AsyncTransport):
                 "close_timeout": _CLOSE_TIMEOUT,
                 "max_size": self._max_frame_bytes,
                 "proxy": None,
+                "logger": _LOGGER,
             },
         )
         if self._ssl is not None:
@@ -889,7 +916,7 @@ class AsyncWebSocketTransport(AsyncTransport):
         try:
             ws = await async_connect(self._url, **kwargs)
         except (OSError, asyncio.TimeoutError, TimeoutError, WebSocketException) as exc:
-            raise _open_error(exc, self._url, timeout) from exc
+            raise _open_error(exc, self._url, timeout, self._headers) from exc
         if ws.subprotocol != wsf.SUBPROTOCOL:
             await ws.close()
             raise _no_subprotocol(self._url)

@@ -102,7 +102,7 @@ def test_embed_classify_tokenize(driver: Driver) -> None:
 
     ents = driver.call("classify", "Alice lives in Paris")
     assert isinstance(ents, ClassifyResponse)
-    text = "Alice lives in Paris".encode()
+    text = b"Alice lives in Paris"
     for ent in ents.entities:
         assert text[ent.start : ent.end].decode().lower() == ent.word
 
