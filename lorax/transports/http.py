@@ -719,8 +719,93 @@ def _body_chunks(resp: BaseHTTPResponse) -> Iterator[bytes]:
     Anything else (a proxy that removed the chunking) is read with ``read1``.
     """
     if isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads():
+        fp = getattr(resp._fp, "fp", None)
+        if fp is not None and resp.chunk_left is None and not resp.headers.get("content-encoding"):
+            return _dechunk(resp, fp)
         return resp.read_chunked(common.READ_CHUNK, decode_content=True)
     return iter(functools.partial(resp.read1, common.READ_CHUNK), b"")
+
+
+_MAX_CHUNK_LINE = 4096
+
+
+def _dechunk(resp: HTTPResponse, fp: Any) -> Iterator[bytes]:
+    """The data of a chunked body, de-chunked here rather than by urllib3.
+
+    Each ``read1`` of the socket's buffered reader returns what has arrived (up to
+    ``READ_CHUNK``), and the data of every chunk in it comes out as one piece: under a
+    backlog one SSE feed gets many events, where ``read_chunked`` costs a readline and
+    two reads per chunk (LoRAX sends one event per chunk). A chunk split across reads
+    comes out as it arrives. At the terminal chunk the response is closed and the
+    connection goes back to the pool, as urllib3 does.
+    """
+    read1 = fp.read1
+    buf = b""
+    left = 0  # data bytes of the current chunk not yet received
+    crlf = 0  # bytes of the CRLF that ends a chunk's data not yet skipped
+    while True:
+        data = read1(common.READ_CHUNK)
+        if not data:
+            raise IncompleteRead(buf)
+        if buf:
+            data = buf + data
+            buf = b""
+        size = len(data)
+        pos = 0
+        out: list[bytes] = []
+        while pos < size:
+            if crlf:
+                take = min(crlf, size - pos)
+                if data[pos : pos + take] != b"\r\n"[2 - crlf : 2 - crlf + take]:
+                    raise InvalidChunkLength(resp, data[pos : pos + 2])
+                pos += take
+                crlf -= take
+                continue
+            if left:
+                end = pos + left
+                if end > size:
+                    out.append(data[pos:])
+                    left = end - size
+                    pos = size
+                    break
+                out.append(data[pos:end])
+                pos = end
+                left = 0
+                crlf = 2
+                continue
+            eol = data.find(b"\r\n", pos, pos + _MAX_CHUNK_LINE)
+            if eol < 0:
+                if size - pos >= _MAX_CHUNK_LINE:
+                    raise InvalidChunkLength(resp, data[pos : pos + 40])
+                buf = data[pos:]
+                break
+            line = data[pos:eol]
+            semi = line.find(b";")
+            try:
+                left = int(line if semi < 0 else line[:semi], 16)
+            except ValueError:
+                raise InvalidChunkLength(resp, line[:40]) from None
+            if left < 0:
+                raise InvalidChunkLength(resp, line[:40])
+            pos = eol + 2
+            if left == 0:  # the terminal chunk: trailers (none from LoRAX), then an empty line
+                rest = data[pos:]
+                while not rest.startswith(b"\r\n") and b"\r\n\r\n" not in rest:
+                    if len(rest) > common.DRAIN_LIMIT:
+                        raise U3ProtocolError("chunked body trailers too long")
+                    more = read1(common.READ_CHUNK)
+                    if not more:
+                        break
+                    rest += more
+                if out:
+                    yield b"".join(out)
+                original = resp._original_response
+                if original is not None:
+                    original.close()
+                resp.release_conn()
+                return
+        if out:
+            yield out[0] if len(out) == 1 else b"".join(out)
 
 
 def _finish(resp: BaseHTTPResponse) -> None:
