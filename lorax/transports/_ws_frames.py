@@ -48,6 +48,7 @@ __all__ = [
     "encode_headers",
     "encode_message",
     "error_frame_fields",
+    "READ_TIMEOUT",
     "error_from_frame",
     "parse_frame",
 ]
@@ -228,7 +229,12 @@ def error_frame_fields(
     return err
 
 
-def error_from_frame(err: FrameError) -> errors.APIStatusError:
+# The error_type of a FrameError for a call whose upstream went silent for the call's
+# read timeout; the client raises APITimeoutError(phase="read") for it, as over HTTP.
+READ_TIMEOUT = "read_timeout"
+
+
+def error_from_frame(err: FrameError) -> errors.LoraxError:
     """The exception the HTTP transport would raise for the error in `err`.
 
     With a raw ``body`` (an HTTP error response without LoRAX's ``error_type``: axum's
@@ -240,6 +246,10 @@ def error_from_frame(err: FrameError) -> errors.APIStatusError:
     status = err.status or None
     headers = dict(err.headers)
     error_type = err.error_type if err.HasField("error_type") else None
+    if error_type == READ_TIMEOUT and status is None:
+        timeout = errors.APITimeoutError(err.message, phase="read", headers=headers)
+        timeout.request_sent = True
+        return timeout
     body = err.body if err.HasField("body") else None
     if body is not None and status is not None and error_type is None:
         rebuilt = errors.error_from_response(status, headers, body.encode("utf-8"))

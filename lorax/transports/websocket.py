@@ -227,7 +227,7 @@ def _too_big(size: int, limit: int) -> errors.InvalidRequestError:
     )
 
 
-def _call_error(call: _Call, frame: Frame) -> errors.APIStatusError:
+def _call_error(call: _Call, frame: Frame) -> errors.LoraxError:
     """The exception for `call`'s FrameError, the call's credentials scrubbed out of it.
 
     An upstream error can quote the request (its headers, its ``api_token``); a gateway
@@ -236,6 +236,26 @@ def _call_error(call: _Call, frame: Frame) -> errors.APIStatusError:
     err = wsf.error_from_frame(frame.error)
     Secrets.of((), *call.origin).scrub_error(err)
     return err
+
+
+def _frame_wait(options: CallOptions) -> float | None:
+    """How long to wait for a call's next frame.
+
+    The read timeout is idle time between bytes from LoRAX, which only the gateway
+    sees: it enforces the timeout upstream (the call frame carries it) and answers a
+    silent LoRAX with a read_timeout error frame. Bytes that complete no event (a slow
+    trickle, LoRAX's keep-alive comments) send no frame, so the client's own timer is
+    only a backstop for a gateway that stopped answering, with room beyond the read
+    timeout; a dead connection is caught sooner by the WebSocket pings.
+    """
+    read = options.timeout.read
+    backstop = None if read is None else read + max(read, _BACKSTOP_MIN)
+    return options.deadline.cap(backstop)
+
+
+# Seconds added at least to the read timeout before the client gives up on a call's
+# next frame by itself (see _frame_wait).
+_BACKSTOP_MIN = 30.0
 
 
 def _read_timeout(timeout: float | None) -> errors.APITimeoutError:
@@ -358,7 +378,7 @@ class _SyncConnection:
 
     def wait(self, call: _Call, options: CallOptions) -> Frame | None:
         """The call's next frame; None once the caller closed it. Raises on failures."""
-        timeout = options.deadline.cap(options.timeout.read)
+        timeout = _frame_wait(options)
         try:
             item = call.queue.get(timeout=timeout)
         except queue.Empty:
@@ -677,7 +697,7 @@ class _AsyncConnection:
         """The call's next frame; None once the caller closed it. Raises on failures."""
         frames: asyncio.Queue[Frame | _Failure | None] = call.queue
         if frames.empty():
-            timeout = options.deadline.cap(options.timeout.read)
+            timeout = _frame_wait(options)
             try:
                 item = await asyncio.wait_for(frames.get(), timeout)
             except asyncio.TimeoutError:

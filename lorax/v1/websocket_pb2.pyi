@@ -89,8 +89,12 @@ unchanged. Errors made by the gateway itself use these `error_type` values:
   status 503 "upstream_unavailable"  LoRAX could not be reached; nothing was sent to it
   status 502 "upstream_error"        the connection to LoRAX failed after the request
                                      was sent, or LoRAX broke the HTTP/SSE protocol
-  status 504 "upstream_timeout"      LoRAX did not answer within the read timeout or
-                                     the call's deadline
+  status 0   "read_timeout"          LoRAX sent no byte for the call's read timeout
+                                     (idle time between bytes, which only the gateway
+                                     sees); clients raise the read timeout they would
+                                     raise over HTTP
+  status 504 "upstream_timeout"      LoRAX did not answer within the call's deadline,
+                                     or connecting to it timed out
   status 502 "response_too_large"   a response message exceeds the gateway's frame
                                      limit
   status 0   "incomplete_generation" the upstream stream broke after it had started
@@ -279,7 +283,11 @@ class FrameCall(_message.Message):
     """The request: a serialized message of the method's input type."""
     read_timeout_ms: _builtins.int
     """The caller's read timeout: the longest idle time, in milliseconds, between two
-    pieces of the upstream answer. Unset (or 0): the gateway's own default.
+    pieces of the upstream answer. Unset (or 0): the gateway's own default. The gateway
+    enforces it on LoRAX's bytes and answers "read_timeout" when it runs out; bytes
+    that complete no message (keep-alive comments) produce no frame, so a client waits
+    for frames longer than this (read timeout plus a margin) and relies on WebSocket
+    pings to notice a dead connection.
     """
     deadline_ms: _builtins.int
     """What is left of the caller's total deadline when the frame was sent, in

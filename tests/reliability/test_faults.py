@@ -302,22 +302,13 @@ def trickle_server(
 TRICKLE = [chunk(bytes([c])) for c in b":trickle\n\n"]
 
 
-WS_TRICKLE = (
-    "over the WebSocket the read timeout is the client's wait for the call's next frame: bytes that reach the "
-    "gateway without completing an event (a trickle, LoRAX's keep-alive comments) send no frame, so the client "
-    "times out while the upstream is alive"
-)
-
-
 def test_trickle_keeps_the_call_alive(
     transport: str, raw: Raw, record: Callable[..., None], request: pytest.FixtureRequest
 ) -> None:
     # One byte every 0.2 s for 2 s, read timeout 0.6 s: bytes flow, so no timeout.
-    if is_ws(transport):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=WS_TRICKLE))
     server = raw(trickle_server(SSE_HEAD + chunk(token(1)), TRICKLE, then=chunk(final(" a")) + LAST_CHUNK))
     outcome = run(transport, server.url, STREAM, read=0.6)
-    record("trickle 1 B/0.2 s, read timeout 0.6 s", outcome.label() + (" (xfail)" if is_ws(transport) else ""))
+    record("trickle 1 B/0.2 s, read timeout 0.6 s", outcome.label())
     check_ok(outcome, STREAM)
     assert 2.0 <= outcome.elapsed < 3.5
 
@@ -325,11 +316,9 @@ def test_trickle_keeps_the_call_alive(
 def test_trickle_then_stop(
     transport: str, raw: Raw, record: Callable[..., None], request: pytest.FixtureRequest
 ) -> None:
-    if is_ws(transport):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=WS_TRICKLE))
     server = raw(trickle_server(SSE_HEAD + chunk(token(1)), TRICKLE, then=None))
     outcome = run(transport, server.url, STREAM, read=0.6)
-    record("trickle, then silence", outcome.label() + (" (xfail)" if is_ws(transport) else ""))
+    record("trickle, then silence", outcome.label())
     assert isinstance(outcome.error, errors.APITimeoutError)
     assert outcome.error.phase == "read"
     # No timeout while the bytes flowed (2 s), one read timeout (0.6 s) after they stopped.
