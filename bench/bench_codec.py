@@ -342,7 +342,7 @@ def check_local(resp: bytes) -> None:
     assert not event.HasField("generated_text")
     assert not event.HasField("details")
     assert codec.to_json(event) == TOKEN_EVENT
-    assert codec.from_json(T.StreamResponse, TOKEN_EVENT_UNKNOWN_KEY) == event
+    assert codec._build_decoder(T.StreamResponse)(TOKEN_EVENT_UNKNOWN_KEY) == event
     r = codec.from_json(T.GenerateResponse, resp)
     assert r.details.seed == SEED
     assert len(r.details.tokens) == 256
