@@ -419,8 +419,8 @@ def tls_call(transport: str, url: str, verify: Any) -> errors.LoraxError | str:
 # transport when a client aborts the handshake, as these tests' clients must: the
 # in-process test servers' leak, not the client's, which 3.11+ still checks strictly.
 _PY310_SERVER_TLS_LEAK = "ignore:unclosed transport <asyncio\\.sslproto:ResourceWarning"
-py310_server_tls_leak = (
-    pytest.mark.filterwarnings(_PY310_SERVER_TLS_LEAK) if sys.version_info < (3, 11) else pytest.mark.usefixtures()
+py310_server_tls_leak: Callable[[Callable[..., None]], Callable[..., None]] = (
+    pytest.mark.filterwarnings(_PY310_SERVER_TLS_LEAK) if sys.version_info < (3, 11) else lambda test: test
 )
 
 
