@@ -328,6 +328,9 @@ class GatewayThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        # stop() may be called from several threads at once (a test's finally block and
+        # a helper thread): the first one stops the loop, the others wait for it.
+        self._stop_lock = threading.Lock()
         self.gateway: Gateway | None = None
 
     @property
@@ -365,14 +368,23 @@ class GatewayThread:
         await gateway.serve_forever()
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop the gateway (see :meth:`Gateway.stop`) and join the thread. Idempotent."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self.gateway is not None and self._thread.is_alive():
-            gateway = self.gateway
-            asyncio.run_coroutine_threadsafe(gateway.stop(grace), self._loop).result()
-        self._thread.join()
-        self._thread = None
+        """Stop the gateway (see :meth:`Gateway.stop`) and join the thread.
+
+        Idempotent and thread-safe: concurrent callers return once it has stopped.
+        """
+        with self._stop_lock:
+            if self._thread is None:
+                return
+            if self._loop is not None and self.gateway is not None and self._thread.is_alive():
+                stopping = self.gateway.stop(grace)
+                try:
+                    future = asyncio.run_coroutine_threadsafe(stopping, self._loop)
+                except RuntimeError:  # the loop closed meanwhile: the gateway is already gone
+                    stopping.close()
+                else:
+                    future.result()
+            self._thread.join()
+            self._thread = None
 
     def __enter__(self) -> GatewayThread:
         return self.start()
