@@ -10,7 +10,7 @@ one of the gateway's ``error_type`` values listed in ``websocket.proto``.
 from __future__ import annotations
 
 from lorax import errors
-from lorax.transports._ws_frames import READ_TIMEOUT, error_frame_fields
+from lorax.transports._ws_frames import DEADLINE_EXCEEDED, READ_TIMEOUT, error_frame_fields
 from lorax.v1.websocket_pb2 import FrameError
 
 __all__ = ["GatewayRefusal", "refusal_frame", "upstream_error_frame"]
@@ -54,11 +54,12 @@ def upstream_error_frame(exc: errors.LoraxError, *, begun: bool) -> FrameError:
             body=exc.body,
         )
     not_sent = getattr(exc, "request_sent", True) is False
-    if isinstance(exc, errors.APITimeoutError) and exc.phase == "read":
+    if isinstance(exc, errors.APITimeoutError) and exc.phase in ("read", "total"):
         # LoRAX went silent for the call's read timeout (idle time between bytes, which
-        # only the gateway can see): the client raises the read timeout it would have
-        # raised over HTTP.
-        return error_frame_fields(status=None, error_type=READ_TIMEOUT, message=exc.message)
+        # only the gateway can see), or the call's deadline ran out here first: the
+        # client raises the timeout it would have raised over HTTP.
+        kind = READ_TIMEOUT if exc.phase == "read" else DEADLINE_EXCEEDED
+        return error_frame_fields(status=None, error_type=kind, message=exc.message)
     if isinstance(exc, errors.APITimeoutError) and not (exc.phase == "connect" and not_sent):
         return error_frame_fields(status=504, error_type="upstream_timeout", message=f"upstream: {exc.message}")
     if isinstance(exc, errors.APIConnectionError):

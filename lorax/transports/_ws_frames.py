@@ -48,6 +48,7 @@ __all__ = [
     "encode_headers",
     "encode_message",
     "error_frame_fields",
+    "DEADLINE_EXCEEDED",
     "READ_TIMEOUT",
     "error_from_frame",
     "parse_frame",
@@ -232,6 +233,9 @@ def error_frame_fields(
 # The error_type of a FrameError for a call whose upstream went silent for the call's
 # read timeout; the client raises APITimeoutError(phase="read") for it, as over HTTP.
 READ_TIMEOUT = "read_timeout"
+# Likewise for a call whose deadline ran out at the gateway: APITimeoutError("total").
+DEADLINE_EXCEEDED = "deadline_exceeded"
+_TIMEOUT_PHASES = {READ_TIMEOUT: "read", DEADLINE_EXCEEDED: "total"}
 
 
 def error_from_frame(err: FrameError) -> errors.LoraxError:
@@ -246,8 +250,8 @@ def error_from_frame(err: FrameError) -> errors.LoraxError:
     status = err.status or None
     headers = dict(err.headers)
     error_type = err.error_type if err.HasField("error_type") else None
-    if error_type == READ_TIMEOUT and status is None:
-        timeout = errors.APITimeoutError(err.message, phase="read", headers=headers)
+    if error_type in _TIMEOUT_PHASES and status is None:
+        timeout = errors.APITimeoutError(err.message, phase=_TIMEOUT_PHASES[error_type], headers=headers)
         timeout.request_sent = True
         return timeout
     body = err.body if err.HasField("body") else None

@@ -93,8 +93,9 @@ unchanged. Errors made by the gateway itself use these `error_type` values:
                                      (idle time between bytes, which only the gateway
                                      sees); clients raise the read timeout they would
                                      raise over HTTP
-  status 504 "upstream_timeout"      LoRAX did not answer within the call's deadline,
-                                     or connecting to it timed out
+  status 0   "deadline_exceeded"     the call's deadline ran out at the gateway; clients
+                                     raise their total-deadline timeout
+  status 504 "upstream_timeout"      connecting to LoRAX timed out
   status 502 "response_too_large"   a response message exceeds the gateway's frame
                                      limit
   status 0   "incomplete_generation" the upstream stream broke after it had started
@@ -292,7 +293,7 @@ class FrameCall(_message.Message):
     deadline_ms: _builtins.int
     """What is left of the caller's total deadline when the frame was sent, in
     milliseconds. The gateway abandons the upstream request when it runs out and
-    answers 504 "upstream_timeout". Unset (or 0): no deadline. The client enforces
+    answers "deadline_exceeded". Unset (or 0): no deadline. The client enforces
     its deadline itself too; this lets the gateway stop work nobody waits for.
     """
     @_builtins.property

@@ -123,7 +123,7 @@ def _not_sent(exc: errors.LoraxError) -> errors.LoraxError:
             errors.ServiceUnavailableError,
         ),
         (errors.APITimeoutError("t", phase="read"), True, 0, "read_timeout", errors.APITimeoutError),
-        (errors.APITimeoutError("t", phase="total"), False, 504, "upstream_timeout", errors.ShardTimeoutError),
+        (errors.APITimeoutError("t", phase="total"), False, 0, "deadline_exceeded", errors.APITimeoutError),
         (errors.ResponseDecodeError("bad json"), True, 502, "upstream_error", errors.ServiceUnavailableError),
         (errors.ClientClosedError("closed"), False, 503, "shutting_down", errors.ServiceUnavailableError),
     ],
