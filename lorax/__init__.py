@@ -7,7 +7,7 @@
     client = Client("http://127.0.0.1:8080")
     print(client.generate("Why is the sky blue?", max_new_tokens=32).generated_text)
 
-The request and response types are protobuf messages compiled from ``proto/lorax/v1``
+The request and response types are msgspec Structs compiled from ``proto/lorax/v1``
 (:mod:`lorax.types`); :mod:`lorax.codec` reads and writes LoRAX's JSON; every error is
 a :class:`lorax.errors.LoraxError`; :mod:`lorax.testing` runs a LoRAX-compatible
 server for tests.
@@ -63,4 +63,4 @@ def descriptor_set_path() -> Path:
 
 def logprob(token: types.Token | types.PrefillToken | types.AlternativeToken) -> float | None:
     """A token's logprob, or None where LoRAX sent ``null`` (never a false 0.0)."""
-    return token.logprob if token.HasField("logprob") else None
+    return token.logprob

@@ -3,19 +3,22 @@
 ``to_json(message)`` writes exactly what LoRAX sends or accepts for that message:
 snake_case keys in declaration (wire) order, 64-bit integers as numbers, enums in
 LoRAX's spelling, ``null`` where LoRAX prints null and nothing where it omits a key,
-f32 values in Rust's shortest form, free-form JSON spliced in verbatim, and bare
-arrays for the routes that answer one.
+f32 values in Rust's shortest form, free-form JSON as it was given, and bare arrays for
+the routes that answer one.
 
 ``from_json(message_class, data)`` reads LoRAX JSON into a message. It tolerates what
 newer and older servers do (unknown keys, unknown enum spellings, missing fields),
-keeps ``null`` apart from ``0.0`` (an unset optional field), and raises the
-``lorax.errors`` exception for an ``{"error", "error_type"}`` body wherever a message
-was expected.
+reads ``null`` as ``None`` (never ``0.0``), and raises the ``lorax.errors`` exception
+for an ``{"error", "error_type"}`` body wherever a message was expected.
 
-Both are driven by the descriptors and the options in ``proto/lorax/v1/options.proto``;
-there is no per-field code. ``google.protobuf.json_format`` is not used: it prints
-camelCase keys, quoted 64-bit integers and proto enum names, and reads ``null`` logprobs
-as 0.0 (wire spec §8).
+The messages are the msgspec Structs of :mod:`lorax.types`; the ``lorax.v1`` protobuf
+(upb) classes are accepted too and converted at the edge (:mod:`lorax._convert`).
+Decoding is msgspec's C decoder straight into the Structs; only a body it refuses (a
+``null`` where LoRAX's older servers print one, an enum alias, a non-finite float)
+takes the careful path, which says which field was wrong. Request classes encode with
+msgspec's own encoder; response classes (printed by :mod:`lorax.testing`) through a
+per-class step list driven by the ``__lorax_fields__`` table the generator writes
+(``proto/lorax/v1/options.proto`` documents the rules).
 """
 
 from __future__ import annotations
@@ -24,45 +27,262 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import orjson
-from google.protobuf.message import Message
+import msgspec
 
 from lorax import errors
-from lorax._f32 import format_f32, format_f64
-from lorax._jsonmap import (
+from lorax._f32 import format_f32
+from lorax._message import (
     KIND_BOOL,
     KIND_ENUM,
     KIND_FLOAT,
     KIND_INT,
     KIND_MESSAGE,
+    KIND_ONEOF,
+    KIND_OPEN_ENUM,
+    KIND_RAW,
     KIND_STRING,
-    FieldMap,
-    MessageMap,
-    message_map,
+    UNSET,
+    FieldSpec,
+    Message,
+    WireEnum,
 )
 
 __all__ = ["decoder", "from_json", "from_obj", "to_json", "to_obj"]
 
-M = TypeVar("M", bound=Message)
+M = TypeVar("M")
 
 _Encoder = Callable[[Any], Any]
+_Data = bytes | bytearray | memoryview | str
+
+_json_encode = msgspec.json.encode
 
 
-def to_json(message: Message) -> bytes:
-    """Encode `message` as the compact JSON LoRAX uses for it.
+def _classes() -> dict[str, type[Message]]:
+    from lorax.v1 import messages
+
+    return {
+        name: obj
+        for name, obj in vars(messages).items()
+        if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message
+    }
+
+
+_by_name: dict[str, type[Message]] = {}
+
+
+def _cls(name: str) -> type[Message]:
+    if not _by_name:
+        _by_name.update(_classes())
+    return _by_name[name]
+
+
+def _is_proto(message: Any) -> bool:
+    return hasattr(message, "DESCRIPTOR") and not isinstance(message, Message)
+
+
+# ---------------------------------------------------------------------------------
+# Encoding
+
+
+def to_json(message: Any) -> bytes:
+    """Encode `message` (a Struct of :mod:`lorax.types`, or its upb twin) as LoRAX's JSON.
 
     Raises `lorax.errors.InvalidRequestError` when the message cannot be expressed on
-    the wire (an enum left at its unspecified value, invalid free-form JSON text).
+    the wire (a value that JSON cannot hold).
     """
-    return orjson.dumps(to_obj(message))
+    cls = type(message)
+    enc = _encoders.get(cls)
+    if enc is None:
+        if _is_proto(message):
+            from lorax._convert import from_proto
+
+            return to_json(from_proto(message))
+        enc = _encoders[cls] = _build_top_encoder(cls)
+    try:
+        return enc(message)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise errors.InvalidRequestError(f"{cls.__name__} cannot be written as JSON: {exc}") from None
 
 
-def to_obj(message: Message) -> Any:
-    """Like `to_json`, but return the JSON-ready Python value (for embedding in a larger body)."""
-    return _encoder(message.DESCRIPTOR)(message)
+def to_obj(message: Any) -> Any:
+    """Like `to_json`, but return the parsed JSON value (plain dicts, lists and numbers)."""
+    return msgspec.json.decode(to_json(message))
 
 
-def from_json(message_class: type[M], data: bytes | bytearray | memoryview | str) -> M:
+_encoders: dict[type[Any], Callable[[Any], bytes]] = {}
+
+
+def _build_top_encoder(cls: type[Message]) -> Callable[[Any], bytes]:
+    if not (isinstance(cls, type) and issubclass(cls, Message)):
+        raise TypeError(f"not a lorax message: {cls!r}")
+    if cls.__lorax_request__ and not cls.__lorax_unwrap__:
+        # Request classes are laid out so that msgspec's own encoder prints LoRAX's
+        # bytes (omit_defaults leaves unset optionals out; see tools/protoc_gen_lorax.py).
+        return _json_encode
+    to_value = _value_encoder_for_class(cls)
+    return lambda message: _json_encode(to_value(message))
+
+
+_class_encoders: dict[type[Any], _Encoder] = {}
+
+
+def _value_encoder_for_class(cls: type[Message]) -> _Encoder:
+    enc = _class_encoders.get(cls)
+    if enc is None:
+        # Recursive message types: install a trampoline before building.
+        _class_encoders[cls] = lambda m: _class_encoders[cls](m)
+        enc = _class_encoders[cls] = _build_class_encoder(cls)
+    return enc
+
+
+def _f32(value: float) -> msgspec.Raw | None:
+    text = format_f32(value)
+    return None if text is None else msgspec.Raw(text.encode())
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value if isinstance(value, WireEnum) else value
+
+
+def _scalar_encoder(spec: FieldSpec) -> _Encoder | None:
+    """The converter for one value of `spec`, or None when msgspec prints it as it is."""
+    if spec.kind == KIND_FLOAT:
+        return _f32 if spec.f32 else None
+    if spec.kind == KIND_ENUM:
+        return _enum_value
+    if spec.kind == KIND_MESSAGE:
+        target = _cls(spec.target)
+        if spec.unwrap:
+            return _inner_encoder(target)
+        return _value_encoder_for_class(target)
+    if spec.kind == KIND_ONEOF:
+        return _oneof_encoder(spec)
+    return None
+
+
+def _inner_encoder(cls: type[Message]) -> _Encoder:
+    """How the value of an unwrapped message's single field prints."""
+    (only,) = cls.__lorax_fields__
+    return _container_encoder(only) or (lambda v: v)
+
+
+def _container_encoder(spec: FieldSpec) -> _Encoder | None:
+    conv = _scalar_encoder(spec)
+    if conv is None:
+        return None
+    if spec.label == "list":
+        return lambda value: [conv(v) for v in value]
+    if spec.label == "map":
+        return lambda value: {k: conv(v) for k, v in value.items()}
+    return conv
+
+
+def _oneof_encoder(spec: FieldSpec) -> _Encoder:
+    by_type: list[tuple[type[Any], _Encoder | None]] = []
+    for member in spec.members:
+        conv = _scalar_encoder(member)
+        if member.kind == KIND_MESSAGE:
+            target = _cls(member.target)
+            if member.unwrap:
+                (only,) = target.__lorax_fields__
+                by_type.append((dict if only.label == "map" else list, conv))
+            else:
+                by_type.append((target, conv))
+        elif member.kind in (KIND_STRING, KIND_OPEN_ENUM, KIND_ENUM):
+            by_type.append((str, conv))
+        elif member.kind == KIND_FLOAT:
+            by_type.append((float, conv))
+        elif member.kind == KIND_INT:
+            by_type.append((int, conv))
+        elif member.kind == KIND_BOOL:
+            by_type.append((bool, conv))
+
+    def encode(value: Any) -> Any:
+        for typ, conv in by_type:
+            if isinstance(value, typ):
+                return value if conv is None else conv(value)
+        raise TypeError(f"{spec.name}: {type(value).__name__} fits none of its members")
+
+    return encode
+
+
+def _build_class_encoder(cls: type[Message]) -> _Encoder:
+    steps: list[Callable[[Any, dict[str, Any]], None]] = [_field_step(spec) for spec in cls.__lorax_fields__]
+    if cls.__lorax_unwrap__:
+        (only,) = cls.__lorax_fields__
+        conv = _container_encoder(only)
+        name = only.name
+
+        def encode_unwrapped(msg: Any) -> Any:
+            value = getattr(msg, name)
+            if value is None:
+                return None
+            return value if conv is None else conv(value)
+
+        return encode_unwrapped
+
+    def encode(msg: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for step in steps:
+            step(msg, out)
+        return out
+
+    return encode
+
+
+def _field_step(spec: FieldSpec) -> Callable[[Any, dict[str, Any]], None]:
+    name, key = spec.name, spec.key
+    conv = _container_encoder(spec)
+    if spec.label:
+        omit = spec.omit_empty
+
+        def container_step(msg: Any, out: dict[str, Any]) -> None:
+            value = getattr(msg, name)
+            if omit and not value:
+                return
+            out[key] = value if conv is None else conv(value)
+
+        return container_step
+    if spec.kind == KIND_RAW:
+        # Free-form JSON: None is JSON null; UNSET (null differs from absent) is left out.
+        def raw_step(msg: Any, out: dict[str, Any]) -> None:
+            value = getattr(msg, name)
+            if value is not UNSET:
+                out[key] = value
+
+        return raw_step
+    if spec.presence:
+        null = spec.null_if_unset
+
+        def presence_step(msg: Any, out: dict[str, Any]) -> None:
+            value = getattr(msg, name)
+            if value is not None:
+                out[key] = value if conv is None else conv(value)
+            elif null:
+                out[key] = None
+
+        return presence_step
+
+    if spec.kind == KIND_ENUM:
+        # A closed enum left unset on a response class has no spelling: LoRAX's zero.
+        def enum_step(msg: Any, out: dict[str, Any]) -> None:
+            value = getattr(msg, name)
+            out[key] = None if value is None else _enum_value(value)
+
+        return enum_step
+
+    def always_step(msg: Any, out: dict[str, Any]) -> None:
+        value = getattr(msg, name)
+        out[key] = value if conv is None else conv(value)
+
+    return always_step
+
+
+# ---------------------------------------------------------------------------------
+# Decoding
+
+
+def from_json(message_class: type[M], data: _Data) -> M:
     """Decode LoRAX JSON into a `message_class` message.
 
     Raises:
@@ -71,16 +291,13 @@ def from_json(message_class: type[M], data: bytes | bytearray | memoryview | str
         lorax.errors.ResponseDecodeError: when `data` is not JSON or does not fit the
             message; the message names the offending path.
     """
-    decode = _decoders.get(message_class)
-    if decode is None:
-        decode = _decoders[message_class] = _build_decoder(message_class)
-    return decode(data)  # type: ignore[no-any-return]
+    return decoder(message_class)(data)
 
 
 _decoders: dict[type[Any], Callable[[Any], Any]] = {}
 
 
-def decoder(message_class: type[M]) -> Callable[[bytes | bytearray | memoryview | str], M]:
+def decoder(message_class: type[M]) -> Callable[[_Data], M]:
     """The `from_json` function for one message class, for hot loops (stream events)."""
     decode = _decoders.get(message_class)
     if decode is None:
@@ -88,96 +305,71 @@ def decoder(message_class: type[M]) -> Callable[[bytes | bytearray | memoryview 
     return decode
 
 
-def _build_decoder(message_class: type[M]) -> Callable[[Any], M]:
-    # One closure per message class, so the hot path (a token event: parse, look for
-    # an error body, build the message in C) does no lookups beyond the dict test.
-    mm = message_map(message_class.DESCRIPTOR)  # type: ignore[arg-type]
-    name = message_class.DESCRIPTOR.name
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    check_error = "error" not in mm.by_key
-    plain = mm.plain
-    prune = _pruner(mm) if plain else None
-    # Once a body of this class carried keys the .proto lacks (a newer server), the next
-    # ones will too: drop unknown keys before the C constructor rather than failing into
-    # the careful path on every event (5.5 -> 2.7 µs for a token event).
-    pruning = False
+def _build_decoder(message_class: type[Any]) -> Callable[[Any], Any]:
+    if not (isinstance(message_class, type) and issubclass(message_class, Message)):
+        if hasattr(message_class, "DESCRIPTOR"):
+            from lorax._convert import struct_class, to_proto
 
-    def decode(data: Any) -> M:
-        nonlocal pruning
-        try:
-            obj = loads(data)
-        except decode_error as exc:
-            raise errors.ResponseDecodeError(f"{name}: invalid JSON: {exc}", body=_preview(data)) from None
-        if type(obj) is dict:
-            if check_error and "error" in obj:
+            struct_decode = decoder(struct_class(message_class))
+            return lambda data: to_proto(struct_decode(data))
+        raise TypeError(f"not a lorax message class: {message_class!r}")
+    cls: type[Message] = message_class
+    name = cls.__name__
+    check_error = not any(spec.key == "error" for spec in cls.__lorax_fields__)
+    if cls.__lorax_unwrap__:
+        (only,) = msgspec.structs.fields(cls)
+        inner = msgspec.json.Decoder(only.type).decode
+        field_name = only.name
+
+        def fast(data: Any) -> Any:
+            return cls(**{field_name: inner(data)})
+
+    else:
+        fast = msgspec.json.Decoder(cls).decode
+    fast_errors = (msgspec.ValidationError, msgspec.DecodeError)
+
+    def decode(data: Any) -> Any:
+        if type(data) is memoryview:
+            data = bytes(data)
+        if check_error and (b'"error"' in data if type(data) is not str else '"error"' in data):
+            obj = _loads(name, data)
+            if type(obj) is dict and "error" in obj:
                 raise _error_body(obj)
-            if plain:
-                try:
-                    return message_class(**(prune(obj) if pruning else obj))  # type: ignore[misc]
-                except (ValueError, TypeError):
-                    pass  # unknown keys or odd values: the careful path says what is wrong
-                result = _decode_careful(message_class, mm, obj)
-                pruning = True  # it was unknown keys: the careful path accepted the body
-                return result
-        return _decode_careful(message_class, mm, obj)
+            return _decode_careful(cls, obj)
+        try:
+            return fast(data)
+        except fast_errors:
+            pass  # odd but legal: the careful path decides, and names what is wrong
+        return _decode_careful(cls, _loads(name, data))
 
     return decode
 
 
-_Pruner = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _pruner(mm: MessageMap) -> _Pruner:
-    """For a plain message: drop the JSON keys its .proto lacks, at every level."""
-    keys = mm.keys
-    subs: list[tuple[str, _Pruner, bool, bool]] = []
-    for fm in mm.fields:
-        sub = fm.message if fm.map_value is None else fm.map_value.message
-        if sub is not None:
-            subs.append((fm.key, _pruner(message_map(sub)), fm.repeated, fm.is_map))
-
-    def prune(obj: dict[str, Any]) -> dict[str, Any]:
-        if not keys.issuperset(obj):
-            obj = {k: v for k, v in obj.items() if k in keys}
-        for key, sub_prune, repeated, is_map in subs:
-            value = obj.get(key)
-            if repeated:
-                if type(value) is list:
-                    obj[key] = [sub_prune(v) if type(v) is dict else v for v in value]
-            elif type(value) is dict:
-                if is_map:
-                    obj[key] = {k: sub_prune(v) if type(v) is dict else v for k, v in value.items()}
-                else:
-                    obj[key] = sub_prune(value)
-        return obj
-
-    return prune
+def _loads(name: str, data: Any) -> Any:
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise errors.ResponseDecodeError(f"{name}: invalid JSON: {exc}", body=_preview(data)) from None
 
 
 def from_obj(message_class: type[M], obj: Any) -> M:
-    """Decode an already parsed JSON value. `obj` may be modified."""
-    mm = message_map(message_class.DESCRIPTOR)  # type: ignore[arg-type]
-    if type(obj) is dict:
-        if "error" in obj and "error" not in mm.by_key:
-            raise _error_body(obj)
-        if mm.plain:
-            try:
-                return message_class(**obj)
-            except (ValueError, TypeError):
-                pass
-    return _decode_careful(message_class, mm, obj)
+    """Decode an already parsed JSON value."""
+    if not (isinstance(message_class, type) and issubclass(message_class, Message)):
+        from lorax._convert import struct_class, to_proto
+
+        return to_proto(from_obj(struct_class(message_class), obj))  # type: ignore[no-any-return]
+    if type(obj) is dict and "error" in obj and not any(s.key == "error" for s in message_class.__lorax_fields__):
+        raise _error_body(obj)
+    return _decode_careful(message_class, obj)  # type: ignore[no-any-return]
 
 
-def _decode_careful(message_class: type[M], mm: MessageMap, obj: Any) -> M:
-    name = message_class.DESCRIPTOR.name
+def _decode_careful(cls: type[Message], obj: Any) -> Any:
     try:
-        kwargs = _clean_message(mm, obj, name)
-        return message_class(**kwargs)
+        return _clean_message(cls, obj, cls.__name__)
     except errors.LoraxError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:
-        raise errors.ResponseDecodeError(f"{name}: {exc}") from None
+        raise errors.ResponseDecodeError(f"{cls.__name__}: {exc}") from None
 
 
 def _error_body(obj: dict[str, Any]) -> errors.APIStatusError:
@@ -193,197 +385,10 @@ def _error_body(obj: dict[str, Any]) -> errors.APIStatusError:
     )
 
 
-def _preview(data: bytes | bytearray | memoryview | str) -> str:
+def _preview(data: _Data) -> str:
     if isinstance(data, str):
         return data[:200]
     return bytes(data[:200]).decode("utf-8", "replace")
-
-
-# ---------------------------------------------------------------------------------
-# Encoding
-
-
-_encoders: dict[str, _Encoder] = {}
-
-
-def _encoder(descriptor: Any) -> _Encoder:
-    enc = _encoders.get(descriptor.full_name)
-    if enc is None:
-        enc = _build_encoder(message_map(descriptor))
-        _encoders[descriptor.full_name] = enc
-    return enc
-
-
-def _value_encoder(fm: FieldMap) -> _Encoder | None:
-    """The converter for one value of field `fm`, or None when the value is JSON-ready."""
-    if fm.raw_json:
-        return _raw_json(fm)
-    if fm.kind == KIND_FLOAT:
-        return _f32_fragment if fm.f32 else _finite_or_none
-    if fm.kind == KIND_ENUM:
-        assert fm.enum is not None
-        to_wire = fm.enum.to_wire
-        enum_name = fm.enum.full_name
-        field_name = fm.name
-
-        def enum_value(number: int) -> str:
-            wire = to_wire.get(number)
-            if wire is None:
-                raise errors.InvalidRequestError(
-                    f"{field_name}: {enum_name} value {number} has no LoRAX spelling; set one of "
-                    + ", ".join(sorted(to_wire.values()))
-                )
-            return wire
-
-        return enum_value
-    if fm.kind == KIND_MESSAGE:
-        assert fm.message is not None
-        message = fm.message
-        return _encoder(message)
-    return None
-
-
-def _raw_json(fm: FieldMap) -> _Encoder:
-    field_name = fm.name
-
-    def raw(text: str) -> orjson.Fragment:
-        try:
-            orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise errors.InvalidRequestError(f"{field_name}: not valid JSON text: {exc}") from None
-        return orjson.Fragment(text)
-
-    return raw
-
-
-def _f32_fragment(value: float) -> orjson.Fragment | None:
-    text = format_f32(value)
-    return None if text is None else orjson.Fragment(text)
-
-
-def _finite_or_none(value: float) -> float | orjson.Fragment | None:
-    # serde_json prints non-finite floats as null. orjson agrees with its ryu layout
-    # except above 1e16, where it writes `1e+16` and serde_json `1e16`.
-    if not math.isfinite(value):
-        return None
-    if -1e16 < value < 1e16:
-        return value
-    return orjson.Fragment(format_f64(value) or "null")
-
-
-def _serde_json_text(value: Any) -> str:
-    """JSON text of a parsed value, printed as serde_json's Value::to_string() would."""
-    text = orjson.dumps(value)
-    if b"e+" in text:  # a float >= 1e16 (orjson: 1e+16, serde_json: 1e16), or "e+" inside a string
-        text = orjson.dumps(_serde_floats(value))
-    return text.decode()
-
-
-def _serde_floats(value: Any) -> Any:
-    if type(value) is float:
-        return _finite_or_none(value)
-    if type(value) is list:
-        return [_serde_floats(v) for v in value]
-    if type(value) is dict:
-        return {k: _serde_floats(v) for k, v in value.items()}
-    return value
-
-
-def _build_encoder(mm: MessageMap) -> _Encoder:
-    steps: list[Callable[[Any, dict[str, Any]], None]] = []
-    done_oneofs: set[str] = set()
-    for fm in mm.fields:
-        if fm.oneof is not None:
-            if fm.oneof not in done_oneofs:
-                done_oneofs.add(fm.oneof)
-                steps.append(_oneof_step(fm.oneof, mm.oneofs[fm.oneof]))
-            continue
-        steps.append(_field_step(fm))
-    if mm.unwrap:
-        only = mm.fields[0].key if not mm.oneofs else next(iter(mm.oneofs))
-        missing = object()
-
-        def encode_unwrapped(msg: Any) -> Any:
-            out: dict[str, Any] = {}
-            for step in steps:
-                step(msg, out)
-            value = out.get(only, missing)
-            return None if value is missing else value
-
-        return encode_unwrapped
-
-    def encode(msg: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for step in steps:
-            step(msg, out)
-        return out
-
-    return encode
-
-
-def _field_step(fm: FieldMap) -> Callable[[Any, dict[str, Any]], None]:
-    name, key = fm.name, fm.key
-    if fm.is_map:
-        assert fm.map_value is not None
-        conv = _value_encoder(fm.map_value)
-        omit = fm.omit_empty
-
-        def map_step(msg: Any, out: dict[str, Any]) -> None:
-            value = getattr(msg, name)
-            if omit and not value:
-                return
-            out[key] = dict(value.items()) if conv is None else {k: conv(v) for k, v in value.items()}
-
-        return map_step
-    conv = _value_encoder(fm)
-    if fm.repeated:
-        omit = fm.omit_empty
-
-        def repeated_step(msg: Any, out: dict[str, Any]) -> None:
-            value = getattr(msg, name)
-            if omit and not value:
-                return
-            out[key] = list(value) if conv is None else [conv(v) for v in value]
-
-        return repeated_step
-    if fm.presence:
-        null = fm.null_if_unset
-
-        def presence_step(msg: Any, out: dict[str, Any]) -> None:
-            if msg.HasField(name):
-                value = getattr(msg, name)
-                out[key] = value if conv is None else conv(value)
-            elif null:
-                out[key] = None
-
-        return presence_step
-
-    def always_step(msg: Any, out: dict[str, Any]) -> None:
-        value = getattr(msg, name)
-        out[key] = value if conv is None else conv(value)
-
-    return always_step
-
-
-def _oneof_step(oneof: str, members: tuple[FieldMap, ...]) -> Callable[[Any, dict[str, Any]], None]:
-    convs = {fm.name: _value_encoder(fm) for fm in members}
-    null = any(fm.null_if_unset for fm in members)
-
-    def oneof_step(msg: Any, out: dict[str, Any]) -> None:
-        which = msg.WhichOneof(oneof)
-        if which is None:
-            if null:
-                out[oneof] = None
-            return
-        value = getattr(msg, which)
-        conv = convs[which]
-        out[oneof] = value if conv is None else conv(value)
-
-    return oneof_step
-
-
-# ---------------------------------------------------------------------------------
-# Decoding (the careful path: every value checked, unknown keys dropped)
 
 
 def _type_name(value: Any) -> str:
@@ -410,26 +415,37 @@ def _bad(path: str, expected: str, value: Any) -> errors.ResponseDecodeError:
 
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_INT_RANGES = {
+    "int32": (-(2**31), 2**31 - 1),
+    "sint32": (-(2**31), 2**31 - 1),
+    "sfixed32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "fixed32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "sint64": (-(2**63), 2**63 - 1),
+    "sfixed64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+    "fixed64": (0, 2**64 - 1),
+}
+_ZERO: dict[str, Any] = {KIND_STRING: "", KIND_OPEN_ENUM: "", KIND_BOOL: False, KIND_INT: 0, KIND_FLOAT: 0.0}
 
 
-def _clean_scalar(fm: FieldMap, value: Any, path: str) -> Any:
-    kind = fm.kind
-    if fm.raw_json:
-        return _serde_json_text(value)
-    if kind == KIND_STRING:
+def _clean_scalar(spec: FieldSpec, value: Any, path: str) -> Any:
+    kind = spec.kind
+    if kind == KIND_STRING or kind == KIND_OPEN_ENUM:
         if type(value) is not str:
             raise _bad(path, "a string", value)
         return value
     if kind == KIND_FLOAT:
         if type(value) is float or type(value) is int:
-            return value
+            return float(value)
         if type(value) is str and value in _NON_FINITE:
             return _NON_FINITE[value]
         raise _bad(path, "a number", value)
     if kind == KIND_INT:
         if type(value) is not int:
             raise _bad(path, "an integer", value)
-        low, high = fm.int_range
+        low, high = _INT_RANGES[spec.proto_type]
         if not low <= value <= high:
             raise _bad(path, f"an integer in [{low}, {high}]", value)
         return value
@@ -438,91 +454,115 @@ def _clean_scalar(fm: FieldMap, value: Any, path: str) -> Any:
             raise _bad(path, "a boolean", value)
         return value
     if kind == KIND_ENUM:
-        assert fm.enum is not None
+        enum_cls = _cls_any(spec.target)
         if type(value) is str:
-            return fm.enum.decode(value)
-        if type(value) is int:
-            return value
-        raise _bad(path, f"a {fm.enum.full_name} string", value)
+            try:
+                return enum_cls(value)
+            except ValueError:
+                return None  # an unknown spelling from a newer server: unset
+        raise _bad(path, f"a {spec.target} string", value)
+    if kind == KIND_RAW:
+        return value
     if kind == KIND_MESSAGE:
-        assert fm.message is not None
-        sub = message_map(fm.message)
-        return _clean_message(sub, value, path)
+        target = _cls(spec.target)
+        if spec.unwrap:
+            (only,) = target.__lorax_fields__
+            return _clean_field(only, value, path)
+        return _clean_message(target, value, path)
+    if kind == KIND_ONEOF:
+        return _clean_oneof(spec, value, path)
     raise _bad(path, kind, value)
 
 
-def _clean_message(mm: MessageMap, obj: Any, path: str) -> dict[str, Any]:
-    if mm.unwrap:
-        if mm.oneofs:
-            ((_, members),) = mm.oneofs.items()
-            return _clean_oneof(members, obj, path)
-        only = mm.fields[0]
+def _cls_any(name: str) -> Any:
+    from lorax.v1 import messages
+
+    return getattr(messages, name)
+
+
+def _clean_message(cls: type[Message], obj: Any, path: str) -> Any:
+    specs = cls.__lorax_fields__
+    if cls.__lorax_unwrap__:
+        (only,) = specs
         if obj is None:
-            return {}
-        return {only.name: _clean_field(only, obj, path)}
+            return cls()
+        return cls(**{only.name: _clean_field(only, obj, path)})
     if type(obj) is not dict:
-        raise _bad(path, f"an object ({mm.full_name})", obj)
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        fm = mm.by_key.get(key)
-        if fm is None:
-            oneof_members = mm.oneofs.get(key)
-            if oneof_members is not None and value is not None:
-                out.update(_clean_oneof(oneof_members, value, f"{path}.{key}"))
-            continue  # unknown key: a newer server's field
-        if value is None and (not fm.raw_json or fm.null_if_unset):
-            # null means unset, never 0 or "". A raw_json field keeps null as the text
-            # "null" (for `schema`, null differs from absent) unless it prints unset as
-            # null anyway (`logprobs`), where unset is the only faithful reading.
+        raise _bad(path, f"an object ({cls.__lorax_full_name__})", obj)
+    kwargs: dict[str, Any] = {}
+    for spec in specs:
+        if spec.key not in obj:
             continue
-        out[fm.name] = _clean_field(fm, value, f"{path}.{key}")
-    return out
+        value = obj[spec.key]
+        if value is None and spec.kind != KIND_RAW:
+            continue  # null means unset (None), never 0 or ""
+        if value is None and spec.kind == KIND_RAW and not spec.presence and not spec.null_if_unset:
+            kwargs[spec.name] = None
+            continue
+        cleaned = _clean_field(spec, value, f"{path}.{spec.key}")
+        if cleaned is not None or spec.presence or spec.null_if_unset:
+            kwargs[spec.name] = cleaned
+    if cls.__lorax_request__:
+        # A request read back (by a test or a server): required fields LoRAX would
+        # refuse as missing still build, at their zero values.
+        for spec in specs:
+            if spec.name not in kwargs and not spec.presence and not (spec.label and spec.omit_empty):
+                kwargs[spec.name] = _zero(spec)
+    try:
+        return cls(**kwargs)
+    except errors.LoraxError as exc:
+        raise errors.ResponseDecodeError(f"{path}: {exc}") from None
 
 
-def _clean_field(fm: FieldMap, value: Any, path: str) -> Any:
-    if fm.is_map:
+def _zero(spec: FieldSpec) -> Any:
+    if spec.label == "list":
+        return []
+    if spec.label == "map":
+        return {}
+    if spec.kind == KIND_RAW:
+        return None
+    if spec.kind == KIND_ENUM:
+        enum_cls = _cls_any(spec.target)
+        return next(iter(enum_cls))
+    return _ZERO.get(spec.kind)
+
+
+def _clean_field(spec: FieldSpec, value: Any, path: str) -> Any:
+    if spec.label == "map":
         if type(value) is not dict:
             raise _bad(path, "an object", value)
-        assert fm.map_value is not None
-        return {str(k): _clean_scalar(fm.map_value, v, f"{path}.{k}") for k, v in value.items()}
-    if fm.repeated:
+        return {str(k): _clean_scalar(spec, v, f"{path}.{k}") for k, v in value.items() if v is not None}
+    if spec.label == "list":
         if type(value) is not list:
             raise _bad(path, "an array", value)
-        if fm.kind == KIND_FLOAT:
+        if spec.kind == KIND_FLOAT:
             # LoRAX prints a non-finite f32 as null, inside arrays too.
-            return [math.nan if v is None else _clean_scalar(fm, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return [_clean_scalar(fm, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    return _clean_scalar(fm, value, path)
+            return [math.nan if v is None else _clean_scalar(spec, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_clean_scalar(spec, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return _clean_scalar(spec, value, path)
 
 
-_JSON_KIND = {
-    str: KIND_STRING,
-    bool: KIND_BOOL,
-    int: KIND_INT,
-    float: KIND_FLOAT,
+_JSON_KINDS = {
+    str: (KIND_STRING, KIND_OPEN_ENUM, KIND_ENUM),
+    bool: (KIND_BOOL,),
+    int: (KIND_INT, KIND_FLOAT),
+    float: (KIND_FLOAT,),
 }
 
 
-def _unwrapped_json_type(mm: MessageMap) -> type[object]:
-    """The JSON type an unwrapped message prints as: an array, or an object for a map."""
-    if not mm.oneofs and mm.fields[0].is_map:
-        return dict
-    return list
-
-
-def _clean_oneof(members: tuple[FieldMap, ...], value: Any, path: str) -> dict[str, Any]:
+def _clean_oneof(spec: FieldSpec, value: Any, path: str) -> Any:
     """Pick the oneof member that can hold a JSON value of this type."""
-    if value is None:
-        return {}
-    json_kind = _JSON_KIND.get(type(value))
-    for fm in members:
-        if json_kind is not None and fm.kind == json_kind:
-            return {fm.name: _clean_scalar(fm, value, path)}
-        if json_kind == KIND_INT and fm.kind == KIND_FLOAT:
-            return {fm.name: float(value)}
-        if fm.kind == KIND_MESSAGE and fm.message is not None:
-            sub = message_map(fm.message)
-            if type(value) is (_unwrapped_json_type(sub) if sub.unwrap else dict):
-                return {fm.name: _clean_message(sub, value, path)}
-    expected = " or ".join(fm.kind if fm.kind != KIND_MESSAGE else "an object or array" for fm in members)
+    kinds = _JSON_KINDS.get(type(value), ())
+    for member in spec.members:
+        if member.kind in kinds:
+            return _clean_scalar(member, value, path)
+        if member.kind == KIND_MESSAGE:
+            target = _cls(member.target)
+            if member.unwrap:
+                (only,) = target.__lorax_fields__
+                if type(value) is (dict if only.label == "map" else list):
+                    return _clean_field(only, value, path)
+            elif type(value) is dict:
+                return _clean_message(target, value, path)
+    expected = " or ".join(m.kind if m.kind != KIND_MESSAGE else "an object or array" for m in spec.members)
     raise _bad(path, expected, value)

@@ -1,15 +1,26 @@
-"""The request and response types: messages compiled from ``proto/lorax/v1``.
+"""The request and response types: msgspec Structs compiled from ``proto/lorax/v1``.
 
-Every class here is a protobuf message. Build one with keyword arguments
-(``GenerateParameters(max_new_tokens=64)``), read fields as attributes, and test an
-optional field with ``HasField`` (an unset ``logprob`` means LoRAX sent ``null``; it
-never reads as a real 0.0 unless you ask for the attribute itself, so check
-``token.HasField("logprob")`` or use :func:`lorax.logprob`).
+Build a request with keyword arguments (``GenerateParameters(max_new_tokens=64)``; it
+checks on construction what LoRAX would refuse), read fields as attributes. An optional
+field reads ``None`` where LoRAX sent ``null`` or left the key out: a ``null`` logprob is
+``None``, never ``0.0``. Every class has ``to_dict()``, ``to_json()`` (LoRAX's exact
+JSON), ``to_proto()`` / ``from_proto()`` (the ``lorax.v1`` protobuf twins, for binary
+frames) and the official client's ``model_dump()``, ``model_dump_json()``, ``dict()``,
+``json()``. Enums are ``str`` enums whose values are LoRAX's spellings, so
+``details.finish_reason == FinishReason.Length == "length"``.
+
+The official lorax-client's names are kept: ``Response``, ``Parameters``, ``Request``
+(with ``stream``), ``InputToken``, ``BatchRequest``, ``Info``, and the
+``MERGE_STRATEGIES`` / ``ADAPTER_SOURCES`` / ``MAJORITY_SIGN_METHODS`` lists.
 """
 
 from __future__ import annotations
 
-from lorax.v1.embed_pb2 import (
+import msgspec
+
+from lorax._message import UNSET, Message, UnsetType, WireEnum
+
+from lorax.v1.messages import (
     ClassifyBatchRequest,
     ClassifyBatchResponse,
     ClassifyRequest,
@@ -19,7 +30,7 @@ from lorax.v1.embed_pb2 import (
     EmbedResponse,
     Entity,
 )
-from lorax.v1.generate_pb2 import (
+from lorax.v1.messages import (
     AlternativeToken,
     BestOfSequence,
     CompatGenerateRequest,
@@ -39,7 +50,7 @@ from lorax.v1.generate_pb2 import (
     StreamResponse,
     Token,
 )
-from lorax.v1.openai_pb2 import (
+from lorax.v1.messages import (
     AssistantMessage,
     ChatCompletionChoice,
     ChatCompletionRequest,
@@ -70,7 +81,7 @@ from lorax.v1.openai_pb2 import (
     ToolChoice,
     Usage,
 )
-from lorax.v1.server_pb2 import (
+from lorax.v1.messages import (
     ErrorResponse,
     HealthRequest,
     HealthResponse,
@@ -82,15 +93,44 @@ from lorax.v1.server_pb2 import (
     MetricsRequest,
     MetricsResponse,
 )
-from lorax.v1.tokenize_pb2 import SimpleToken, TokenizeRequest, TokenizeResponse
+from lorax.v1.messages import SimpleToken, TokenizeRequest, TokenizeResponse
 
 # The official client's names for the same shapes.
 Response = GenerateResponse
 Parameters = GenerateParameters
-Request = GenerateRequest
+Request = CompatGenerateRequest
+InputToken = PrefillToken
 Info = InfoResponse
 
+ADAPTER_SOURCES = ["hub", "local", "s3", "pbase"]
+"""Where LoRAX can load an adapter from (``adapter_source``)."""
+MERGE_STRATEGIES = [m.value for m in MergeStrategy if not m.name.startswith("MERGE_STRATEGY_")]
+"""The merge strategies LoRAX knows (``merged_adapters.merge_strategy``)."""
+MAJORITY_SIGN_METHODS = [m.value for m in MajoritySignMethod if not m.name.startswith("MAJORITY_SIGN_METHOD_")]
+"""The majority sign methods LoRAX knows (``merged_adapters.majority_sign_method``)."""
+
+
+class BatchRequest(Message, omit_defaults=True):
+    """The official client's ``BatchRequest``: several prompts with one set of parameters.
+
+    LoRAX has no batch route; :func:`lorax.batch.run_batch` and ``lorax batch`` send
+    one request per prompt. Kept so that code naming the type still imports.
+    """
+
+    inputs: list[str]
+    parameters: GenerateParameters | None = None
+    stream: bool = False
+
 __all__ = [
+    "ADAPTER_SOURCES",
+    "MAJORITY_SIGN_METHODS",
+    "MERGE_STRATEGIES",
+    "UNSET",
+    "BatchRequest",
+    "InputToken",
+    "Message",
+    "UnsetType",
+    "WireEnum",
     "AlternativeToken",
     "AssistantMessage",
     "BestOfSequence",

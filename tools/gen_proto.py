@@ -27,6 +27,9 @@ DESCRIPTOR_SET = "lorax_v1.binpb"
 # The .proto files ship inside the wheel too (lorax.proto_path()): a copy kept here.
 SHIPPED_PROTO_DIR = ROOT / "lorax" / "_proto" / "lorax" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
+# Written by our own protoc plugin (tools/protoc_gen_lorax.py): the msgspec Structs.
+STRUCTS_MODULE = "messages.py"
+PLUGIN = ROOT / "tools" / "protoc_gen_lorax.py"
 
 
 def generate(out_root: Path) -> Path:
@@ -38,12 +41,18 @@ def generate(out_root: Path) -> Path:
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_DIR.glob("*.proto"))
     out_pkg = out_root / "lorax" / "v1"
     out_pkg.mkdir(parents=True, exist_ok=True)
+    # protoc runs plugins as executables: a wrapper runs ours with this interpreter.
+    wrapper = out_root / "protoc-gen-lorax"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{PLUGIN}"\n')
+    wrapper.chmod(0o755)
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={out_root}",
         f"--mypy_out={out_root}",
+        f"--plugin=protoc-gen-lorax={wrapper}",
+        f"--lorax_out={out_root}",
         f"--descriptor_set_out={out_pkg / DESCRIPTOR_SET}",
         "--include_imports",
         *protos,
@@ -55,7 +64,11 @@ def generate(out_root: Path) -> Path:
 
 
 def generated_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(GENERATED_SUFFIXES) or p.name == DESCRIPTOR_SET)
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.endswith(GENERATED_SUFFIXES) or p.name in (DESCRIPTOR_SET, STRUCTS_MODULE)
+    )
 
 
 def gencode_version(folder: Path) -> str:

@@ -1,0 +1,321 @@
+"""Structs of :mod:`lorax.types` to and from their ``lorax.v1`` protobuf (upb) twins.
+
+Used where messages travel as binary protobuf (the WebSocket transport and the
+gateway) and by ``Message.to_proto()`` / ``from_proto()``. Driven by the
+``__lorax_fields__`` table of each generated class, so no field is written here.
+Importing this module loads protobuf; ``import lorax`` does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message as ProtoMessage
+
+from lorax import errors
+from lorax._message import (
+    KIND_ENUM,
+    KIND_MESSAGE,
+    KIND_ONEOF,
+    KIND_RAW,
+    UNSET,
+    FieldSpec,
+    Message,
+    WireEnum,
+)
+from lorax.v1 import (  # noqa: F401 - registers every schema in the default pool
+    embed_pb2,
+    generate_pb2,
+    openai_pb2,
+    options_pb2,
+    server_pb2,
+    tokenize_pb2,
+)
+from lorax.v1 import messages as _messages
+
+__all__ = ["from_proto", "proto_class", "struct_class", "to_proto"]
+
+_POOL = generate_pb2.DESCRIPTOR.pool
+
+
+def _struct_classes() -> dict[str, type[Message]]:
+    out = {}
+    for obj in vars(_messages).values():
+        if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message:
+            out[obj.__lorax_full_name__] = obj
+    return out
+
+
+_STRUCTS = _struct_classes()
+_BY_SHORT = {cls.__name__: cls for cls in _STRUCTS.values()}
+
+
+def proto_class(cls: type[Message]) -> type[ProtoMessage]:
+    """The upb class of a Struct class."""
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(cls.__lorax_full_name__))
+
+
+def struct_class(cls: type[ProtoMessage]) -> type[Message]:
+    """The Struct class of a upb class."""
+    return _STRUCTS[cls.DESCRIPTOR.full_name]
+
+
+def to_proto(message: Message) -> Any:
+    """The upb message equal to `message`."""
+    cls = type(message)
+    return proto_class(cls)(**_to_kwargs(cls)(message))
+
+
+def from_proto(message: ProtoMessage) -> Any:
+    """The Struct equal to the upb `message`."""
+    return _from(message.DESCRIPTOR)(message)
+
+
+# -- enums ---------------------------------------------------------------------------
+
+_enum_numbers: dict[str, tuple[dict[str, int], dict[int, str]]] = {}
+
+
+def _enum_maps(target: str) -> tuple[dict[str, int], dict[int, str]]:
+    maps = _enum_numbers.get(target)
+    if maps is None:
+        ed = _POOL.FindEnumTypeByName(f"lorax.v1.{target}")
+        to_number: dict[str, int] = {}
+        to_wire: dict[int, str] = {}
+        for vd in ed.values:
+            wire = vd.GetOptions().Extensions[options_pb2.wire_value]
+            if wire:
+                to_number[wire] = vd.number
+                to_wire[vd.number] = wire
+        maps = _enum_numbers[target] = (to_number, to_wire)
+    return maps
+
+
+# -- Struct -> upb keyword arguments -------------------------------------------------
+
+_kwargs_builders: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
+
+
+def _to_kwargs(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
+    build = _kwargs_builders.get(cls)
+    if build is None:
+        _kwargs_builders[cls] = lambda m: _kwargs_builders[cls](m)
+        build = _kwargs_builders[cls] = _build_to_kwargs(cls)
+    return build
+
+
+def _raw_text(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _value_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
+    if spec.kind == KIND_ENUM:
+        to_number = _enum_maps(spec.target)[0]
+
+        def enum_number(value: Any) -> int:
+            wire = value.value if isinstance(value, WireEnum) else value
+            number = to_number.get(wire)
+            if number is None:
+                raise errors.InvalidRequestError(f"{spec.name}={value!r} is not a {spec.target} value")
+            return number
+
+        return enum_number
+    if spec.kind == KIND_RAW:
+        return _raw_text
+    if spec.kind == KIND_MESSAGE:
+        target = _BY_SHORT[spec.target]
+        if spec.unwrap:
+            (only,) = target.__lorax_fields__
+            inner = _container_to(only)
+            return lambda value: {only.name: value if inner is None else inner(value)}
+        return _to_kwargs(target)
+    return None
+
+
+def _container_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
+    if spec.kind == KIND_ONEOF:
+        return None  # handled by the caller, which needs the member's name
+    conv = _value_to(spec)
+    if conv is None:
+        return None
+    if spec.label == "list":
+        return lambda value: [conv(v) for v in value]
+    if spec.label == "map":
+        return lambda value: {k: conv(v) for k, v in value.items()}
+    return conv
+
+
+def _member_for(spec: FieldSpec, value: Any) -> FieldSpec:
+    for member in spec.members:
+        if member.kind == KIND_MESSAGE:
+            target = _BY_SHORT[member.target]
+            if member.unwrap:
+                (only,) = target.__lorax_fields__
+                if only.kind == KIND_ONEOF:
+                    continue
+                if isinstance(value, dict if only.label == "map" else list):
+                    return member
+            elif isinstance(value, target):
+                return member
+        elif member.kind in ("string", "open_enum", KIND_ENUM) and isinstance(value, str):
+            return member
+        elif member.kind == "bool" and isinstance(value, bool):
+            return member
+        elif member.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return member
+    raise errors.InvalidRequestError(f"{spec.name}: a {type(value).__name__} fits none of its kinds")
+
+
+def _build_to_kwargs(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
+    steps: list[Callable[[Any, dict[str, Any]], None]] = []
+    for spec in cls.__lorax_fields__:
+        steps.append(_to_step(spec))
+
+    def build(message: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for step in steps:
+            step(message, out)
+        return out
+
+    return build
+
+
+def _to_step(spec: FieldSpec) -> Callable[[Any, dict[str, Any]], None]:
+    name = spec.name
+    if spec.kind == KIND_ONEOF:
+
+        def oneof_step(message: Any, out: dict[str, Any]) -> None:
+            value = getattr(message, name)
+            if value is None:
+                return
+            member = _member_for(spec, value)
+            conv = _container_to(member)
+            out[member.name] = value if conv is None else conv(value)
+
+        return oneof_step
+    conv = _container_to(spec)
+    if spec.kind == KIND_RAW:
+        # Free-form JSON travels as its text; the text `null` is JSON null, which
+        # differs from the field being unset where LoRAX tells them apart.
+        keep_null = not spec.null_if_unset
+
+        def raw_step(message: Any, out: dict[str, Any]) -> None:
+            value = getattr(message, name)
+            if value is UNSET or (value is None and not keep_null):
+                return
+            out[name] = _raw_text(value)
+
+        return raw_step
+
+    def step(message: Any, out: dict[str, Any]) -> None:
+        value = getattr(message, name)
+        if value is None:
+            return
+        out[name] = value if conv is None else conv(value)
+
+    return step
+
+
+# -- upb -> Struct -------------------------------------------------------------------
+
+_from_builders: dict[str, Callable[[Any], Any]] = {}
+
+
+def _from(descriptor: Descriptor) -> Callable[[Any], Any]:
+    build = _from_builders.get(descriptor.full_name)
+    if build is None:
+        full_name = descriptor.full_name
+        _from_builders[full_name] = lambda m: _from_builders[full_name](m)
+        build = _from_builders[full_name] = _build_from(_STRUCTS[full_name])
+    return build
+
+
+def _value_from(spec: FieldSpec) -> Callable[[Any], Any] | None:
+    if spec.kind == KIND_ENUM:
+        to_wire = _enum_maps(spec.target)[1]
+        enum_cls = getattr(_messages, spec.target)
+
+        def enum_member(number: int) -> Any:
+            wire = to_wire.get(number)
+            return None if wire is None else enum_cls(wire)
+
+        return enum_member
+    if spec.kind == KIND_RAW:
+        return lambda text: msgspec.json.decode(text)
+    if spec.kind == KIND_MESSAGE:
+        target = _BY_SHORT[spec.target]
+        descriptor = _POOL.FindMessageTypeByName(target.__lorax_full_name__)
+        if spec.unwrap:
+            (only,) = target.__lorax_fields__
+            inner = _field_from(only, descriptor)
+            return inner
+        return _from(descriptor)
+    return None
+
+
+def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]:
+    """Read field `spec` out of a upb message of type `descriptor`."""
+    name = spec.name
+    if spec.kind == KIND_ONEOF:
+        members = {m.name: (_value_from(m), m) for m in spec.members}
+
+        def oneof_value(message: Any) -> Any:
+            which = message.WhichOneof(name)
+            if which is None:
+                return None
+            conv, member = members[which]
+            value = getattr(message, which)
+            return value if conv is None else conv(value)
+
+        return oneof_value
+    conv = _value_from(spec)
+    if spec.label == "list":
+        if conv is None:
+            return lambda message: list(getattr(message, name))
+        return lambda message: [conv(v) for v in getattr(message, name)]
+    if spec.label == "map":
+        if conv is None:
+            return lambda message: dict(getattr(message, name))
+        return lambda message: {k: conv(v) for k, v in getattr(message, name).items()}
+    has_presence = descriptor.fields_by_name[name].has_presence
+    if spec.kind == KIND_RAW:
+        unset: Any = UNSET if spec.presence and not spec.null_if_unset else None
+
+        def raw_value(message: Any) -> Any:
+            if has_presence and not message.HasField(name):
+                return unset
+            text = getattr(message, name)
+            return None if text == "" else msgspec.json.decode(text)
+
+        return raw_value
+    if has_presence:
+        if conv is None:
+            return lambda message: getattr(message, name) if message.HasField(name) else None
+        return lambda message: conv(getattr(message, name)) if message.HasField(name) else None
+    if conv is None:
+        return lambda message: getattr(message, name)
+    return lambda message: conv(getattr(message, name))
+
+
+def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
+    descriptor = _POOL.FindMessageTypeByName(cls.__lorax_full_name__)
+    readers = [(spec.name, _field_from(spec, descriptor)) for spec in cls.__lorax_fields__]
+    required = {
+        spec.name
+        for spec in cls.__lorax_fields__
+        if cls.__lorax_request__ and not spec.presence and not (spec.label and spec.omit_empty)
+    }
+
+    def build(message: Any) -> Any:
+        kwargs = {}
+        for name, read in readers:
+            value = read(message)
+            if value is not None or name in required:
+                kwargs[name] = value
+        return cls(**kwargs)
+
+    return build
