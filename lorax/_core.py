@@ -15,9 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from google.protobuf.message import Message
-
 from lorax import errors
+from lorax._message import Message
 from lorax._redact import redact_url
 from lorax._retry import RetryPolicy
 from lorax._routes import Method
@@ -156,8 +155,8 @@ class StreamTracker:
 
 def _final_rule(method: Method) -> Callable[[Any], bool]:
     if method.done_marker:
-        return lambda m: any(c.HasField("finish_reason") for c in m.choices)
-    return lambda m: m.HasField("generated_text")
+        return lambda m: any(c.finish_reason is not None for c in m.choices)
+    return lambda m: m.generated_text is not None
 
 
 # How many events past the final one are read (and dropped) so the connection can be

@@ -86,11 +86,37 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _raw(name: str, value: Any) -> Any:
-    try:
-        msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise _invalid(f"{name}: cannot be written as JSON: {exc}") from None
+    """Free-form JSON: a JSON value (dicts keep their key order), or JSON text to parse."""
+    if isinstance(value, str):
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
+            raise _invalid(f"{name}: not valid JSON text: {exc}") from None
+    check_json_value(name, value)
     return value
+
+
+def check_json_value(name: str, value: Any, _depth: int = 0) -> None:
+    """Refuse what JSON cannot hold (sets, bytes, objects, non-string keys, NaN)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _invalid(f"{name}: cannot be written as JSON: {value!r} is not finite")
+        return
+    if _depth > 64:
+        raise _invalid(f"{name}: cannot be written as JSON: nested too deeply")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            check_json_value(name, item, _depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _invalid(f"{name}: cannot be written as JSON: key {key!r} is not a string")
+            check_json_value(name, item, _depth + 1)
+        return
+    raise _invalid(f"{name}: cannot be written as JSON: {type(value).__name__} is not a JSON type")
 
 
 FLOAT: Checker = _float

@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from google.protobuf.message import Message
-
 from lorax import _params
 from lorax import _routes as routes
 from lorax._core import (
@@ -32,11 +30,11 @@ from lorax._core import (
     start_capture,
     stop_capture,
 )
+from lorax._message import Message
 from lorax._redact import redact_url
 from lorax._retry import RetryPolicy, RetryState
 from lorax._stream import AsyncStream, Stream
 from lorax._timeout import NOT_GIVEN, NotGiven, Timeout
-from lorax.codec import to_obj
 from lorax.errors import LoraxError, ServiceUnavailableError, UnhealthyError
 from lorax.transports.base import AsyncMessageStream, AsyncTransport, MessageStream, ResponseMeta, Transport
 from lorax.types import (
@@ -1051,15 +1049,15 @@ class AsyncClient(_ClientBase):
 
 
 def _metrics_result(result: Any, format: str) -> str | dict[str, Any]:
-    which = result.WhichOneof("body")
+    body = result.body
     if format == "json":
-        if which == "families":
-            families: dict[str, Any] = to_obj(result.families)
+        if isinstance(body, dict):
+            families: dict[str, Any] = {name: family.to_dict() for name, family in body.items()}
             return families
         from lorax.errors import ResponseDecodeError
 
         raise ResponseDecodeError("asked /metrics for JSON but the server answered Prometheus text")
-    return str(result.text) if which == "text" else ""
+    return body if isinstance(body, str) else ""
 
 
 class _RawClient:

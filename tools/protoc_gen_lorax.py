@@ -393,9 +393,12 @@ class Generator:
                     lines.append(f"        elif v.__class__ is not {f.label if f.label == 'list' else 'dict'}:")
                     lines.append(f"            _v.check_{f.label}(self, {f.name!r}, v, {self._checker(f)})")
                 continue
-            if f.kind == "raw":
-                continue
             lines.append(f"        v = {a}")
+            if f.kind == "raw":
+                # JSON text given for free-form JSON (the 0.8 API took text) is parsed.
+                lines.append("        if v.__class__ is str:")
+                lines.append(f"            self.{f.name} = _v.check(self, {f.name!r}, v, _v.RAW)")
+                continue
             if f.kind == "int":
                 lo, hi = _INT_RANGES[f.proto_type]
                 lines.append(f"        if {guard}not (v.__class__ is int and {lo} <= v <= {hi}):")
@@ -493,7 +496,8 @@ class Generator:
         return "\n".join(out)
 
     def render_message(self, msg: Msg) -> str:
-        config = ", omit_defaults=True" if msg.request else ""
+        # kw_only is not inherited; it lets required fields keep their wire position.
+        config = ", kw_only=True" + (", omit_defaults=True" if msg.request else "")
         lines = [f"\n\nclass {msg.name}(Message{config}):"]
         doc = msg.doc or f"The {msg.full_name} message."
         attrs = [f for f in msg.fields if f.doc]

@@ -41,9 +41,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from google.protobuf.message import Message
-
 from lorax import codec, errors
+from lorax._message import Message
 from lorax._redact import REDACTED, SENSITIVE_FIELDS, is_sensitive_header, redact_url
 from lorax._routes import Method
 from lorax.transports.base import lower_headers
@@ -479,13 +478,13 @@ def decode_response(method: Method, status: int, headers: Mapping[str, str], bod
         result: Message = method.output_type()
         return result
     if method.metrics_response:
-        from lorax.v1 import server_pb2
+        from lorax.types import MetricFamilies, MetricsResponse
 
         content_type = _get(headers, "content-type").lower()
         if "json" in content_type:
-            families = codec.from_json(server_pb2.MetricFamilies, body)
-            return server_pb2.MetricsResponse(families=families)
-        return server_pb2.MetricsResponse(text=body.decode("utf-8", "replace"))
+            families = codec.from_json(MetricFamilies, body)
+            return MetricsResponse(body=families.families)
+        return MetricsResponse(body=body.decode("utf-8", "replace"))
     message: Message = codec.from_json(method.output_type, body)
     return message
 
@@ -691,13 +690,10 @@ def header_secrets(headers: Mapping[str, str]) -> list[str]:
 def request_secrets(request: Message, _depth: int = 0) -> list[str]:
     """``api_token`` values anywhere near the top of a request message."""
     out: list[str] = []
-    try:
-        fields: Iterable[tuple[Any, Any]] = request.ListFields()
-    except Exception:
-        return out
-    for fd, value in fields:
-        if fd.name in SENSITIVE_FIELDS and isinstance(value, str):
+    for name in getattr(request, "__struct_fields__", ()):
+        value = getattr(request, name)
+        if name in SENSITIVE_FIELDS and isinstance(value, str):
             out.append(value)
-        elif fd.message_type is not None and _depth < 3 and isinstance(value, Message):
+        elif _depth < 3 and isinstance(value, Message):
             out.extend(request_secrets(value, _depth + 1))
     return out

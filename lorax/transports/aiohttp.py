@@ -48,9 +48,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from google.protobuf.message import Message
 
 from lorax import codec, errors
+from lorax._message import Message
 from lorax._routes import Method
 from lorax._sse import DONE, SSEDecoder, SSEEvent
 from lorax._timeout import Deadline
@@ -848,7 +848,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
     def __repr__(self) -> str:
         state = "open" if self._active else "closed"
         return (
-            f"<async HTTP stream {self._cls.DESCRIPTOR.name} from {self._transport.describe()}: "
+            f"<async HTTP stream {self._cls.__name__} from {self._transport.describe()}: "
             f"{state}, {self._count} events>"
         )
 

@@ -45,8 +45,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from google.protobuf.message import Message
-
+from lorax._message import Message
 from lorax._redact import redact_headers
 from lorax._routes import Method
 from lorax._timeout import Deadline, Timeout

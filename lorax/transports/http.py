@@ -56,7 +56,6 @@ from types import GeneratorType
 from typing import Any
 
 import urllib3
-from google.protobuf.message import Message
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -78,6 +77,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout as U3Timeout
 
 from lorax import codec, errors
+from lorax._message import Message
 from lorax._routes import Method
 from lorax._sse import DONE, SSEDecoder, SSEEvent
 from lorax._timeout import Deadline
@@ -1006,5 +1006,5 @@ class _HTTPMessageStream(MessageStream):
 
     def __repr__(self) -> str:
         state = "open" if self._active else "closed"
-        name = self._cls.DESCRIPTOR.name
+        name = self._cls.__name__
         return f"<HTTP stream {name} from {self._transport.describe()}: {state}, {self._count} events>"

@@ -144,7 +144,7 @@ def test_line_parameters_override_defaults(tmp_path: Path) -> None:
     assert first.parameters.adapter_id == "me/a"
     assert first.parameters.seed == 1
     assert second.parameters.max_new_tokens == 3
-    assert not second.parameters.HasField("adapter_id")
+    assert second.parameters.adapter_id is None
 
 
 def test_full_response(tmp_path: Path) -> None:
