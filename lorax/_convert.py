@@ -319,3 +319,29 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
         return cls(**kwargs)
 
     return build
+
+
+def to_binary(message: Message) -> bytes:
+    """The protobuf binary encoding of a Struct (what a WebSocket frame carries)."""
+    data: bytes = to_proto(message).SerializeToString()
+    return data
+
+
+_binary_decoders: dict[type[Any], Callable[[bytes], Any]] = {}
+
+
+def from_binary(cls: type[Message], data: bytes) -> Any:
+    """A Struct of class `cls` from its protobuf binary encoding.
+
+    Raises google.protobuf.message.DecodeError for bytes that are not such a message.
+    """
+    decode = _binary_decoders.get(cls)
+    if decode is None:
+        parse = proto_class(cls).FromString
+        build = _from(_POOL.FindMessageTypeByName(cls.__lorax_full_name__))
+
+        def decode(data: bytes) -> Any:
+            return build(parse(data))
+
+        _binary_decoders[cls] = decode
+    return decode(data)

@@ -19,11 +19,13 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from lorax import errors
+from lorax._convert import from_binary, to_binary
+from lorax._message import Message
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
@@ -193,11 +195,13 @@ class Session:
                 f"this connection already has {gateway.max_calls_per_connection} calls in flight, the gateway's limit",
             )
         try:
-            request = method.input_type.FromString(call.request)
+            request = from_binary(method.input_type, call.request)
         except DecodeError:
             raise GatewayRefusal(
-                400, "invalid_request", f"the request is not a {method.input_type.DESCRIPTOR.full_name}"
+                400, "invalid_request", f"the request is not a {method.input_type.__lorax_full_name__}"
             ) from None
+        except errors.InvalidRequestError as exc:
+            raise GatewayRefusal(400, "invalid_request", str(exc)) from None
         headers = forward_headers(call.headers)
         upstream = gateway.upstream_timeout
         read = call.read_timeout_ms / 1000 if call.read_timeout_ms else upstream.read
@@ -282,7 +286,7 @@ class Session:
         await self._send(wsf.encode_end(call_id))
 
     async def _send_message(self, call_id: int, message: Message) -> None:
-        await self._send(wsf.encode_message(call_id, message.SerializeToString()))
+        await self._send(wsf.encode_message(call_id, to_binary(message)))
 
     async def _send(self, data: bytes) -> None:
         """Send a frame, waiting for the write buffer to drain (the backpressure).

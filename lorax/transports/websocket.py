@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection as AsyncClientConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -59,6 +59,8 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from lorax import errors
+from lorax._convert import from_binary, to_binary
+from lorax._message import Message
 from lorax._redact import HeaderRedactingLogger, redact_url
 from lorax._routes import Method
 from lorax.transports import _ws_frames as wsf
@@ -213,11 +215,13 @@ def _meta(frame: Frame) -> ResponseMeta:
 
 def _decode(method: Method, frame: Frame) -> Message:
     try:
-        message: Message = method.output_type.FromString(frame.message.message)
+        message: Message = from_binary(method.output_type, frame.message.message)
     except DecodeError:
         raise errors.ResponseDecodeError(
-            f"{method.name}: a message frame does not hold a {method.output_type.DESCRIPTOR.full_name}"
+            f"{method.name}: a message frame does not hold a {method.output_type.__lorax_full_name__}"
         ) from None
+    except errors.InvalidRequestError as exc:
+        raise errors.ResponseDecodeError(f"{method.name}: {exc}") from None
     return message
 
 
@@ -354,7 +358,7 @@ class _SyncConnection:
 
     def start_call(self, method: Method, request: Message, options: CallOptions) -> _Call | None:
         """Register a call and queue its call frame; None when the connection has ended."""
-        payload = request.SerializeToString()
+        payload = to_binary(request)
         with self._lock:
             if self._registry.failure is not None:
                 return None
@@ -678,7 +682,7 @@ class _AsyncConnection:
         data = wsf.encode_call(
             call.id,
             method.full_name,
-            request.SerializeToString(),
+            to_binary(request),
             options.headers,
             read_timeout=options.timeout.read,
             deadline=options.deadline.remaining(),

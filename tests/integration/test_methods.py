@@ -37,7 +37,7 @@ def test_generate_and_stream_agree(driver: Driver) -> None:
     events = driver.stream("generate_stream", PROMPT, max_new_tokens=12, seed=7, do_sample=True)
     assert all(isinstance(e, StreamResponse) for e in events)
     assert [e.token.text for e in events] == [t.text for t in full.details.tokens]
-    assert ([e.generated_text is not None) for e in events] == [False] * (len(events) - 1) + [True]
+    assert [e.generated_text is not None for e in events] == [False] * (len(events) - 1) + [True]
     assert events[-1].generated_text == full.generated_text
     assert events[-1].details.finish_reason == full.details.finish_reason
 

@@ -85,7 +85,7 @@ def test_call_frame_carries_method_request_headers_and_timeouts() -> None:
     assert GenerateRequest.FromString(frame.call.request) == REQUEST
     assert dict(frame.call.headers) == {"authorization": "Bearer call"}
     assert frame.call.read_timeout_ms == 2500
-    assert frame.call.deadline_ms is None
+    assert not frame.call.HasField("deadline_ms")
 
 
 @pytest.mark.parametrize(
