@@ -493,7 +493,9 @@ class Generator:
         return "\n".join(out)
 
     def render_message(self, msg: Msg) -> str:
-        config = ", omit_defaults=True" if msg.request else ""
+        # msgspec does not inherit kw_only from the base: each class repeats it, or a required
+        # request field declared after an optional one is a TypeError at import.
+        config = ", kw_only=True" + (", omit_defaults=True" if msg.request else "")
         lines = [f"\n\nclass {msg.name}(Message{config}):"]
         doc = msg.doc or f"The {msg.full_name} message."
         attrs = [f for f in msg.fields if f.doc]
