@@ -130,6 +130,14 @@ def _value_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
         target = _BY_SHORT[spec.target]
         if spec.unwrap:
             (only,) = target.__lorax_fields__
+            if only.kind == KIND_ONEOF:
+
+                def oneof_kwargs(value: Any) -> dict[str, Any]:
+                    member = _member_for(only, value)
+                    conv = _container_to(member)
+                    return {member.name: value if conv is None else conv(value)}
+
+                return oneof_kwargs
             inner = _container_to(only)
             return lambda value: {only.name: value if inner is None else inner(value)}
         return _to_kwargs(target)
@@ -322,8 +330,9 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
 
 
 def to_binary(message: Message) -> bytes:
-    """The protobuf binary encoding of a Struct (what a WebSocket frame carries)."""
-    data: bytes = to_proto(message).SerializeToString()
+    """The protobuf binary encoding of a Struct, or of a upb message (what a WebSocket frame carries)."""
+    proto = to_proto(message) if isinstance(message, Message) else message
+    data: bytes = proto.SerializeToString()
     return data
 
 

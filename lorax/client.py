@@ -430,7 +430,7 @@ class Client(_ClientBase):
     def classify_batch(self, inputs: Sequence[str]) -> list[ClassifyResponse]:
         """Classify several inputs (POST /classify_batch); one result per input."""
         result = self._unary(routes.CLASSIFY_BATCH, _params.classify_batch(inputs))
-        return list(result.results)
+        return [ClassifyResponse(entities=entities) for entities in result.results]
 
     def tokenize(self, inputs: str, add_special_tokens: bool | None = None) -> list[SimpleToken]:
         """Tokenize `inputs` with the server's tokenizer (POST /tokenize)."""
@@ -858,7 +858,7 @@ class AsyncClient(_ClientBase):
 
     async def classify_batch(self, inputs: Sequence[str]) -> list[ClassifyResponse]:
         result = await self._unary(routes.CLASSIFY_BATCH, _params.classify_batch(inputs))
-        return list(result.results)
+        return [ClassifyResponse(entities=entities) for entities in result.results]
 
     async def tokenize(self, inputs: str, add_special_tokens: bool | None = None) -> list[SimpleToken]:
         result = await self._unary(routes.TOKENIZE, _params.tokenize(inputs, add_special_tokens))

@@ -264,7 +264,7 @@ def test_classify_batch(drv: Driver) -> None:
         assert method.name == "ClassifyBatch"
         assert list(request.inputs) == ["a", "b"]
         return ClassifyBatchResponse(
-            results=[ClassifyResponse(entities=[Entity(word="a")]), ClassifyResponse(entities=[])]
+            results=[[Entity(word="a")], []]
         )
 
     result = drv.client(MockTransport(handler)).classify_batch(["a", "b"])
