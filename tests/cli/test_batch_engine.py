@@ -115,18 +115,21 @@ def test_good_bad_and_missing_lines(tmp_path: Path) -> None:
         "latency_ms": by_id["a"]["latency_ms"],
         "attempts": 1,
     }
-    assert by_id[2]["ok"] is False  # malformed JSON: the id is the line number
-    assert by_id[2]["error"]["type"] == INVALID_INPUT
-    assert "line 2" in by_id[2]["error"]["message"]
-    assert by_id[2]["error"]["status_code"] is None
-    assert by_id["c"]["error"]["type"] == INVALID_INPUT
-    assert "neither" in by_id["c"]["error"]["message"]
-    assert by_id[4]["ok"] is True
-    assert by_id[4]["result"]["generated_text"] == "echo no id here"
+    assert by_id["line:2"]["ok"] is False  # malformed JSON: the id comes from the line number
+    assert by_id["line:2"]["error"]["type"] == INVALID_INPUT
+    assert by_id["line:2"]["error"]["message"].startswith("line 2: not valid JSON: ")
+    assert by_id["line:2"]["error"]["status_code"] is None
+    assert by_id["c"]["error"] == {
+        "type": INVALID_INPUT,
+        "message": "line 3: unknown key 'neither' (a line has the keys id, prompt or messages, parameters, adapter_id)",
+        "status_code": None,
+    }
+    assert by_id["line:4"]["ok"] is True
+    assert by_id["line:4"]["result"]["generated_text"] == "echo no id here"
     assert by_id[7]["result"] == {"content": "re: hi", "finish_reason": "stop"}
     assert (by_id[7]["prompt_tokens"], by_id[7]["generated_tokens"]) == (4, 2)
-    assert "both" in by_id["both"]["error"]["message"]
-    assert "bogus" in by_id["d"]["error"]["message"]
+    assert by_id["both"]["error"]["message"] == "line 7: has both 'prompt' and 'messages'; give exactly one"
+    assert by_id["d"]["error"]["message"] == "line 8: unknown generate parameter(s): 'bogus'"
     assert (stats.done, stats.failed, stats.invalid, stats.skipped, stats.blank) == (3, 4, 4, 0, 1)
     assert stats.generated_tokens == 3 + 4 + 2
 
@@ -202,9 +205,10 @@ def test_resume_skips_done_and_retries_failed(tmp_path: Path) -> None:
     stats2, out2, transport = run(tmp_path, lines, concurrency=3)
     assert (stats2.done, stats2.failed, stats2.skipped) == (3, 0, 3)
     assert sorted(r.inputs for r in transport.requests("Generate")) == ["prompt 1", "prompt 3", "prompt 5"]
-    ok_ids = [rec["id"] for rec in out2 if rec["ok"]]
-    assert sorted(ok_ids) == [f"q{i}" for i in range(6)]  # each id done exactly once
-    assert len(out2) == 9  # 6 from the first run (3 failures), 3 appended
+    # One row per line: the failed rows were replaced, not followed by a second row.
+    assert sorted(rec["id"] for rec in out2) == [f"q{i}" for i in range(6)]
+    assert all(rec["ok"] for rec in out2)
+    assert not list(tmp_path.glob(".out.jsonl*"))  # the rewrite's temporary file is gone
 
     stats3, out3, transport3 = run(tmp_path, lines)
     assert stats3.skipped == 6
@@ -288,18 +292,58 @@ def test_input_is_streamed_not_loaded(tmp_path: Path) -> None:
     assert out.read_bytes() == b""
 
 
-def test_unreachable_server_stops_the_run(tmp_path: Path) -> None:
+def not_sent(message: str) -> APIConnectionError:
+    exc = APIConnectionError(message)
+    exc.request_sent = False  # as the transports mark a refused connection
+    return exc
+
+
+def test_unreachable_server_stops_the_run_at_once(tmp_path: Path) -> None:
+    # Nothing reached the server (refused, DNS, TLS): no retries, no rows, one reason.
     def refused(method: Any, request: Any) -> Any:
-        exc = APIConnectionError("connection refused")
-        exc.request_sent = False  # type: ignore[attr-defined]
-        raise exc
+        raise not_sent("could not connect to lorax.test:80: Connection refused")
 
     lines = [{"id": i, "prompt": "p"} for i in range(100)]
-    stats, out, _ = run(tmp_path, lines, refused, policy=NO_RETRY, concurrency=2, max_connection_failures=5)
-    assert stats.aborted is not None
-    assert "could not reach the server" in stats.aborted
-    assert 5 <= len(out) < 100
-    assert all(rec["error"]["type"] == "APIConnectionError" for rec in out)
+    stats, out, transport = run(tmp_path, lines, refused, policy=FAST, concurrency=2)
+    assert stats.unreachable is True
+    assert stats.aborted == "cannot reach the server: could not connect to lorax.test:80: Connection refused"
+    assert out == []  # the lines in flight are redone on resume
+    assert len(transport.calls) <= 2  # one per worker at most, never retried
+    assert (stats.done, stats.failed) == (0, 0)
+
+
+def test_unreachable_after_answers_is_retried_then_stops(tmp_path: Path) -> None:
+    # The server answered, then went away: the policy's retries ride out a restart,
+    # and when they run out the run stops rather than failing every later line.
+    calls = {"n": 0}
+
+    def goes_away(method: Any, request: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return handler(method, request)
+        if calls["n"] == 3:
+            return handler(method, request)  # back after one refused attempt
+        raise not_sent("Connection refused")
+
+    lines = [{"id": i, "prompt": f"p{i}"} for i in range(10)]
+    stats, out, transport = run(tmp_path, lines, goes_away, policy=FAST, concurrency=1)
+    assert stats.unreachable is True
+    assert stats.aborted == "cannot reach the server: Connection refused"
+    assert [(rec["id"], rec["ok"], rec["attempts"]) for rec in out] == [(0, True, 1), (1, True, 2)]
+    assert len(transport.calls) == 3 + FAST.max_retries + 1  # line 2: the first try and every retry
+
+
+def test_connection_lost_after_sending_counts_towards_the_limit(tmp_path: Path) -> None:
+    def reset(method: Any, request: Any) -> Any:
+        raise APIConnectionError("connection reset by peer")  # the request may have been sent
+
+    lines = [{"id": i, "prompt": "p"} for i in range(100)]
+    stats, out, _ = run(tmp_path, lines, reset, policy=NO_RETRY, concurrency=1, max_connection_failures=5)
+    assert stats.unreachable is False
+    assert stats.aborted == (
+        "5 lines in a row could not reach the server (last: APIConnectionError: connection reset by peer)"
+    )
+    assert [rec["error"]["type"] for rec in out] == ["APIConnectionError"] * 5
 
 
 def test_parse_line_cases() -> None:
@@ -307,11 +351,12 @@ def test_parse_line_cases() -> None:
     invalid = parse_line(b"[1, 2]\n", 3)
     assert invalid is not None
     assert not hasattr(invalid, "kind")
-    assert invalid.id == 3
+    assert invalid.id == "line:3"
+    assert invalid.message == "line 3: expected a JSON object, got an array"
     bad_id = parse_line(b'{"id": 1.5, "prompt": "x"}', 4)
     assert bad_id is not None
-    assert bad_id.id == 4
-    assert "id must be" in bad_id.message
+    assert bad_id.id == "line:4"
+    assert bad_id.message == "line 4: id must be a string or an integer, not a number"
     ok = parse_line(b'{"id": "z", "messages": [{"role": "user", "content": "hi"}], "parameters": null}', 5)
     assert ok is not None
     assert ok.kind == "messages"
