@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,209 @@ def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
     stats, records, _ = run(tmp_path, [])
     assert stats.done == 2
     assert [rec["ok"] for rec in records] == [True, True]
+
+
+def test_duplicate_ids_are_refused_before_sending(tmp_path: Path) -> None:
+    from lorax._cli.batch import BatchInputError
+
+    lines = [
+        {"id": "a", "prompt": "1"},
+        {"id": 1, "prompt": "2"},
+        {"id": "a", "prompt": "3"},
+        {"id": "1", "prompt": "4"},  # "1" is not 1
+        {"id": 1, "prompt": "5"},
+        {"id": "a", "nothing": True},  # an invalid line still owns its id
+    ]
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "x", "ok": false}\n')
+    with pytest.raises(BatchInputError) as info:
+        run(tmp_path, lines)
+    assert info.value.message == (
+        f"{tmp_path / 'in.jsonl'} has duplicate ids (each line needs its own id; nothing was sent): "
+        'id "a" on lines 1, 3, 6; id 1 on lines 2, 5'
+    )
+    assert out.read_bytes() == b'{"id": "x", "ok": false}\n'  # the output is not touched
+
+
+def test_duplicate_message_is_bounded(tmp_path: Path) -> None:
+    from lorax._cli.batch import check_input
+
+    src = write_lines(tmp_path / "in.jsonl", [{"id": i % 12, "prompt": "p"} for i in range(12 * 15)])
+    check = check_input(src)
+    assert check is not None
+    assert check.duplicate_count == 12
+    assert list(check.duplicates) == list(range(10))
+    assert check.duplicates[0] == [1, 13, 25, 37, 49, 61, 73, 85, 97, 109]
+    assert check.duplicate_message(src).endswith("; and 2 more duplicated id(s)")
+
+
+def test_lines_without_id_cannot_collide_with_explicit_ids(tmp_path: Path) -> None:
+    lines = [
+        {"prompt": "first"},  # line 1: gets "line:1"
+        {"id": 1, "prompt": "explicit one"},  # the integer 1 is another id
+        {"id": "line:1", "prompt": "reserved form"},
+        {"id": "line:x", "prompt": "not the reserved form"},
+    ]
+    stats, out, transport = run(tmp_path, lines, concurrency=1)
+    by_id = {rec["id"]: rec for rec in out}
+    assert set(by_id) == {"line:1", 1, "line:3", "line:x"}
+    assert by_id["line:1"]["result"]["generated_text"] == "echo first"
+    assert by_id[1]["result"]["generated_text"] == "echo explicit one"
+    assert by_id["line:3"]["error"]["message"] == (
+        "line 3: the id 'line:1' has the form 'line:N', which is reserved for lines without an id"
+    )
+    assert sorted(r.inputs for r in transport.requests("Generate")) == [
+        "explicit one",
+        "first",
+        "not the reserved form",
+    ]
+    assert (stats.done, stats.invalid) == (3, 1)
+
+
+def test_top_level_generation_settings_fail_the_line(tmp_path: Path) -> None:
+    lines = [
+        {"id": "r1", "prompt": "hello", "max_new_tokens": 8, "seed": 1},
+        {"id": "c1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        {"id": "n1", "max_new_tokens": 8},
+        {"id": "t1", "prompt": "x", "promt": "typo"},
+        {"id": "p1", "prompt": "x", "parameters": {"max_tokens": 3}},
+        {"id": "p2", "prompt": "x", "parameters": {"max_new_token": 3}},
+        {"id": "p3", "prompt": "x", "parameters": {"stop": ["a"], "stop_sequences": ["b"]}},
+    ]
+    stats, out, transport = run(tmp_path, lines, concurrency=1)
+    messages = {rec["id"]: rec["error"]["message"] for rec in out}
+    assert messages == {
+        "r1": "line 1: 'max_new_tokens' is a generate parameter: put it under \"parameters\"; "
+        "'seed' is a generate parameter: put it under \"parameters\"",
+        "c1": "line 2: 'max_tokens' is a chat parameter: put it under \"parameters\"",
+        "n1": "line 3: 'max_new_tokens' is a generate parameter: put it under \"parameters\"",
+        "t1": "line 4: unknown key 'promt' (did you mean 'prompt'?) "
+        "(a line has the keys id, prompt or messages, parameters, adapter_id)",
+        "p1": "line 5: unknown generate parameter(s): 'max_tokens' (a messages line's parameter "
+        "(did you mean 'max_new_tokens'?))",
+        "p2": "line 6: unknown generate parameter(s): 'max_new_token' (did you mean 'max_new_tokens'?)",
+        "p3": "line 7: give 'stop' or 'stop_sequences', not both",
+    }
+    assert transport.calls == []
+    assert (stats.failed, stats.invalid) == (7, 7)
+
+
+def test_invalid_lines_are_reported_again_but_never_sent(tmp_path: Path) -> None:
+    lines = [{"id": "ok", "prompt": "p"}, b"not json", {"id": "bad", "prompt": 5}]
+    stats1, out1, transport1 = run(tmp_path, lines)
+    assert len(transport1.calls) == 1
+    assert (stats1.done, stats1.failed, stats1.invalid) == (1, 2, 2)
+    stats2, out2, transport2 = run(tmp_path, lines)
+    assert transport2.calls == []
+    assert (stats2.done, stats2.failed, stats2.invalid, stats2.skipped) == (0, 2, 2, 1)
+    assert sorted(map(str, (rec["id"] for rec in out2))) == ["bad", "line:2", "ok"]  # still one row each
+    assert [rec for rec in out2 if rec["id"] == "bad"] == [rec for rec in out1 if rec["id"] == "bad"]
+
+
+def test_resume_compacts_rows_left_by_older_versions(tmp_path: Path) -> None:
+    # Older versions appended a second row for a retried line; rows of ids that are not
+    # in this input belong to someone else and stay, as do hand-edited lines.
+    out = tmp_path / "out.jsonl"
+    write_lines(
+        out,
+        [
+            {"id": "a", "ok": False, "error": {"type": "OverloadedError"}},
+            {"id": "a", "ok": True, "result": {"generated_text": "old"}},
+            {"id": "b", "ok": False, "error": {"type": "OverloadedError"}},
+            {"id": "b", "ok": False, "error": {"type": "OverloadedError"}},
+            {"id": "a", "ok": True, "result": {"generated_text": "again"}},
+            b"# a note",
+            {"id": "other", "ok": False, "error": {"type": "X"}},
+        ],
+    )
+    out.chmod(0o640)
+    src = write_lines(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}])
+    transport = MockTransport(handler)
+
+    async def main() -> BatchStats:
+        async with AsyncClient("http://lorax.test", transport=transport) as client:
+            return await run_batch(client, src, out, retry=FAST)
+
+    stats = asyncio.run(main())
+    assert [r.inputs for r in transport.requests("Generate")] == ["y"]
+    assert out.read_bytes().splitlines()[:3] == [
+        orjson.dumps({"id": "a", "ok": True, "result": {"generated_text": "old"}}),
+        b"# a note",
+        orjson.dumps({"id": "other", "ok": False, "error": {"type": "X"}}),
+    ]
+    assert [rec["id"] for rec in orjson_lines(out)] == ["a", "other", "b"]
+    assert (out.stat().st_mode & 0o777) == 0o640  # the rewrite keeps the file's mode
+    assert (stats.done, stats.skipped) == (1, 1)
+
+
+def orjson_lines(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for raw in path.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            records.append(orjson.loads(raw))
+    return records
+
+
+def test_interrupted_rerun_never_leaves_two_rows(tmp_path: Path) -> None:
+    lines = [{"id": i, "prompt": f"p{i}"} for i in range(30)]
+
+    def fail_all(method: Any, request: Any) -> Any:
+        raise OverloadedError("busy", status_code=429, error_type="overloaded")
+
+    run(tmp_path, lines, fail_all, policy=NO_RETRY, concurrency=4)
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    assert len(read_output(out)) == 30
+
+    async def slow(method: Any, request: Any) -> Any:
+        await asyncio.sleep(0.02)
+        return handler(method, request)
+
+    async def interrupted() -> BatchStats:
+        stop = asyncio.Event()
+        stats = BatchStats()
+        async with AsyncClient("http://lorax.test", transport=MockTransport(slow)) as client:
+            task = asyncio.create_task(run_batch(client, src, out, concurrency=4, stop=stop, stats=stats))
+            while stats.done < 4:
+                await asyncio.sleep(0.005)
+            stop.set()
+            return await task
+
+    stats = asyncio.run(interrupted())
+    assert stats.interrupted
+    records = read_output(out)
+    ids = [rec["id"] for rec in records]
+    assert len(ids) == len(set(ids))  # never two rows for a line
+    assert all(rec["ok"] for rec in records)
+    assert 4 <= len(records) < 30
+
+
+def test_dry_run_builds_exact_bodies_and_sends_nothing(tmp_path: Path) -> None:
+    from lorax._cli.batch import dry_run
+
+    src = write_lines(
+        tmp_path / "in.jsonl",
+        [
+            {"id": "g", "prompt": "hi", "parameters": {"temperature": 0.7, "api_token": "secret-adapter-token"}},
+            {"id": "c", "messages": [{"role": "user", "content": "yo"}], "adapter_id": "me/a"},
+            {"id": "t", "prompt": "x", "parameters": {"max_new_tokens": "many"}},
+            {"id": "k", "prompt": "x", "seed": 3},
+            {"id": "last", "prompt": "not shown"},
+        ],
+    )
+    report = dry_run(src, generate_defaults={"max_new_tokens": 5}, show=2)
+    assert report.shown == [
+        (
+            1,
+            "g",
+            "POST /generate",
+            b'{"inputs":"hi","parameters":{"api_token":"<redacted>","temperature":0.7,"max_new_tokens":5,'
+            b'"details":true}}',
+        ),
+        (2, "c", "POST /v1/chat/completions", report.shown[1][3]),
+    ]
+    assert orjson.loads(report.shown[1][3])["model"] == "me/a"
+    assert b"secret-adapter-token" not in b"".join(body for *_, body in report.shown)
+    assert (report.generate, report.chat) == (2, 1)
+    assert [bad.line for bad in report.check.invalid] == [3, 4]
+    assert report.check.invalid[0].message.startswith("line 3: ")
+    assert (report.check.lines, report.check.requests, report.check.invalid_count) == (5, 3, 2)

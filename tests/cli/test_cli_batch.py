@@ -262,3 +262,109 @@ def test_batch_progress_lines_when_not_a_tty(fake_server: FakeLorax, tmp_path: P
     assert proc.returncode == 0
     assert "\r" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("lorax batch: done 5, failed 0, skipped 0, tokens 10, ")
+
+
+def test_batch_duplicate_ids_exit_2_before_sending(fake_server: FakeLorax, tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": "q1", "prompt": "a"}, {"id": "q2", "prompt": "b"}, {"prompt": "c"}, {"id": "q1", "prompt": "d"}],
+    )
+    out = tmp_path / "out.jsonl"
+    fake_server.clear_requests()
+    proc = run_cli("batch", str(src), "-o", str(out), endpoint=fake_server.url)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"lorax batch: error: {src} has duplicate ids (each line needs its own id; nothing was sent): "
+        'id "q1" on lines 1, 4\n'
+    )
+    assert fake_server.requests == []
+    assert not out.exists()
+
+
+def test_batch_top_level_settings_are_not_ignored(fake_server: FakeLorax, tmp_path: Path) -> None:
+    # The line from the issue: it used to run with neither setting and bring back 18 tokens.
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"id": "r1", "prompt": "Why is the sky blue?", "max_new_tokens": 8, "seed": 1},
+            {"id": "r2", "prompt": "Why is the sky blue?", "parameters": {"max_new_tokens": 8, "seed": 1}},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    fake_server.clear_requests()
+    proc = run_cli("batch", str(src), "-o", str(out), "--no-progress", endpoint=fake_server.url)
+    assert proc.returncode == 1
+    records = {rec["id"]: rec for rec in read_jsonl(out)}
+    assert records["r1"]["error"] == {
+        "type": "InvalidInputLine",
+        "message": "line 1: 'max_new_tokens' is a generate parameter: put it under \"parameters\"; "
+        "'seed' is a generate parameter: put it under \"parameters\"",
+        "status_code": None,
+    }
+    assert records["r2"]["generated_tokens"] == 8
+    (sent,) = [orjson.loads(r.body) for r in fake_server.requests if r.path == "/generate"]
+    assert sent["parameters"]["max_new_tokens"] == 8
+    assert sent["parameters"]["seed"] == 1
+
+
+def test_batch_dry_run_prints_the_bodies_a_run_sends(fake_server: FakeLorax, tmp_path: Path) -> None:
+    lines: list[Any] = [
+        {"id": "g1", "prompt": "Why is the sky blue?", "parameters": {"temperature": 0.7, "stop": ["\n"]}},
+        {"id": "c1", "messages": [{"role": "user", "content": "Hi"}], "parameters": {"max_tokens": 4}},
+        {"prompt": "no id", "adapter_id": "me/adapter"},
+        {"id": "g4", "prompt": "not shown"},
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    fake_server.clear_requests()
+    dry = run_cli("batch", str(src), "--dry-run", "--max-new-tokens", "6", endpoint=fake_server.url)
+    assert dry.returncode == 0, dry.stderr
+    assert fake_server.requests == []  # nothing sent
+    assert dry.stderr == (
+        "lorax batch: dry run: 4 lines, 4 valid (3 generate, 1 chat), 0 invalid, 0 blank; nothing was sent\n"
+    )
+    out_lines = dry.stdout.splitlines()
+    assert out_lines[0::2] == [
+        'line 1, id "g1": POST /generate',
+        'line 2, id "c1": POST /v1/chat/completions',
+        'line 3, id "line:3": POST /generate',
+    ]
+    printed = out_lines[1::2]
+
+    out = tmp_path / "out.jsonl"
+    run = run_cli("batch", str(src), "-o", str(out), "-c", "1", "--max-new-tokens", "6", endpoint=fake_server.url)
+    assert run.returncode == 0, run.stderr
+    sent = [r.body.decode() for r in fake_server.requests if r.path in ("/generate", "/v1/chat/completions")]
+    assert printed == sent[:3]  # byte for byte what the run sent
+
+
+def test_batch_dry_run_reports_every_problem(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": 1, "prompt": "ok"}, b"{nope", {"id": 2, "prompt": "x", "seed": 1}, b"", {"id": 3, "prompt": 7}],
+    )
+    proc = run_cli("batch", str(src), "--dry-run")  # no -o and no server needed
+    assert proc.returncode == 1
+    err = proc.stderr.splitlines()
+    assert err[0].startswith("lorax batch: invalid: line 2: not valid JSON: ")
+    assert err[1:] == [
+        "lorax batch: invalid: line 3: 'seed' is a generate parameter: put it under \"parameters\"",
+        "lorax batch: invalid: line 5: 'prompt' must be a string",
+        "lorax batch: dry run: 5 lines, 1 valid (1 generate, 0 chat), 3 invalid, 1 blank; nothing was sent",
+    ]
+    assert proc.stdout.splitlines()[0] == "line 1, id 1: POST /generate"
+
+    dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}])
+    proc = run_cli("batch", str(dup), "--dry-run")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"lorax batch: error: {dup} has duplicate ids (each line needs its own id; nothing was sent): "
+        "id 1 on lines 1, 2\n"
+    )
+    assert proc.stdout == ""
+
+
+def test_batch_without_output_is_a_usage_error(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "prompt": "a"}])
+    proc = run_cli("batch", str(src))
+    assert proc.returncode == 2
+    assert proc.stderr == "lorax batch: error: the following arguments are required: -o/--output\n"

@@ -199,7 +199,9 @@ def test_summary_lines() -> None:
         "rerun the same command to retry the failed lines; fix the 1 invalid line(s) in the input (their rows say why)"
     )
     only_invalid = BatchStats(done=1, failed=2, invalid=2, started=0.0, finished=1.0)
-    assert format_summary(only_invalid).endswith("tokens/s; fix the 2 invalid line(s) in the input (their rows say why)")
+    assert format_summary(only_invalid).endswith(
+        "tokens/s; fix the 2 invalid line(s) in the input (their rows say why)"
+    )
     unreachable = BatchStats(aborted="cannot reach the server: refused", unreachable=True, started=0.0, finished=1.0)
     assert format_summary(unreachable).endswith(
         "tokens/s; stopped early: cannot reach the server: refused; rerun the same command to resume"
