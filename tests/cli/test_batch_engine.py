@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -614,3 +615,18 @@ def test_dry_run_builds_exact_bodies_and_sends_nothing(tmp_path: Path) -> None:
     assert [bad.line for bad in report.check.invalid] == [3, 4]
     assert report.check.invalid[0].message.startswith("line 3: ")
     assert (report.check.lines, report.check.requests, report.check.invalid_count) == (5, 3, 2)
+
+
+def test_readme_lists_every_line_parameter() -> None:
+    # The README documents the line format completely: its parameter lists are the
+    # client's signatures, which is what parse_line accepts.
+    from lorax._cli.batch import _allowed_keys
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Batch jobs") :]
+    paragraph = section[section.index("A line has exactly one of") : section.index("Embeddings and classification")]
+    generate_part, chat_part = paragraph.split("and of `Client.chat`")
+    generate_part = generate_part[generate_part.index("line:") :]
+    chat_part = chat_part[chat_part.index("line:") :]
+    assert set(re.findall(r"`(\w+)`", generate_part)) == _allowed_keys("prompt")
+    assert set(re.findall(r"`(\w+)`", chat_part)) == _allowed_keys("messages")
