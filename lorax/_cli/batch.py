@@ -223,9 +223,9 @@ def _json_type(value: Any) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
-def _suggest(name: str, choices: frozenset[str] | tuple[str, ...]) -> str:
+def _close_match(name: str, choices: frozenset[str] | tuple[str, ...]) -> str | None:
     close = difflib.get_close_matches(name, sorted(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return close[0] if close else None
 
 
 def _misplaced_keys(keys: list[str], kind: str | None, line: int) -> str:
@@ -238,25 +238,24 @@ def _misplaced_keys(keys: list[str], kind: str | None, line: int) -> str:
             parts.append(f"'{key}' is a {_ROUTE[owner]} parameter: put it under \"parameters\"")
         else:
             unknown = True
-            parts.append(f"unknown key '{key}'{_suggest(key, _LINE_KEYS)}")
+            close = _close_match(key, _LINE_KEYS)
+            parts.append(f"unknown key '{key}'" + (f" (did you mean '{close}'?)" if close else ""))
     text = f"line {line}: " + "; ".join(parts)
     if unknown:
-        text += " (a line has the keys id, prompt or messages, parameters, adapter_id)"
+        text += "; a line's keys are id, prompt or messages, parameters, adapter_id"
     return text
 
 
 def _unknown_parameters(names: list[str], kind: str, line: int) -> str:
-    route = _ROUTE[kind]
     other = "messages" if kind == "prompt" else "prompt"
     parts = []
     for name in names:
-        if name in _allowed_keys(other):
-            what = "a prompt line's" if other == "prompt" else "a messages line's"
-            hint = f" ({what} parameter{_suggest(name, _allowed_keys(kind))})"
-        else:
-            hint = _suggest(name, _allowed_keys(kind))
-        parts.append(f"'{name}'{hint}")
-    return f"line {line}: unknown {route} parameter(s): {', '.join(parts)}"
+        close = _close_match(name, _allowed_keys(kind))
+        notes = [f"a {_ROUTE[other]} parameter"] if name in _allowed_keys(other) else []
+        if close:
+            notes.append(f"did you mean '{close}'?")
+        parts.append(f"'{name}'" + (f" ({'; '.join(notes)})" if notes else ""))
+    return f"line {line}: unknown {_ROUTE[kind]} parameter(s): {', '.join(parts)}"
 
 
 def parse_line(raw: bytes, line: int) -> _Request | _Invalid | None:

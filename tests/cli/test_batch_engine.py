@@ -123,7 +123,7 @@ def test_good_bad_and_missing_lines(tmp_path: Path) -> None:
     assert by_id["line:2"]["error"]["status_code"] is None
     assert by_id["c"]["error"] == {
         "type": INVALID_INPUT,
-        "message": "line 3: unknown key 'neither' (a line has the keys id, prompt or messages, parameters, adapter_id)",
+        "message": "line 3: unknown key 'neither'; a line's keys are id, prompt or messages, parameters, adapter_id",
         "status_code": None,
     }
     assert by_id["line:4"]["ok"] is True
@@ -485,10 +485,9 @@ def test_top_level_generation_settings_fail_the_line(tmp_path: Path) -> None:
         "'seed' is a generate parameter: put it under \"parameters\"",
         "c1": "line 2: 'max_tokens' is a chat parameter: put it under \"parameters\"",
         "n1": "line 3: 'max_new_tokens' is a generate parameter: put it under \"parameters\"",
-        "t1": "line 4: unknown key 'promt' (did you mean 'prompt'?) "
-        "(a line has the keys id, prompt or messages, parameters, adapter_id)",
-        "p1": "line 5: unknown generate parameter(s): 'max_tokens' (a messages line's parameter "
-        "(did you mean 'max_new_tokens'?))",
+        "t1": "line 4: unknown key 'promt' (did you mean 'prompt'?); "
+        "a line's keys are id, prompt or messages, parameters, adapter_id",
+        "p1": "line 5: unknown generate parameter(s): 'max_tokens' (a chat parameter; did you mean 'max_new_tokens'?)",
         "p2": "line 6: unknown generate parameter(s): 'max_new_token' (did you mean 'max_new_tokens'?)",
         "p3": "line 7: give 'stop' or 'stop_sequences', not both",
     }
