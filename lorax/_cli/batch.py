@@ -730,7 +730,7 @@ def _retryable(policy: RetryPolicy, exc: LoraxError) -> bool:
 
 
 def _generate_result(response: Any, full: bool) -> tuple[Any, int | None, int | None]:
-    details = response.details if response.HasField("details") else None
+    details = response.details
     prompt_tokens = details.prompt_tokens if details is not None else None
     generated = details.generated_tokens if details is not None else None
     if full:
@@ -743,9 +743,9 @@ def _generate_result(response: Any, full: bool) -> tuple[Any, int | None, int | 
 
 def _chat_result(response: Any, full: bool) -> tuple[Any, int | None, int | None]:
     prompt_tokens = generated = None
-    if response.HasField("usage"):
+    if response.usage is not None:
         prompt_tokens = response.usage.prompt_tokens
-        if response.usage.HasField("completion_tokens"):
+        if response.usage.completion_tokens is not None:
             generated = response.usage.completion_tokens
     if full:
         return to_obj(response), prompt_tokens, generated
@@ -753,9 +753,9 @@ def _chat_result(response: Any, full: bool) -> tuple[Any, int | None, int | None
     if response.choices:
         choice = response.choices[0]
         message = choice.message
-        result["content"] = message.content if message.HasField("content") else None
-        result["finish_reason"] = choice.finish_reason if choice.HasField("finish_reason") else None
-        if message.tool_calls:
+        result["content"] = message.content if message is not None else None
+        result["finish_reason"] = choice.finish_reason
+        if message is not None and message.tool_calls:
             result["tool_calls"] = [to_obj(call) for call in message.tool_calls]
     return result, prompt_tokens, generated
 

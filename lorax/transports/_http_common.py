@@ -586,10 +586,13 @@ def os_reason(exc: BaseException) -> str:
     fallback = ""
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        # getattr: aiohttp's ClientConnectorSSLError is an ssl.SSLError built in Python,
+        # without the attributes the ssl module sets on the errors it raises.
         if isinstance(current, ssl.SSLCertVerificationError):
-            return f"certificate verification failed: {current.verify_message or current.reason or current}"
+            detail = getattr(current, "verify_message", None) or getattr(current, "reason", None) or current
+            return f"certificate verification failed: {detail}"
         if isinstance(current, ssl.SSLError):
-            return f"TLS error: {current.reason or current}"
+            return f"TLS error: {getattr(current, 'reason', None) or current}"
         if isinstance(current, socket.gaierror) and current.strerror:
             return str(current.strerror)
         if isinstance(current, OSError) and isinstance(current.errno, int) and current.errno > 0:

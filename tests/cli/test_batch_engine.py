@@ -39,7 +39,7 @@ def generate_answer(request: Any) -> GenerateResponse:
 
 
 def chat_answer(request: Any) -> ChatCompletionResponse:
-    last = request.messages[-1].text
+    last = request.messages[-1].content
     return ChatCompletionResponse(
         id="c1",
         object="chat.completion",

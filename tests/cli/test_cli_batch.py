@@ -200,11 +200,6 @@ def test_batch_refused_connection_stops_at_once(tmp_path: Path) -> None:
     assert read_jsonl(out) == []  # nothing was answered, so nothing is recorded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport bug: lorax/transports/_http_common.py os_reason reads .reason of aiohttp's "
-    "ClientConnectorSSLError, which has none, so the TLS failure surfaces as an AttributeError",
-)
 def test_batch_tls_failure_stops_at_once(fake_server: FakeLorax, tmp_path: Path) -> None:
     # https:// to a plain-HTTP server: the TLS handshake fails before anything is sent.
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "x"} for i in range(50)])
