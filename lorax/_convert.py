@@ -72,7 +72,7 @@ def to_proto(message: Message) -> Any:
 
 def from_proto(message: ProtoMessage) -> Any:
     """The Struct equal to the upb `message`."""
-    return _from(message.DESCRIPTOR)(message)
+    return _from(message.DESCRIPTOR)(message)  # type: ignore[arg-type]
 
 
 # -- enums ---------------------------------------------------------------------------
@@ -103,7 +103,11 @@ _kwargs_builders: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
 def _to_kwargs(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
     build = _kwargs_builders.get(cls)
     if build is None:
-        _kwargs_builders[cls] = lambda m: _kwargs_builders[cls](m)
+        # A message type that contains itself finds this trampoline while it is built.
+        def trampoline(message: Any) -> dict[str, Any]:
+            return _kwargs_builders[cls](message)
+
+        _kwargs_builders[cls] = trampoline
         build = _kwargs_builders[cls] = _build_to_kwargs(cls)
     return build
 
@@ -169,11 +173,11 @@ def _member_for(spec: FieldSpec, value: Any) -> FieldSpec:
                     return member
             elif isinstance(value, target):
                 return member
-        elif member.kind in ("string", "open_enum", KIND_ENUM) and isinstance(value, str):
-            return member
-        elif member.kind == "bool" and isinstance(value, bool):
-            return member
-        elif member.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif (
+            (member.kind in ("string", "open_enum", KIND_ENUM) and isinstance(value, str))
+            or (member.kind == "bool" and isinstance(value, bool))
+            or (member.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool))
+        ):
             return member
     raise errors.InvalidRequestError(f"{spec.name}: a {type(value).__name__} fits none of its kinds")
 
@@ -237,7 +241,11 @@ def _from(descriptor: Descriptor) -> Callable[[Any], Any]:
     build = _from_builders.get(descriptor.full_name)
     if build is None:
         full_name = descriptor.full_name
-        _from_builders[full_name] = lambda m: _from_builders[full_name](m)
+
+        def trampoline(message: Any) -> Any:
+            return _from_builders[full_name](message)
+
+        _from_builders[full_name] = trampoline
         build = _from_builders[full_name] = _build_from(_STRUCTS[full_name])
     return build
 
@@ -253,14 +261,13 @@ def _value_from(spec: FieldSpec) -> Callable[[Any], Any] | None:
 
         return enum_member
     if spec.kind == KIND_RAW:
-        return lambda text: msgspec.json.decode(text)
+        return msgspec.json.decode
     if spec.kind == KIND_MESSAGE:
         target = _BY_SHORT[spec.target]
         descriptor = _POOL.FindMessageTypeByName(target.__lorax_full_name__)
         if spec.unwrap:
             (only,) = target.__lorax_fields__
-            inner = _field_from(only, descriptor)
-            return inner
+            return _field_from(only, descriptor)
         return _from(descriptor)
     return None
 
@@ -269,13 +276,13 @@ def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]
     """Read field `spec` out of a upb message of type `descriptor`."""
     name = spec.name
     if spec.kind == KIND_ONEOF:
-        members = {m.name: (_value_from(m), m) for m in spec.members}
+        members = {m.name: _value_from(m) for m in spec.members}
 
         def oneof_value(message: Any) -> Any:
             which = message.WhichOneof(name)
             if which is None:
                 return None
-            conv, member = members[which]
+            conv = members[which]
             value = getattr(message, which)
             return value if conv is None else conv(value)
 

@@ -120,7 +120,7 @@ class Message(msgspec.Struct, kw_only=True, gc=False):
         quiet = self.__lorax_request__  # requests: only what was set
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if value is UNSET or (quiet and (value is None or value == [] or value == {})):
+            if value is UNSET or (quiet and (value is None or value in ([], {}))):
                 continue
             parts.append(f"{name}={_short(value)}")
         return f"{type(self).__name__}({', '.join(parts)})"
@@ -151,7 +151,8 @@ class Message(msgspec.Struct, kw_only=True, gc=False):
         """The same message as a ``lorax.v1`` protobuf (upb) message."""
         from lorax._convert import to_proto
 
-        return to_proto(self)
+        proto: ProtoMessage = to_proto(self)
+        return proto
 
     @classmethod
     def from_proto(cls: type[M], message: ProtoMessage) -> M:

@@ -14,8 +14,8 @@ methods it does not know.
 from __future__ import annotations
 
 import math
-from copy import deepcopy
 from collections.abc import Iterable, Mapping, Sequence
+from copy import deepcopy
 from typing import Any
 
 import msgspec
@@ -196,7 +196,9 @@ def response_format(value: ResponseFormatLike | None) -> ResponseFormat | None:
     kind = _format_type("response_format.type", value.get("type", "json_object"))
     if "schema" in value:
         schema = value["schema"]
-        return ResponseFormat(type=kind, schema=None if schema is None else json_value("response_format.schema", schema))
+        return ResponseFormat(
+            type=kind, schema=None if schema is None else json_value("response_format.schema", schema)
+        )
     if isinstance(value.get("json_schema"), Mapping) and "schema" in value["json_schema"]:
         schema = value["json_schema"]["schema"]
         return ResponseFormat(

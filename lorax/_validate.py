@@ -48,7 +48,7 @@ class Int:
         }.get(proto_type, f"an integer from {low} to {high}")
 
     def __call__(self, name: str, value: Any) -> int:
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise _invalid(f"{name}={value!r} does not fit the field ({self.describe})")
         try:
             number = operator.index(value)
@@ -153,9 +153,7 @@ class Msg:
         if isinstance(value, self.cls):
             return value
         if isinstance(value, Mapping):
-            known = set(self.cls.__struct_fields__) | {
-                f.key for f in self.cls.__lorax_fields__
-            }
+            known = set(self.cls.__struct_fields__) | {f.key for f in self.cls.__lorax_fields__}
             unknown = sorted(set(value) - known)
             if unknown:
                 raise _invalid(f"{name}: unknown keys {unknown}")
@@ -258,11 +256,11 @@ def header_safe(name: str, value: str | None) -> None:
             )
 
 
-def check_GenerateParameters(params: Any) -> None:  # noqa: N802 - named after the class
+def check_GenerateParameters(params: Any) -> None:
     header_safe("adapter_id", params.adapter_id)
     header_safe("adapter_source", params.adapter_source)
 
 
-def check_EmbedParameters(params: Any) -> None:  # noqa: N802 - named after the class
+def check_EmbedParameters(params: Any) -> None:
     header_safe("adapter_id", params.adapter_id)
     header_safe("adapter_source", params.adapter_source)

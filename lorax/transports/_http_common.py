@@ -38,7 +38,6 @@ import ssl
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from lorax import codec, errors

@@ -848,8 +848,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
     def __repr__(self) -> str:
         state = "open" if self._active else "closed"
         return (
-            f"<async HTTP stream {self._cls.__name__} from {self._transport.describe()}: "
-            f"{state}, {self._count} events>"
+            f"<async HTTP stream {self._cls.__name__} from {self._transport.describe()}: {state}, {self._count} events>"
         )
 
 

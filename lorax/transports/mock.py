@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from copy import deepcopy
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from lorax import Client
 from lorax.testing import FakeLorax

@@ -29,6 +29,7 @@ from lorax.types import (
     ChatCompletionResponse,
     ChatCompletionStreamChoice,
     ChatCompletionStreamResponse,
+    ClassifyBatchResponse,
     ClassifyResponse,
     CompletionChoice,
     CompletionResponse,
@@ -43,11 +44,9 @@ from lorax.types import (
     HealthResponse,
     InfoRequest,
     InfoResponse,
-    MetricFamilies,
     MetricFamily,
     MetricSample,
     MetricsResponse,
-    ClassifyBatchResponse,
     SimpleToken,
     StreamDetails,
     StreamResponse,
@@ -191,7 +190,7 @@ def test_generate(drv: Driver) -> None:
         assert list(params.stop) == ["\n"]
         assert params.details is True
         assert params.temperature == 0.0
-        assert (params.temperature is not None)
+        assert params.temperature is not None
         assert params.do_sample is None
         assert params.frequency_penalty == 0.5
         return GenerateResponse(
@@ -263,9 +262,7 @@ def test_classify_batch(drv: Driver) -> None:
     def handler(method: Method, request: Any) -> ClassifyBatchResponse:
         assert method.name == "ClassifyBatch"
         assert list(request.inputs) == ["a", "b"]
-        return ClassifyBatchResponse(
-            results=[[Entity(word="a")], []]
-        )
+        return ClassifyBatchResponse(results=[[Entity(word="a")], []])
 
     result = drv.client(MockTransport(handler)).classify_batch(["a", "b"])
     assert type(result) is list
@@ -286,7 +283,7 @@ def test_tokenize(drv: Driver) -> None:
     assert type(result) is list
     assert [(t.id, t.text, t.start, t.stop) for t in result] == [(1, "he", 0, 2)]
     assert seen[0].inputs == "hello"
-    assert (seen[0].add_special_tokens is not None)
+    assert seen[0].add_special_tokens is not None
     assert seen[0].add_special_tokens is False
     client.tokenize("hello")
     assert seen[1].add_special_tokens is None
@@ -377,7 +374,7 @@ def test_chat(drv: Driver) -> None:
         assert method.path == "/v1/chat/completions"
         assert request.model == "my/adapter"
         assert [(m.role, m.content) for m in request.messages] == [("system", "Be brief."), ("user", "Hi")]
-        assert (request.temperature is not None)
+        assert request.temperature is not None
         assert request.temperature == 0.0
         assert request.stream is None
         assert request.tool_choice.function.name == "f"

@@ -232,9 +232,7 @@ CASES: list[Any] = [
         id="merged-density-zero-printed",
     ),
     pytest.param(
-        lambda: p.merged_adapters(
-            MergedAdapters(ids=["x"], weights=[1.0], merge_strategy=MergeStrategy.TIES)
-        ),
+        lambda: p.merged_adapters(MergedAdapters(ids=["x"], weights=[1.0], merge_strategy=MergeStrategy.TIES)),
         b'{"ids":["x"],"weights":[1.0],"merge_strategy":"ties"}',
         id="merged-message",
     ),
@@ -274,9 +272,7 @@ CASES: list[Any] = [
         id="format-openai-json-schema-form",
     ),
     pytest.param(
-        lambda: p.response_format(
-            ResponseFormat(type=ResponseFormatType.JSON_OBJECT, schema={"a": 1})
-        ),
+        lambda: p.response_format(ResponseFormat(type=ResponseFormatType.JSON_OBJECT, schema={"a": 1})),
         b'{"type":"json_object","schema":{"a":1}}',
         id="format-message",
     ),

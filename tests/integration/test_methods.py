@@ -135,8 +135,8 @@ def test_chat_and_chat_stream(driver: Driver) -> None:
     content = reply.choices[0].message.content
 
     chunks = driver.stream("chat_stream", messages, max_tokens=6, temperature=0)
-    assert (chunks[-1].choices[0].finish_reason is not None)
-    assert (chunks[-1].usage is not None)
+    assert chunks[-1].choices[0].finish_reason is not None
+    assert chunks[-1].usage is not None
     streamed = "".join(c.choices[0].delta.content for c in chunks)
     assert streamed == content
 
