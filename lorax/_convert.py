@@ -4,6 +4,10 @@ Used where messages travel as binary protobuf (the WebSocket transport and the
 gateway) and by ``Message.to_proto()`` / ``from_proto()``. Driven by the
 ``__lorax_fields__`` table of each generated class, so no field is written here.
 Importing this module loads protobuf; ``import lorax`` does not.
+
+Only the protobuf APIs that every runtime since 3.20 has are used here (the generated
+classes themselves, ``HasField``, ``WhichOneof``, ``DESCRIPTOR.full_name``), so the
+range in pyproject.toml can stay wide: ML environments often pin an old protobuf.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message as ProtoMessage
 
 from lorax import errors
@@ -31,7 +33,6 @@ from lorax.v1 import (  # noqa: F401 - registers every schema in the default poo
     embed_pb2,
     generate_pb2,
     openai_pb2,
-    options_pb2,
     server_pb2,
     tokenize_pb2,
 )
@@ -39,7 +40,16 @@ from lorax.v1 import messages as _messages
 
 __all__ = ["from_proto", "proto_class", "struct_class", "to_proto"]
 
-_POOL = generate_pb2.DESCRIPTOR.pool
+def _proto_classes() -> dict[str, type[ProtoMessage]]:
+    out = {}
+    for module in (embed_pb2, generate_pb2, openai_pb2, server_pb2, tokenize_pb2):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, ProtoMessage):
+                out[obj.DESCRIPTOR.full_name] = obj
+    return out
+
+
+_PROTOS = _proto_classes()
 
 
 def _struct_classes() -> dict[str, type[Message]]:
@@ -56,7 +66,7 @@ _BY_SHORT = {cls.__name__: cls for cls in _STRUCTS.values()}
 
 def proto_class(cls: type[Message]) -> type[ProtoMessage]:
     """The upb class of a Struct class."""
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(cls.__lorax_full_name__))
+    return _PROTOS[cls.__lorax_full_name__]
 
 
 def struct_class(cls: type[ProtoMessage]) -> type[Message]:
@@ -72,7 +82,7 @@ def to_proto(message: Message) -> Any:
 
 def from_proto(message: ProtoMessage) -> Any:
     """The Struct equal to the upb `message`."""
-    return _from(message.DESCRIPTOR)(message)  # type: ignore[arg-type]
+    return _from(_STRUCTS[message.DESCRIPTOR.full_name])(message)
 
 
 # -- enums ---------------------------------------------------------------------------
@@ -83,14 +93,20 @@ _enum_numbers: dict[str, tuple[dict[str, int], dict[int, str]]] = {}
 def _enum_maps(target: str) -> tuple[dict[str, int], dict[int, str]]:
     maps = _enum_numbers.get(target)
     if maps is None:
-        ed = _POOL.FindEnumTypeByName(f"lorax.v1.{target}")
+        # The generated enum keeps each .proto value name as an alias of its LoRAX
+        # spelling (FinishReason.FINISH_REASON_LENGTH == "length"): no options needed.
+        members = getattr(_messages, target).__members__
         to_number: dict[str, int] = {}
         to_wire: dict[int, str] = {}
-        for vd in ed.values:
-            wire = vd.GetOptions().Extensions[options_pb2.wire_value]
-            if wire:
-                to_number[wire] = vd.number
-                to_wire[vd.number] = wire
+        for module in (generate_pb2, openai_pb2):
+            enum_type = module.DESCRIPTOR.enum_types_by_name.get(target)
+            if enum_type is None:
+                continue
+            for value in enum_type.values:
+                member = members.get(value.name)
+                if member is not None:
+                    to_number[member.value] = value.number
+                    to_wire[value.number] = member.value
         maps = _enum_numbers[target] = (to_number, to_wire)
     return maps
 
@@ -234,19 +250,18 @@ def _to_step(spec: FieldSpec) -> Callable[[Any, dict[str, Any]], None]:
 
 # -- upb -> Struct -------------------------------------------------------------------
 
-_from_builders: dict[str, Callable[[Any], Any]] = {}
+_from_builders: dict[type[Any], Callable[[Any], Any]] = {}
 
 
-def _from(descriptor: Descriptor) -> Callable[[Any], Any]:
-    build = _from_builders.get(descriptor.full_name)
+def _from(cls: type[Message]) -> Callable[[Any], Any]:
+    build = _from_builders.get(cls)
     if build is None:
-        full_name = descriptor.full_name
 
         def trampoline(message: Any) -> Any:
-            return _from_builders[full_name](message)
+            return _from_builders[cls](message)
 
-        _from_builders[full_name] = trampoline
-        build = _from_builders[full_name] = _build_from(_STRUCTS[full_name])
+        _from_builders[cls] = trampoline
+        build = _from_builders[cls] = _build_from(cls)
     return build
 
 
@@ -264,16 +279,15 @@ def _value_from(spec: FieldSpec) -> Callable[[Any], Any] | None:
         return msgspec.json.decode
     if spec.kind == KIND_MESSAGE:
         target = _BY_SHORT[spec.target]
-        descriptor = _POOL.FindMessageTypeByName(target.__lorax_full_name__)
         if spec.unwrap:
             (only,) = target.__lorax_fields__
-            return _field_from(only, descriptor)
-        return _from(descriptor)
+            return _field_from(only)
+        return _from(target)
     return None
 
 
-def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]:
-    """Read field `spec` out of a upb message of type `descriptor`."""
+def _field_from(spec: FieldSpec) -> Callable[[Any], Any]:
+    """Read field `spec` out of a upb message."""
     name = spec.name
     if spec.kind == KIND_ONEOF:
         members = {m.name: _value_from(m) for m in spec.members}
@@ -296,7 +310,7 @@ def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]
         if conv is None:
             return lambda message: dict(getattr(message, name))
         return lambda message: {k: conv(v) for k, v in getattr(message, name).items()}
-    has_presence = descriptor.fields_by_name[name].has_presence
+    has_presence = spec.presence
     if spec.kind == KIND_RAW:
         unset: Any = UNSET if spec.presence and not spec.null_if_unset else None
 
@@ -317,8 +331,7 @@ def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]
 
 
 def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
-    descriptor = _POOL.FindMessageTypeByName(cls.__lorax_full_name__)
-    readers = [(spec.name, _field_from(spec, descriptor)) for spec in cls.__lorax_fields__]
+    readers = [(spec.name, _field_from(spec)) for spec in cls.__lorax_fields__]
     required = {
         spec.name
         for spec in cls.__lorax_fields__
@@ -354,7 +367,7 @@ def from_binary(cls: type[Message], data: bytes) -> Any:
     decode = _binary_decoders.get(cls)
     if decode is None:
         parse = proto_class(cls).FromString
-        build = _from(_POOL.FindMessageTypeByName(cls.__lorax_full_name__))
+        build = _from(cls)
 
         def decode(data: bytes) -> Any:
             return build(parse(data))

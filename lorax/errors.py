@@ -83,6 +83,7 @@ __all__ = [
     "ValidationError",
     "error_from_payload",
     "error_from_response",
+    "parse_error",
 ]
 
 # Bodies kept on an error are cut here: an HTML error page can be large and it ends
@@ -433,3 +434,18 @@ def _html_summary(text: str, status_code: int) -> str:
         if title:
             return title
     return f"HTTP {status_code} with an HTML body"
+
+
+def parse_error(status_code: int, payload: Mapping[str, object]) -> APIStatusError:
+    """The official client's name: the exception for an error ``payload`` answered with `status_code`.
+
+    ``payload`` is LoRAX's error body as a dict (``{"error": ..., "error_type": ...}``);
+    the class is chosen as for every other error, by ``error_type`` first, then by status.
+    """
+    message = payload.get("error")
+    error_type = payload.get("error_type")
+    return error_from_payload(
+        status_code,
+        "" if message is None else str(message),
+        None if error_type is None else str(error_type),
+    )
