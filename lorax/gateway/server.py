@@ -41,6 +41,7 @@ from lorax._timeout import Timeout
 from lorax.gateway._log import log, peer
 from lorax.gateway._session import Session
 from lorax.transports import _ws_frames as wsf
+from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
 from lorax.transports.aiohttp import AsyncHTTPTransport
 from lorax.transports.base import AsyncTransport
 
@@ -79,6 +80,10 @@ class Gateway:
         upstream_timeout: connect and read timeouts of the upstream requests; a call's
             own read timeout (from its call frame) replaces ``read``.
         upstream_pool_size: the upstream connection pool's limit.
+        max_response_bytes: the largest upstream response body read (64 MiB by
+            default), counted while reading: a larger one, or a compressed one, fails
+            its call with a FrameError (502, ``response_too_large``) and the upstream
+            connection is closed.
         ping_interval: seconds between keepalive pings to clients; None: none.
         ssl_context: serve ``wss://`` with this context.
         upstream_transport: the transport calls go through, instead of the default
@@ -101,6 +106,7 @@ class Gateway:
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         upstream_timeout: Timeout = DEFAULT_UPSTREAM_TIMEOUT,
         upstream_pool_size: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ping_interval: float | None = 20.0,
         ssl_context: ssl.SSLContext | None = None,
         upstream_transport: AsyncTransport | None = None,
@@ -128,6 +134,7 @@ class Gateway:
         self.shutdown_grace = shutdown_grace
         self.upstream_timeout = upstream_timeout
         self._upstream_pool_size = upstream_pool_size
+        self.max_response_bytes = check_max_response_bytes(max_response_bytes)
         self._ping_interval = ping_interval
         self._ssl = ssl_context
         self._given_upstream = upstream_transport
@@ -182,7 +189,10 @@ class Gateway:
             # aiohttp is imported with this module, not here: its ~180 ms import would
             # stall the running event loop.
             self._upstream = AsyncHTTPTransport(
-                self.upstream_url, headers=self._upstream_headers, limit=self._upstream_pool_size
+                self.upstream_url,
+                headers=self._upstream_headers,
+                limit=self._upstream_pool_size,
+                max_response_bytes=self.max_response_bytes,
             )
         try:
             self._server = await serve(

@@ -158,7 +158,7 @@ class AsyncHTTPTransport(AsyncTransport):
         headers: sent with every request; a call's own headers win.
         limit: the most connections open at once (0: no limit).
         limit_per_host: a further bound for the one host (0: none).
-        verify, cert, proxy, trust_env, user_agent: as for
+        verify, cert, proxy, trust_env, user_agent, max_response_bytes: as for
             :class:`~lorax.transports.http.HTTPTransport`.
     """
 
@@ -174,8 +174,10 @@ class AsyncHTTPTransport(AsyncTransport):
         proxy: str | None = None,
         trust_env: bool = True,
         user_agent: str | None = None,
+        max_response_bytes: int = common.DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         base = common.BaseURL.parse(base_url)
+        self._max_response_bytes = common.check_max_response_bytes(max_response_bytes)
         for name, value in (("limit", limit), ("limit_per_host", limit_per_host)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
@@ -226,10 +228,10 @@ class AsyncHTTPTransport(AsyncTransport):
             status = resp.status
             try:
                 if 200 <= status < 300:
-                    data = await resp.read()
+                    data = await self._read_body(resp)
                     complete = True
                 else:
-                    data, complete = await _read_limited(resp.content, common.MAX_ERROR_BODY)
+                    data, complete = await _read_error_body(resp)
             except Exception as exc:
                 raise self._body_error(exc, options, request) from exc
         finally:
@@ -265,7 +267,7 @@ class AsyncHTTPTransport(AsyncTransport):
             if not (200 <= status < 300 and common.is_event_stream(resp.headers)):
                 complete = False
                 try:
-                    data, complete = await _read_limited(resp.content, common.MAX_ERROR_BODY)
+                    data, complete = await _read_error_body(resp)
                 except Exception as exc:
                     raise self._body_error(exc, options, request) from exc
                 finally:
@@ -278,6 +280,9 @@ class AsyncHTTPTransport(AsyncTransport):
                 if 200 <= status < 300:
                     raise common.not_a_stream(status, resp.headers, data, secrets)
                 raise common.status_error(status, resp.headers, data, secrets)
+            encoding = common.compressed(resp.headers)
+            if encoding is not None:
+                raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)
             meta = ResponseMeta(status, lower_headers(resp.headers))
             stream = _AsyncHTTPMessageStream(self, method, resp, meta, slot, options, request)
         except BaseException:
@@ -377,6 +382,8 @@ class AsyncHTTPTransport(AsyncTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
             skip_auto_headers=("Accept-Encoding",),
+            # Compressed bodies are refused, never inflated (see _http_common.compressed).
+            auto_decompress=False,
             trust_env=False,
         )
         self._connector = connector
@@ -494,6 +501,36 @@ class AsyncHTTPTransport(AsyncTransport):
             self._timeouts.clear()
         self._timeouts[key] = timeout
         return timeout
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """A 2xx body, at most ``max_response_bytes`` of it; compressed bodies are refused.
+
+        As :meth:`HTTPTransport._read_body <lorax.transports.http.HTTPTransport>`: a
+        declared length above the limit is refused before reading, any other body is
+        counted as it arrives. A cancelled read drops what it had read (and the caller
+        closes the connection).
+        """
+        limit = self._max_response_bytes
+        headers = resp.headers
+        encoding = common.compressed(headers)
+        if encoding is not None:
+            raise common.too_large(self._where, limit, encoding=encoding)
+        length = common.declared_length(headers)
+        if length is not None:
+            if length > limit:
+                raise common.too_large(self._where, limit, size=length)
+            return await resp.read()  # exactly Content-Length bytes
+        content = resp.content
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await content.read(common.READ_CHUNK)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise common.too_large(self._where, limit)
+            parts.append(chunk)
 
     def _forget(self, stream: _AsyncHTTPMessageStream) -> None:
         self._streams.discard(stream)
@@ -652,6 +689,17 @@ def _broken_reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
     return common.os_reason(exc)
+
+
+async def _read_error_body(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """Up to ``MAX_ERROR_BODY`` bytes of an error body, and whether that was all of it.
+
+    A compressed one is not read (the session does not decompress): the status alone
+    says what happened.
+    """
+    if common.compressed(resp.headers) is not None:
+        return b"", False
+    return await _read_limited(resp.content, common.MAX_ERROR_BODY)
 
 
 async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:

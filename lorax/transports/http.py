@@ -256,6 +256,10 @@ class HTTPTransport(Transport):
         trust_env: read ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` (when ``proxy`` is
             not given) and ``REQUESTS_CA_BUNDLE``, once, when the transport is built.
         user_agent: the User-Agent; ``lorax-client/<version>`` by default.
+        max_response_bytes: the largest response body read (64 MiB by default): a
+            larger one raises :class:`~lorax.errors.ResponseTooLargeError` and reading
+            stops there. Compressed bodies (the client asks for ``identity``) raise it
+            too. Stream events have their own limit (64 MiB each).
     """
 
     def __init__(
@@ -270,8 +274,10 @@ class HTTPTransport(Transport):
         proxy: str | None = None,
         trust_env: bool = True,
         user_agent: str | None = None,
+        max_response_bytes: int = common.DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         base = common.BaseURL.parse(base_url)
+        self._max_response_bytes = common.check_max_response_bytes(max_response_bytes)
         if isinstance(pool_maxsize, bool) or not isinstance(pool_maxsize, int) or pool_maxsize < 1:
             raise ValueError(f"pool_maxsize must be an int >= 1, got {pool_maxsize!r}")
         self._base = base
@@ -327,10 +333,7 @@ class HTTPTransport(Transport):
         status = resp.status
         try:
             if 200 <= status < 300:
-                if options.deadline.total is None:
-                    data = resp.read()
-                else:
-                    data = self._read_capped(resp, options.deadline, read)
+                data = self._read_body(resp, options.deadline, read)
             else:
                 data = self._read_error_body(resp)
         except Exception as exc:
@@ -372,6 +375,10 @@ class HTTPTransport(Transport):
             if 200 <= status < 300:
                 raise common.not_a_stream(status, resp.headers, data, secrets)
             raise common.status_error(status, resp.headers, data, secrets)
+        encoding = common.compressed(resp.headers)
+        if encoding is not None:
+            _finish(resp)
+            raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)
         meta = ResponseMeta(status, lower_headers(resp.headers))
         stream = _HTTPMessageStream(self, method, resp, meta, read, options.deadline, (options, request))
         with self._lock:
@@ -388,6 +395,10 @@ class HTTPTransport(Transport):
         for stream in streams:
             stream.close()
         self._reap()
+        # Since urllib3 2.0, PoolManager.clear() forgets its pools without closing them,
+        # and this transport holds on to its pool: close it (its idle connections now,
+        # the ones still checked out when they come back).
+        self._pool.close()
         self._manager.clear()
 
     def describe(self) -> str:
@@ -544,20 +555,43 @@ class HTTPTransport(Transport):
     # ----------------------------------------------------------------------------
     # Reading
 
-    def _read_capped(self, resp: BaseHTTPResponse, deadline: Deadline, read: float | None) -> bytes:
+    def _read_body(self, resp: BaseHTTPResponse, deadline: Deadline, read: float | None) -> bytes:
+        """A 2xx body, at most ``max_response_bytes`` of it; compressed bodies are refused.
+
+        A declared ``Content-Length`` above the limit is refused before reading; any
+        other body is counted as it arrives and reading stops at the limit (the
+        connection is then closed, not reused).
+        """
+        limit = self._max_response_bytes
+        headers = resp.headers
+        encoding = common.compressed(headers)
+        if encoding is not None:
+            raise common.too_large(self._where, limit, encoding=encoding)
+        length = common.declared_length(headers)
+        if length is not None and length > limit:
+            raise common.too_large(self._where, limit, size=length)
+        if length is not None and deadline.total is None:
+            return resp.read()  # exactly Content-Length bytes, in one go
         # With a total deadline, each read's socket timeout is capped by the time left,
         # so a trickling body cannot outlast the deadline.
+        sock = _socket(resp) if deadline.total is not None else None
         parts: list[bytes] = []
-        sock = _socket(resp)
+        size = 0
         while True:
             if sock is not None:
                 sock.settimeout(deadline.cap(read))
             chunk = resp.read1(common.READ_CHUNK)
             if not chunk:
                 return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise common.too_large(self._where, limit)
             parts.append(chunk)
 
     def _read_error_body(self, resp: BaseHTTPResponse) -> bytes:
+        if common.compressed(resp.headers) is not None:
+            # Not decompressed (see _read_body): the status alone says what happened.
+            return b""
         return resp.read(common.MAX_ERROR_BODY)
 
     def _body_error(self, exc: Exception, options: CallOptions, request: Message) -> errors.LoraxError:
