@@ -332,10 +332,8 @@ class HTTPTransport(Transport):
         resp, route, read, started = self._send(method, request, options)
         status = resp.status
         try:
-            if 200 <= status < 300:
-                data = self._read_body(resp, options.deadline, read)
-            else:
-                data = self._read_error_body(resp)
+            ok = 200 <= status < 300
+            data = self._read_body(resp, options.deadline, read) if ok else self._read_error_body(resp)
         except Exception as exc:
             raise self._body_error(exc, options, request) from exc
         finally:

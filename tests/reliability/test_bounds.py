@@ -24,7 +24,6 @@ from lorax import AsyncClient, Client, errors
 from lorax.gateway import Gateway, GatewayThread
 from tests.transports.http_transports._servers import (
     LAST_CHUNK,
-    SSE_HEAD,
     RawServer,
     chunk,
     head,
@@ -180,10 +179,12 @@ def test_next_call_works_after_a_refused_body(kind: str, raw: Callable[[Any], Ra
 def test_compressed_stream_is_refused(kind: str, raw: Callable[[Any], RawServer]) -> None:
     script = Hostile("gzip-stream")
     server = raw(script)
+    error: errors.ResponseTooLargeError
     if kind == "sync":
         with Client(server.url, max_retries=0) as client, pytest.raises(errors.ResponseTooLargeError) as info:
             for _ in client.generate_stream("a"):
                 pass
+        error = info.value
     else:
 
         async def main() -> errors.ResponseTooLargeError:
@@ -193,9 +194,8 @@ def test_compressed_stream_is_refused(kind: str, raw: Callable[[Any], RawServer]
                         pass
                 return ainfo.value
 
-        asyncio.run(main())
-        return
-    assert "Content-Encoding: gzip" in str(info.value)
+        error = asyncio.run(main())
+    assert "Content-Encoding: gzip" in str(error)
     assert script.hostile_done.wait(5.0)
 
 
@@ -231,7 +231,9 @@ def test_compressed_error_body_keeps_its_status(raw: Callable[[Any], RawServer])
         raise AssertionError("no error")
 
     error = asyncio.run(main())
-    assert isinstance(error, errors.ServiceUnavailableError) and error.status_code == 503 and error.body == ""
+    assert isinstance(error, errors.ServiceUnavailableError)
+    assert error.status_code == 503
+    assert error.body == ""
 
 
 def test_gateway_frees_an_upstream_body_when_the_call_is_cancelled(raw: Callable[[Any], RawServer]) -> None:
