@@ -41,7 +41,7 @@ from lorax._timeout import Timeout
 from lorax.gateway._log import log, peer
 from lorax.gateway._session import Session
 from lorax.transports import _ws_frames as wsf
-from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
+from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes, header_secrets
 from lorax.transports.aiohttp import AsyncHTTPTransport
 from lorax.transports.base import AsyncTransport
 
@@ -127,6 +127,11 @@ class Gateway:
         self._requested_port = port
         self._upstream_headers = dict(upstream_headers or {})
         self._auth = f"Bearer {auth_token}".encode() if auth_token else None
+        # Credentials the gateway holds: scrubbed out of whatever it forwards to clients
+        # (an upstream may echo the upstream token back in a response header).
+        self.secret_values: tuple[str, ...] = tuple(header_secrets(self._upstream_headers)) + (
+            (auth_token,) if auth_token else ()
+        )
         self.max_frame_bytes = max_frame_bytes
         self.max_calls_per_connection = max_calls_per_connection
         self.max_connections = max_connections
@@ -290,7 +295,12 @@ class Gateway:
                 return connection.respond(503, "shutting down\n")
             return connection.respond(200, "ok\n")
         if self._auth is not None:
-            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+            values = request.headers.get_all("Authorization")
+            if len(values) > 1:
+                # Which one would count is ambiguous (proxies disagree): refuse, as a bad request.
+                log(logging.WARNING, "handshake_refused", reason="duplicate_authorization", peer=peer(connection))
+                return connection.respond(400, "exactly one Authorization header is allowed\n")
+            given = (values[0] if values else "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, self._auth):
                 log(logging.WARNING, "handshake_refused", reason="unauthorized", peer=peer(connection))
                 response = connection.respond(401, "a valid Authorization: Bearer token is required\n")

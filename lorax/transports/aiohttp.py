@@ -249,7 +249,7 @@ class AsyncHTTPTransport(AsyncTransport):
         if not 200 <= status < 300:
             raise common.status_error(status, resp.headers, data, self._secrets(options, request))
         message = common.decode_response(method, status, resp.headers, data)
-        return message, ResponseMeta(status, lower_headers(resp.headers))
+        return message, self._meta(status, resp.headers, options, request)
 
     async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
         resp, route, slot, started = await self._send(method, request, options)
@@ -283,7 +283,7 @@ class AsyncHTTPTransport(AsyncTransport):
             encoding = common.compressed(resp.headers)
             if encoding is not None:
                 raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)
-            meta = ResponseMeta(status, lower_headers(resp.headers))
+            meta = self._meta(status, resp.headers, options, request)
             stream = _AsyncHTTPMessageStream(self, method, resp, meta, slot, options, request)
         except BaseException:
             resp.close()
@@ -537,6 +537,11 @@ class AsyncHTTPTransport(AsyncTransport):
 
     def _secrets(self, options: CallOptions, request: Message | None) -> common.Secrets:
         return common.Secrets.of(self._secret_values, options.headers, request)
+
+    def _meta(self, status: int, headers: Any, options: CallOptions, request: Message) -> ResponseMeta:
+        """A success's status and headers: credentials redacted by name and, wherever the
+        server echoed one (a debug header, a misconfigured proxy), by value."""
+        return ResponseMeta(status, self._secrets(options, request).scrub_headers(lower_headers(headers)))
 
     # ----------------------------------------------------------------------------
     # Errors

@@ -349,7 +349,7 @@ class HTTPTransport(Transport):
         if not 200 <= status < 300:
             raise common.status_error(status, resp.headers, data, self._secrets(options, request))
         message = common.decode_response(method, status, resp.headers, data)
-        return message, ResponseMeta(status, lower_headers(resp.headers))
+        return message, self._meta(status, resp.headers, options, request)
 
     def stream(self, method: Method, request: Message, options: CallOptions) -> MessageStream:
         resp, route, read, started = self._send(method, request, options)
@@ -377,7 +377,7 @@ class HTTPTransport(Transport):
         if encoding is not None:
             _finish(resp)
             raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)
-        meta = ResponseMeta(status, lower_headers(resp.headers))
+        meta = self._meta(status, resp.headers, options, request)
         stream = _HTTPMessageStream(self, method, resp, meta, read, options.deadline, (options, request))
         with self._lock:
             self._streams.add(stream)
@@ -549,6 +549,11 @@ class HTTPTransport(Transport):
 
     def _secrets(self, options: CallOptions, request: Message | None) -> common.Secrets:
         return common.Secrets.of(self._secret_values, options.headers, request)
+
+    def _meta(self, status: int, headers: Any, options: CallOptions, request: Message) -> ResponseMeta:
+        """A success's status and headers: credentials redacted by name and, wherever the
+        server echoed one (a debug header, a misconfigured proxy), by value."""
+        return ResponseMeta(status, self._secrets(options, request).scrub_headers(lower_headers(headers)))
 
     # ----------------------------------------------------------------------------
     # Reading
