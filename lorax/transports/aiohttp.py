@@ -208,6 +208,7 @@ class AsyncHTTPTransport(AsyncTransport):
             if secret:
                 secrets.append(secret)
         self._secret_values = tuple(secrets)
+        self._own_secrets = common.Secrets(self._secret_values)
         self._routes: dict[str, tuple[common.Route, Any]] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -540,8 +541,11 @@ class AsyncHTTPTransport(AsyncTransport):
 
     def _meta(self, status: int, headers: Any, options: CallOptions, request: Message) -> ResponseMeta:
         """A success's status and headers: credentials redacted by name and, wherever the
-        server echoed one (a debug header, a misconfigured proxy), by value."""
-        return ResponseMeta(status, self._secrets(options, request).scrub_headers(lower_headers(headers)))
+        server echoed one of the transport's or the call's headers (a debug header, a
+        misconfigured proxy), by value. (The request's ``api_token`` is left to error
+        texts: walking the message on every call costs more than the rest.)"""
+        secrets = common.Secrets.of(self._secret_values, options.headers) if options.headers else self._own_secrets
+        return ResponseMeta(status, secrets.scrub_headers(lower_headers(headers)))
 
     # ----------------------------------------------------------------------------
     # Errors
