@@ -17,6 +17,12 @@ received bytes: a stream that keeps sending tokens never times out. The call's
 ``Deadline`` caps every wait; when it is what ran out, the error says
 ``phase="total"``.
 
+Response size. A 2xx body is read up to ``max_response_bytes`` (64 MiB by default),
+counted while it arrives: a larger one raises
+:class:`~lorax.errors.ResponseTooLargeError` and its connection is closed unread.
+Compressed bodies are refused the same way: requests say ``Accept-Encoding: identity``,
+and a size can only be checked after inflating.
+
 Redirects are never followed: LoRAX never sends one, and following one would carry the
 Authorization header elsewhere. A 3xx raises an :class:`~lorax.errors.APIStatusError`
 that says where it pointed.
