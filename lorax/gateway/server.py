@@ -9,9 +9,9 @@ On the same port, ``GET /health`` answers ``200 ok`` for load balancers (``503``
 shutting down), without authentication.
 
 Handshake checks, in order: the health path; the bearer token when one is configured
-(``401``; ``400`` for more than one ``Authorization`` header); shutting down (``503``); the connection limit (``503`` with
-``Retry-After: 1``); then websockets itself requires the ``lorax.v1`` subprotocol
-(``400``).
+(``401``; ``400`` for more than one ``Authorization`` header); shutting down
+(``503``); the connection limit (``503`` with ``Retry-After: 1``); then websockets
+itself requires the ``lorax.v1`` subprotocol (``400``).
 
 :class:`GatewayThread` runs a gateway on its own event loop in a background thread,
 for tests and for embedding in sync programs::
