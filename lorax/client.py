@@ -172,8 +172,8 @@ class Client(_ClientBase):
         gateway_headers: headers for the WebSocket handshake with a ``lorax gateway``
             (for example its bearer token); ``headers`` go with each call instead and
             are forwarded to LoRAX.
-        max_response_bytes: the largest response body read over HTTP (64 MiB by
-            default); a larger or compressed one raises
+        max_response_bytes: the largest response body, and stream event, read over
+            HTTP (64 MiB by default); a larger or compressed body raises
             :class:`~lorax.errors.ResponseTooLargeError`.
     """
 

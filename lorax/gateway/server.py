@@ -83,7 +83,8 @@ class Gateway:
         max_response_bytes: the largest upstream response body read (64 MiB by
             default), counted while reading: a larger one, or a compressed one, fails
             its call with a FrameError (502, ``response_too_large``) and the upstream
-            connection is closed.
+            connection is closed. It bounds each upstream stream event too (a larger
+            one fails the call with 502 ``upstream_error``).
         ping_interval: seconds between keepalive pings to clients; None: none.
         ssl_context: serve ``wss://`` with this context.
         upstream_transport: the transport calls go through, instead of the default

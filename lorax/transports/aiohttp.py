@@ -746,7 +746,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._cls = method.output_type
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
         self._events: list[SSEEvent] = []
         self._idx = 0
         self._count = 0

@@ -265,7 +265,8 @@ class HTTPTransport(Transport):
         max_response_bytes: the largest response body read (64 MiB by default): a
             larger one raises :class:`~lorax.errors.ResponseTooLargeError` and reading
             stops there. Compressed bodies (the client asks for ``identity``) raise it
-            too. Stream events have their own limit (64 MiB each).
+            too. It also bounds each event of a stream (a larger one raises
+            :class:`~lorax.errors.ProtocolError`).
     """
 
     def __init__(
@@ -893,7 +894,7 @@ class _HTTPMessageStream(MessageStream):
         self._cls = method.output_type
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
         self._chunks = _body_chunks(resp)
         self._next_chunk = self._chunks.__next__
         self._events: list[SSEEvent] = []

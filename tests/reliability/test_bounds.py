@@ -24,6 +24,7 @@ from lorax import AsyncClient, Client, errors
 from lorax.gateway import Gateway, GatewayThread
 from tests.transports.http_transports._servers import (
     LAST_CHUNK,
+    SSE_HEAD,
     RawServer,
     chunk,
     head,
@@ -93,8 +94,14 @@ class Hostile:
             await writer.drain()
             await reader.read()
             return
-        assert self.answer == "endless"
-        writer.write(head(200, [("Content-Type", "application/json")], chunked=True) + chunk(b'{"generated_text":"'))
+        if self.answer == "endless-event":
+            # One SSE event that never ends: its data line grows without a newline.
+            writer.write(SSE_HEAD + chunk(b'data: {"token":{"id":0,"text":"'))
+        else:
+            assert self.answer == "endless"
+            writer.write(
+                head(200, [("Content-Type", "application/json")], chunked=True) + chunk(b'{"generated_text":"')
+            )
         block = chunk(b"x" * 65536)
         while self.sent < ENDLESS_CAP:
             writer.write(block)
@@ -148,6 +155,33 @@ def test_hostile_bodies_are_refused_while_reading(
     assert outcome.elapsed < 5.0
     assert script.hostile_done.wait(5.0), "the client kept the hostile connection open"
     assert script.sent <= (len(gzip_bomb()) if answer == "gzip" else LIMIT + 32 * 1024 * 1024), script.sent
+
+
+def test_an_endless_stream_event_is_bounded_by_max_response_bytes(
+    transport: str, raw: Callable[[Any], RawServer], record: Callable[..., None]
+) -> None:
+    script = Hostile("endless-event")
+    server = raw(script)
+    outcome = run(
+        transport,
+        server.url,
+        Op(stream=True),
+        retry=0,
+        max_response_bytes=LIMIT,
+        gateway_kwargs={"max_response_bytes": LIMIT},
+    )
+    record("hostile stream: endless event", outcome)
+    error = outcome.error
+    if transport.startswith("ws"):
+        assert isinstance(error, errors.ServiceUnavailableError), repr(error)
+        assert (error.status_code, error.error_type) == (502, "upstream_error")
+    else:
+        assert type(error) is errors.ProtocolError, repr(error)
+    assert f"SSE event larger than max_event_bytes={LIMIT}" in str(error), str(error)
+    assert outcome.events == []
+    assert outcome.elapsed < 5.0
+    assert script.hostile_done.wait(5.0), "the client kept the hostile connection open"
+    assert script.sent <= LIMIT + 32 * 1024 * 1024, script.sent
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
