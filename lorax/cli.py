@@ -51,6 +51,9 @@ _DELEGATED: dict[str, tuple[str, str]] = {
     "fake-server": ("lorax.testing.cli", "run a LoRAX-compatible fake server for tests"),
     "gateway": ("lorax.gateway.cli", "run the WebSocket gateway in front of a LoRAX server"),
 }
+# Delegated subcommands that configure logging themselves (``--log-level``): the
+# command line must leave the ``lorax`` logger alone, or their INFO lines never show.
+_OWN_LOGGING = frozenset({"gateway"})
 
 
 def build_parser(secrets: Secrets | None = None) -> argparse.ArgumentParser:
@@ -93,6 +96,10 @@ def _delegated(argv: Sequence[str]) -> tuple[str, list[str], bool] | None:
             return arg, list(argv[i + 1 :]), debug
         return None
     return None
+
+
+def _nothing_to_restore() -> None:
+    pass
 
 
 def _run_delegated(command: str, rest: list[str], ctx: Context) -> int:
@@ -138,7 +145,12 @@ def main(
     delegated = _delegated(args_list)
     if delegated is not None:
         command, rest, debug = delegated
-        restore = setup_logging(debug, secrets, ctx.stderr)
+        if command in _OWN_LOGGING:
+            if debug and not any(arg == "--log-level" or arg.startswith("--log-level=") for arg in rest):
+                rest = ["--log-level", "debug", *rest]
+            restore = _nothing_to_restore
+        else:
+            restore = setup_logging(debug, secrets, ctx.stderr)
         try:
             return _run_delegated(command, rest, ctx)
         except KeyboardInterrupt:

@@ -36,7 +36,14 @@ from lorax._retry import RetryPolicy, RetryState
 from lorax._stream import AsyncStream, Stream
 from lorax._timeout import NOT_GIVEN, NotGiven, Timeout
 from lorax.errors import LoraxError, ServiceUnavailableError, UnhealthyError
-from lorax.transports.base import AsyncMessageStream, AsyncTransport, MessageStream, ResponseMeta, Transport
+from lorax.transports.base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AsyncMessageStream,
+    AsyncTransport,
+    MessageStream,
+    ResponseMeta,
+    Transport,
+)
 from lorax.types import (
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
@@ -163,6 +170,9 @@ class Client(_ClientBase):
         gateway_headers: headers for the WebSocket handshake with a ``lorax gateway``
             (for example its bearer token); ``headers`` go with each call instead and
             are forwarded to LoRAX.
+        max_response_bytes: the largest response body, and stream event, read over
+            HTTP (64 MiB by default); a larger or compressed body raises
+            :class:`~lorax.errors.ResponseTooLargeError`.
     """
 
     def __init__(
@@ -182,6 +192,7 @@ class Client(_ClientBase):
         pool_size: int = 10,
         on_response: Callable[[ResponseMeta], None] | None = None,
         gateway_headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -205,7 +216,14 @@ class Client(_ClientBase):
         else:
             from lorax.transports.http import HTTPTransport
 
-            self._transport = HTTPTransport(base_url, verify=verify, cert=cert, proxy=proxy, pool_maxsize=pool_size)
+            self._transport = HTTPTransport(
+                base_url,
+                verify=verify,
+                cert=cert,
+                proxy=proxy,
+                pool_maxsize=pool_size,
+                max_response_bytes=max_response_bytes,
+            )
 
     @classmethod
     def from_predibase(
@@ -666,6 +684,7 @@ class AsyncClient(_ClientBase):
         pool_size: int = 100,
         on_response: Callable[[ResponseMeta], None] | None = None,
         gateway_headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -691,7 +710,9 @@ class AsyncClient(_ClientBase):
         else:
             from lorax.transports.aiohttp import AsyncHTTPTransport
 
-            self._transport = AsyncHTTPTransport(base_url, verify=verify, cert=cert, proxy=proxy, limit=pool_size)
+            self._transport = AsyncHTTPTransport(
+                base_url, verify=verify, cert=cert, proxy=proxy, limit=pool_size, max_response_bytes=max_response_bytes
+            )
 
     @classmethod
     def from_predibase(

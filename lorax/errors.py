@@ -8,7 +8,9 @@ The tree::
     │   └── StreamInterruptedError      a stream broke after it started (also an
     │                                   IncompleteGenerationError)
     ├── ProtocolError                   the peer broke the protocol
-    │   └── ResponseDecodeError         a body or event could not be decoded
+    │   ├── ResponseDecodeError         a body or event could not be decoded
+    │   └── ResponseTooLargeError       a body above max_response_bytes, or a compressed
+    │                                   one (the client asks for identity)
     ├── ClientClosedError               the client or transport was closed
     └── APIStatusError                  the server answered with an error
         ├── ValidationError             error_type "validation" (422 or in-stream)
@@ -70,6 +72,7 @@ __all__ = [
     "RateLimitExceededError",
     "RequestDeserializationError",
     "ResponseDecodeError",
+    "ResponseTooLargeError",
     "ServiceUnavailableError",
     "ShardNotReadyError",
     "ShardTimeoutError",
@@ -195,6 +198,23 @@ class ProtocolError(LoraxError):
 
 class ResponseDecodeError(ProtocolError):
     """A response body or stream event could not be decoded into its message."""
+
+
+class ResponseTooLargeError(ProtocolError):
+    """A response body the client refused to read to its end.
+
+    Either it grew past the transport's ``max_response_bytes`` (declared in
+    ``Content-Length`` or counted while reading: reading stops there), or it came
+    compressed (``Content-Encoding`` other than ``identity``, which the client never
+    asks for): a small compressed body can expand without bound. ``limit`` is the
+    ``max_response_bytes`` in force.
+    """
+
+    limit: int = 0
+
+    def __init__(self, message: str, *, limit: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.limit = limit
 
 
 class ClientClosedError(LoraxError):

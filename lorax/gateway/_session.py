@@ -31,6 +31,7 @@ from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._log import log, logger, peer
 from lorax.transports import _ws_frames as wsf
+from lorax.transports._http_common import Secrets
 from lorax.transports.base import AsyncTransport, CallOptions
 from lorax.v1.websocket_pb2 import FrameCall, FrameError
 
@@ -268,7 +269,8 @@ class Session:
             stream = await upstream.stream(method, request, options)
             try:
                 state.status = stream.meta.status_code
-                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, stream.meta.headers))
+                headers = self._scrub(stream.meta.headers, options, request)
+                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers))
                 state.begun = True
                 async for message in stream:
                     await self._send_message(call_id, message)
@@ -279,11 +281,19 @@ class Session:
         else:
             message, meta = await upstream.unary(method, request, options)
             state.status = meta.status_code
-            await self._send(wsf.encode_headers(call_id, meta.status_code, meta.headers))
+            await self._send(wsf.encode_headers(call_id, meta.status_code, self._scrub(meta.headers, options, request)))
             state.begun = True
             await self._send_message(call_id, message)
             state.messages = 1
         await self._send(wsf.encode_end(call_id))
+
+    def _scrub(self, headers: Mapping[str, str], options: CallOptions, request: Message) -> dict[str, str]:
+        """Upstream success headers with every credential value the gateway knows of
+        replaced: its own (the upstream token, the client token) and the call's. The
+        default upstream transport scrubs its own already; one given to the gateway
+        may not."""
+        secrets = Secrets.of(self._gateway.secret_values, options.headers, request)
+        return secrets.scrub_headers(dict(headers))
 
     async def _send_message(self, call_id: int, message: Message) -> None:
         await self._send(wsf.encode_message(call_id, to_binary(message)))

@@ -44,9 +44,10 @@ from lorax import codec, errors
 from lorax._message import Message
 from lorax._redact import REDACTED, SENSITIVE_FIELDS, is_sensitive_header, redact_url
 from lorax._routes import Method
-from lorax.transports.base import lower_headers
+from lorax.transports.base import DEFAULT_MAX_RESPONSE_BYTES, lower_headers
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DRAIN_LIMIT",
     "DRAIN_TIMEOUT",
     "MAX_ERROR_BODY",
@@ -56,8 +57,11 @@ __all__ = [
     "Proxy",
     "Route",
     "Secrets",
+    "check_max_response_bytes",
+    "compressed",
     "connection_error",
     "decode_response",
+    "declared_length",
     "default_headers",
     "interrupted",
     "merge_headers",
@@ -65,6 +69,7 @@ __all__ = [
     "ssl_context",
     "status_error",
     "timeout_error",
+    "too_large",
     "warn_insecure",
 ]
 
@@ -548,6 +553,52 @@ def not_a_stream(status: int, headers: Mapping[str, str], body: bytes, secrets: 
     )
 
 
+def check_max_response_bytes(value: int) -> int:
+    """`value` if it is a usable ``max_response_bytes`` (an int >= 1); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_response_bytes must be an int >= 1, got {value!r}")
+    return value
+
+
+def compressed(headers: Mapping[str, str]) -> str | None:
+    """The body's ``Content-Encoding`` when it is not ``identity`` (None when it is).
+
+    The transports ask for ``Accept-Encoding: identity`` and read no compressed body:
+    one MiB of gzip can expand to GiBs, and a size cap can only be checked after
+    decompressing.
+    """
+    value = _get(headers, "content-encoding").strip().lower()
+    if not value or value == "identity":
+        return None
+    return value[:40]
+
+
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    """The ``Content-Length`` of a response, when it declares a valid one."""
+    value = _get(headers, "content-length").strip()
+    if not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
+
+
+def too_large(
+    where: str, limit: int, *, size: int | None = None, encoding: str | None = None
+) -> errors.ResponseTooLargeError:
+    """The error for a body that is not read: above `limit`, or compressed (`encoding`)."""
+    if encoding is not None:
+        message = (
+            f"the response from {where} is compressed (Content-Encoding: {encoding}) though lorax asked for "
+            "identity; compressed bodies are refused because they can expand without bound"
+        )
+    elif size is not None:
+        message = f"the response from {where} declares {size} bytes, above max_response_bytes={limit}; it was not read"
+    else:
+        message = f"the response from {where} grew past max_response_bytes={limit}; reading stopped there"
+    error = errors.ResponseTooLargeError(message, limit=limit)
+    error.request_sent = True  # type: ignore[attr-defined]
+    return error
+
+
 # ---------------------------------------------------------------------------------
 # Connection failures
 
@@ -661,6 +712,9 @@ class Secrets:
         """`headers` with secrets scrubbed out of the values (a proxy may echo them back)."""
         if not self.values:
             return headers
+        joined = "\n".join(headers.values())
+        if not any(secret in joined for secret in self.values):
+            return headers  # the usual case, at the cost of one join
         return {name: self.scrub(value) for name, value in headers.items()}
 
     def scrub_bytes(self, data: bytes) -> bytes:

@@ -48,7 +48,7 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection as AsyncClientConnection
@@ -93,10 +93,44 @@ _LOGGER: Final = HeaderRedactingLogger("websockets.client")
 
 
 def _check_url(url: str) -> str:
+    shown = redact_url(url.split("#", 1)[0])
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"a WebSocket URL looks like ws://host:port or wss://host:port, not {redact_url(url)!r}")
+        raise ValueError(f"a WebSocket URL looks like ws://host:port or wss://host:port, not {shown!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"the WebSocket URL has an invalid port: {shown!r}") from None
+    if parts.username is not None and parts.password is None:
+        raise ValueError(f"the WebSocket URL has a user name without a password: {shown!r}")
+    if "#" in url:
+        # RFC 6455 forbids fragments in WebSocket URIs; websockets would refuse it later
+        # in an error that quotes the whole URL, password included.
+        raise ValueError(f"a WebSocket URL cannot have a fragment (#...): {shown!r}")
     return url
+
+
+def _cause(exc: BaseException, url: str) -> BaseException | None:
+    """`exc`, to chain to the error raised for it, unless its text quotes the URL's
+    credentials (websockets' InvalidURI does): tracebacks get printed and logged."""
+    text = str(exc)
+    return None if any(secret in text for secret in _url_secrets(url)) else exc
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The credentials in a URL's ``user:password@`` part, as written and decoded."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    out: list[str] = []
+    userinfo = parts.netloc.rpartition("@")[0]
+    if userinfo:
+        out.append(userinfo)
+    for value in (parts.password, parts.username if parts.password is None else None):
+        if value:
+            out += [value, unquote(value)]
+    return out
 
 
 def _ssl_context(url: str, verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:
@@ -152,17 +186,19 @@ def _open_error(
     """
     err: errors.LoraxError
     where = redact_url(url)
+    # websockets' own messages can quote the URL whole (InvalidURI), credentials and all.
+    secrets = Secrets.of(_url_secrets(url), headers)
     if isinstance(exc, InvalidStatus):
         response = exc.response
         err = errors.error_from_response(
             response.status_code, lower_headers(response.headers.raw_items()), bytes(response.body or b"")
         )
-        Secrets.of((), headers).scrub_error(err)
+        secrets.scrub_error(err)
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         limit = f" after {timeout:g} s" if timeout is not None else ""
         err = errors.APITimeoutError(f"opening the WebSocket connection to {where} timed out{limit}", phase="connect")
     else:
-        err = errors.APIConnectionError(f"could not open a WebSocket connection to {where}: {exc}")
+        err = errors.APIConnectionError(secrets.scrub(f"could not open a WebSocket connection to {where}: {exc}"))
     return _request_sent(err, False)
 
 
@@ -525,7 +561,8 @@ class WebSocketTransport(Transport):
             a pong takes as long); None switches them off.
 
     Raises:
-        ValueError: `url` is not a ws:// or wss:// URL.
+        ValueError: `url` is not a ws:// or wss:// URL, its port is invalid, or it has
+            a fragment.
     """
 
     def __init__(
@@ -647,7 +684,7 @@ class WebSocketTransport(Transport):
         try:
             ws = sync_connect(self._url, **kwargs)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise _open_error(exc, self._url, timeout, self._headers) from exc
+            raise _open_error(exc, self._url, timeout, self._headers) from _cause(exc, self._url)
         if ws.subprotocol != wsf.SUBPROTOCOL:
             ws.close()
             raise _no_subprotocol(self._url)
@@ -940,7 +977,7 @@ class AsyncWebSocketTransport(AsyncTransport):
         try:
             ws = await async_connect(self._url, **kwargs)
         except (OSError, asyncio.TimeoutError, TimeoutError, WebSocketException) as exc:
-            raise _open_error(exc, self._url, timeout, self._headers) from exc
+            raise _open_error(exc, self._url, timeout, self._headers) from _cause(exc, self._url)
         if ws.subprotocol != wsf.SUBPROTOCOL:
             await ws.close()
             raise _no_subprotocol(self._url)
