@@ -29,7 +29,7 @@ from lorax._message import (
     Message,
     WireEnum,
 )
-from lorax.v1 import (  # noqa: F401 - registers every schema in the default pool
+from lorax.v1 import (
     embed_pb2,
     generate_pb2,
     openai_pb2,
@@ -39,6 +39,7 @@ from lorax.v1 import (  # noqa: F401 - registers every schema in the default poo
 from lorax.v1 import messages as _messages
 
 __all__ = ["from_proto", "proto_class", "struct_class", "to_proto"]
+
 
 def _proto_classes() -> dict[str, type[ProtoMessage]]:
     out = {}

@@ -22,7 +22,7 @@ from lorax import AsyncClient, Client, codec, errors
 from lorax.gateway import GatewayThread
 from lorax.transports.aiohttp import AsyncHTTPTransport
 from lorax.transports.base import ResponseMeta
-from lorax.v1.generate_pb2 import GenerateResponse, StreamResponse, Token
+from lorax.types import GenerateResponse, StreamResponse, Token
 from tests.transports.http_transports._servers import AppServer, LoopThread
 
 UPSTREAM_TOKEN = "canary-upstream-token-8d2f4a6c"
