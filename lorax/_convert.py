@@ -148,20 +148,24 @@ def _value_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
     if spec.kind == KIND_RAW:
         return _raw_text
     if spec.kind == KIND_MESSAGE:
+        # Nested messages are built as messages, not dicts: protobuf before 4.21 cannot
+        # fill a map of messages from dicts.
         target = _BY_SHORT[spec.target]
+        proto = proto_class(target)
         if spec.unwrap:
             (only,) = target.__lorax_fields__
             if only.kind == KIND_ONEOF:
 
-                def oneof_kwargs(value: Any) -> dict[str, Any]:
+                def oneof_message(value: Any) -> Any:
                     member = _member_for(only, value)
                     conv = _container_to(member)
-                    return {member.name: value if conv is None else conv(value)}
+                    return proto(**{member.name: value if conv is None else conv(value)})
 
-                return oneof_kwargs
+                return oneof_message
             inner = _container_to(only)
-            return lambda value: {only.name: value if inner is None else inner(value)}
-        return _to_kwargs(target)
+            return lambda value: proto(**{only.name: value if inner is None else inner(value)})
+        build = _to_kwargs(target)
+        return lambda value: proto(**build(value))
     return None
 
 
