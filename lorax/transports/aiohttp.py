@@ -245,7 +245,7 @@ class AsyncHTTPTransport(AsyncTransport):
                 "%s %s -> %d in %.1f ms", route.method, route.url, status, (time.perf_counter() - started) * 1000
             )
         if not 200 <= status < 300:
-            raise common.status_error(status, resp.headers, data, self._secrets(options, request))
+            raise common.status_error(status, resp.headers, data, self._secrets(options, request), route)
         message = common.decode_response(method, status, resp.headers, data)
         return message, ResponseMeta(status, lower_headers(resp.headers))
 
@@ -276,8 +276,8 @@ class AsyncHTTPTransport(AsyncTransport):
                         resp.close()
                 secrets = self._secrets(options, request)
                 if 200 <= status < 300:
-                    raise common.not_a_stream(status, resp.headers, data, secrets)
-                raise common.status_error(status, resp.headers, data, secrets)
+                    raise common.not_a_stream(status, resp.headers, data, secrets, route)
+                raise common.status_error(status, resp.headers, data, secrets, route)
             meta = ResponseMeta(status, lower_headers(resp.headers))
             stream = _AsyncHTTPMessageStream(self, method, resp, meta, slot, options, request)
         except BaseException:

@@ -346,7 +346,7 @@ class HTTPTransport(Transport):
                 (time.perf_counter() - started) * 1000,
             )
         if not 200 <= status < 300:
-            raise common.status_error(status, resp.headers, data, self._secrets(options, request))
+            raise common.status_error(status, resp.headers, data, self._secrets(options, request), route)
         message = common.decode_response(method, status, resp.headers, data)
         return message, ResponseMeta(status, lower_headers(resp.headers))
 
@@ -370,8 +370,8 @@ class HTTPTransport(Transport):
                 _finish(resp)
             secrets = self._secrets(options, request)
             if 200 <= status < 300:
-                raise common.not_a_stream(status, resp.headers, data, secrets)
-            raise common.status_error(status, resp.headers, data, secrets)
+                raise common.not_a_stream(status, resp.headers, data, secrets, route)
+            raise common.status_error(status, resp.headers, data, secrets, route)
         meta = ResponseMeta(status, lower_headers(resp.headers))
         stream = _HTTPMessageStream(self, method, resp, meta, read, options.deadline, (options, request))
         with self._lock:
