@@ -1100,7 +1100,9 @@ def test_from_predibase(drv: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
         "or set the PREDIBASE_API_TOKEN environment variable"
     )
     monkeypatch.setenv("PREDIBASE_API_TOKEN", "")
-    with pytest.raises(errors.MissingCredentialsError, match=r"PREDIBASE_API_TOKEN environment variable \(it is set, but empty\)$"):
+    with pytest.raises(
+        errors.MissingCredentialsError, match=r"PREDIBASE_API_TOKEN environment variable \(it is set, but empty\)$"
+    ):
         drv.cls.from_predibase("t", "d", transport=transport)
     with pytest.raises(errors.MissingCredentialsError, match="api_token is empty"):
         drv.cls.from_predibase("t", "d", api_token=" ", transport=transport)
