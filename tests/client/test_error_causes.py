@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from lorax import errors
-
-from ..transports.http_transports._servers import AppServer, LoopThread
-from .conftest import Driver
+from tests.client.conftest import Driver
+from tests.transports.http_transports._servers import AppServer, LoopThread
 
 TOKEN = "tok-CANARY-5e1f0a77"
 PREFIX = "/acme/deployments/v2/llms/llama"
@@ -48,13 +47,16 @@ def _no_env_token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def call(drv: Driver, client: Any, stream: bool) -> errors.LoraxError:
     """Run one generate (or generate_stream) call and return the error it raised."""
-    with client:
-        with pytest.raises(errors.LoraxError) as info:
-            if stream:
-                with client.generate_stream("hi", max_new_tokens=2) as events:
-                    list(events)
-            else:
-                client.generate("hi", max_new_tokens=2)
+
+    def run() -> None:
+        if stream:
+            with client.generate_stream("hi", max_new_tokens=2) as events:
+                list(events)
+        else:
+            client.generate("hi", max_new_tokens=2)
+
+    with client, pytest.raises(errors.LoraxError) as info:
+        run()
     return info.value
 
 
