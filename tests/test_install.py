@@ -41,7 +41,13 @@ def _index_unreachable() -> str | None:
     return None
 
 
-_UNREACHABLE = _index_unreachable()
+@pytest.fixture(scope="session")
+def package_index() -> None:
+    """Skip (with the reason) when the package index does not answer; asked once per run,
+    and only when a test that needs it runs."""
+    reason = _index_unreachable()
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -71,8 +77,8 @@ print(lorax.__version__, len(names), repr(text))
 """
 
 
-@pytest.mark.skipif(_UNREACHABLE is not None, reason=_UNREACHABLE or "")
 @pytest.mark.timeout(300)
+@pytest.mark.usefixtures("package_index")
 def test_wheel_installs_into_a_fresh_venv_over_the_official_client(tmp_path: Path) -> None:
     from lorax import __version__
 
