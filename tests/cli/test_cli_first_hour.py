@@ -255,3 +255,28 @@ def test_predibase_without_a_token_is_a_usage_error() -> None:
         "lorax info: error: a Predibase deployment needs an API token: --api-token, or env LORAX_API_TOKEN or "
         "PREDIBASE_API_TOKEN (a command line is visible to other users: prefer the environment)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--endpoint", "U", "info"], ["info", "--endpoint", "U"]),
+        (["--endpoint=U", "--debug", "info", "--json"], ["--debug", "info", "--endpoint=U", "--json"]),
+        # A value that happens to be a command's name is still the option's value.
+        (["-H", "info", "generate", "p"], ["generate", "-H", "info", "p"]),
+        (["--api-token", "T", "--timeout", "5", "chat", "m"], ["chat", "--api-token", "T", "--timeout", "5", "m"]),
+        # An unknown option takes the next word along unless it is the command.
+        (["--endpont", "U", "info"], ["info", "--endpont", "U"]),
+        (["--verbose", "info"], ["info", "--verbose"]),
+        # Nothing to move: no command, or options after "--", or top-level ones only.
+        (["--endpoint", "U"], ["--endpoint", "U"]),
+        (["--", "--endpoint", "info"], ["--", "--endpoint", "info"]),
+        (["--version"], ["--version"]),
+        (["--debug", "info", "--endpoint", "U"], ["--debug", "info", "--endpoint", "U"]),
+    ],
+)
+def test_hoist_connection_options(argv: list[str], expected: list[str]) -> None:
+    from lorax._cli.common import hoist_connection_options
+
+    commands = ["generate", "chat", "info"]
+    assert hoist_connection_options(argv, commands, ["-h", "--help", "--version", "--debug"]) == expected
