@@ -21,9 +21,11 @@ from lorax._core import (
     ClientConfig,
     RawResponse,
     StreamTracker,
+    auth_source,
     build_headers,
     call_args,
     check_base_url,
+    explain_auth,
     predibase_headers,
     predibase_url,
     report_meta,
@@ -95,6 +97,8 @@ class _ClientBase:
             retry=RetryPolicy.coerce(max_retries),
             on_response=on_response,
         )
+        # Named in the message of a 401/403 (never the token itself).
+        self._auth_source: str | None = auth_source(self._config.headers)
         return scheme
 
     @property
@@ -131,7 +135,10 @@ class _ClientBase:
         ``client.with_options(timeout=5).generate(...)`` sets a timeout for one call;
         closing the copy does not close the shared transport.
         """
-        return self._copy_with(self._config.changed(headers=headers, timeout=timeout, max_retries=max_retries))
+        clone = self._copy_with(self._config.changed(headers=headers, timeout=timeout, max_retries=max_retries))
+        if headers and auth_source(headers) is not None:
+            clone._auth_source = "the Authorization header given in with_options(headers=)"
+        return clone
 
     def __repr__(self) -> str:
         transport = getattr(self, "_transport", None)
@@ -239,10 +246,18 @@ class Client(_ClientBase):
         """A client for a Predibase deployment.
 
         The token comes from `api_token` or the ``PREDIBASE_API_TOKEN`` environment
-        variable and is sent as ``Authorization: Bearer ...``.
+        variable (an ``Authorization`` header in `headers` wins over both) and is sent
+        as ``Authorization: Bearer ...``.
+
+        Raises:
+            lorax.errors.MissingCredentialsError: no token from any of them (every
+                Predibase deployment wants one; the call would fail with a 401).
         """
         url = predibase_url(tenant, deployment, serving_url=serving_url)
-        return cls(url, headers=predibase_headers(api_token, headers), **kwargs)
+        auth_headers, source = predibase_headers(api_token, headers, owner=cls.__name__)
+        client = cls(url, headers=auth_headers, **kwargs)
+        client._auth_source = source
+        return client
 
     @property
     def transport(self) -> Transport:
@@ -266,6 +281,7 @@ class Client(_ClientBase):
             except LoraxError as exc:
                 delay = state.next_delay(exc, stream_started=False)
                 if delay is None:
+                    explain_auth(exc, self._auth_source)
                     raise
                 logger.info(
                     "lorax: %s failed (%s); retry %d in %.2fs", method.name, type(exc).__name__, state.attempts, delay
@@ -296,6 +312,7 @@ class Client(_ClientBase):
                         stream.close()
                     delay = state.next_delay(exc, stream_started=False)
                     if delay is None:
+                        explain_auth(exc, self._auth_source)
                         raise
                     logger.info(
                         "lorax: %s failed (%s); retry %d in %.2fs",
@@ -726,7 +743,10 @@ class AsyncClient(_ClientBase):
         **kwargs: Any,
     ) -> AsyncClient:
         url = predibase_url(tenant, deployment, serving_url=serving_url)
-        return cls(url, headers=predibase_headers(api_token, headers), **kwargs)
+        auth_headers, source = predibase_headers(api_token, headers, owner=cls.__name__)
+        client = cls(url, headers=auth_headers, **kwargs)
+        client._auth_source = source
+        return client
 
     @property
     def transport(self) -> AsyncTransport:
@@ -748,6 +768,7 @@ class AsyncClient(_ClientBase):
             except LoraxError as exc:
                 delay = state.next_delay(exc, stream_started=False)
                 if delay is None:
+                    explain_auth(exc, self._auth_source)
                     raise
                 logger.info(
                     "lorax: %s failed (%s); retry %d in %.2fs", method.name, type(exc).__name__, state.attempts, delay
@@ -776,6 +797,7 @@ class AsyncClient(_ClientBase):
                         await stream.aclose()
                     delay = state.next_delay(exc, stream_started=False)
                     if delay is None:
+                        explain_auth(exc, self._auth_source)
                         raise
                     logger.info(
                         "lorax: %s failed (%s); retry %d in %.2fs",

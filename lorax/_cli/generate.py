@@ -55,7 +55,7 @@ def register(subparsers: Any, parent: argparse.ArgumentParser) -> None:
     )
     _add_output_options(chat, "the full response as JSON (one line; not streamed unless --stream)")
     add_adapter_options(chat)
-    add_sampling_options(chat)
+    add_sampling_options(chat, chat=True)
     add_connection_options(chat)
     chat.set_defaults(run=run_chat, _parser=chat)
 

@@ -509,16 +509,26 @@ def is_event_stream(headers: Mapping[str, str]) -> bool:
     return not content_type or "event-stream" in content_type
 
 
-def status_error(status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets) -> errors.LoraxError:
+def status_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Secrets,
+    route: Route | None = None,
+) -> errors.LoraxError:
     """The exception for a non-2xx status (or a 2xx stream that is not a stream).
 
     LoRAX JSON errors map by ``error_type``; axum's text/plain 4xx, a proxy's HTML 502
     and empty bodies by status (:func:`lorax.errors.error_from_response`). A 3xx is
     refused: lorax does not follow redirects (LoRAX never sends one, and following
-    one would carry the Authorization header to wherever it points).
+    one would carry the Authorization header to wherever it points). With `route`, the
+    error names the request's method and URL (never credentials: a route's URL has
+    none).
     """
     body = secrets.scrub_bytes(body)
     lowered = secrets.scrub_headers(lower_headers(headers))
+    method = route.method if route is not None else None
+    url = route.url if route is not None else None
     if 300 <= status < 400:
         location = lowered.get("location", "")
         where = _location(location)
@@ -527,8 +537,15 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes, secrets: 
             "lorax does not follow redirects: point base_url at the final address"
         )
         cls = errors.error_class(status, None)
-        return cls(secrets.scrub(message), status_code=status, headers=lowered, body=body.decode("utf-8", "replace"))
-    return errors.error_from_response(status, lowered, body)
+        return cls(
+            secrets.scrub(message),
+            status_code=status,
+            headers=lowered,
+            body=body.decode("utf-8", "replace"),
+            request_method=method,
+            request_url=url,
+        )
+    return errors.error_from_response(status, lowered, body, request_method=method, request_url=url)
 
 
 def _location(location: str) -> str:
@@ -538,11 +555,23 @@ def _location(location: str) -> str:
     return shown[:200]
 
 
-def not_a_stream(status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets) -> errors.LoraxError:
+def not_a_stream(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Secrets,
+    route: Route | None = None,
+) -> errors.LoraxError:
     """A 2xx answer to a streaming route that is not ``text/event-stream``."""
     body = secrets.scrub_bytes(body)
     headers = secrets.scrub_headers(lower_headers(headers))
-    error = errors.error_from_response(status, headers, body) if body[:1] == b"{" else None
+    method = route.method if route is not None else None
+    url = route.url if route is not None else None
+    error = (
+        errors.error_from_response(status, headers, body, request_method=method, request_url=url)
+        if body[:1] == b"{"
+        else None
+    )
     if error is not None and error.error_type is not None:
         return error
     content_type = _get(headers, "content-type")
@@ -550,6 +579,8 @@ def not_a_stream(status: int, headers: Mapping[str, str], body: bytes, secrets: 
         f"expected a text/event-stream answer, got {content_type!r} (status {status})",
         headers=headers,
         body=body.decode("utf-8", "replace"),
+        request_method=method,
+        request_url=url,
     )
 
 

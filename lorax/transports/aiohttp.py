@@ -248,7 +248,7 @@ class AsyncHTTPTransport(AsyncTransport):
                 "%s %s -> %d in %.1f ms", route.method, route.url, status, (time.perf_counter() - started) * 1000
             )
         if not 200 <= status < 300:
-            raise common.status_error(status, resp.headers, data, self._secrets(options, request))
+            raise common.status_error(status, resp.headers, data, self._secrets(options, request), route)
         message = common.decode_response(method, status, resp.headers, data)
         return message, self._meta(status, resp.headers, options, request)
 
@@ -279,8 +279,8 @@ class AsyncHTTPTransport(AsyncTransport):
                         resp.close()
                 secrets = self._secrets(options, request)
                 if 200 <= status < 300:
-                    raise common.not_a_stream(status, resp.headers, data, secrets)
-                raise common.status_error(status, resp.headers, data, secrets)
+                    raise common.not_a_stream(status, resp.headers, data, secrets, route)
+                raise common.status_error(status, resp.headers, data, secrets, route)
             encoding = common.compressed(resp.headers)
             if encoding is not None:
                 raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)

@@ -355,7 +355,7 @@ class HTTPTransport(Transport):
                 (time.perf_counter() - started) * 1000,
             )
         if not 200 <= status < 300:
-            raise common.status_error(status, resp.headers, data, self._secrets(options, request))
+            raise common.status_error(status, resp.headers, data, self._secrets(options, request), route)
         message = common.decode_response(method, status, resp.headers, data)
         return message, self._meta(status, resp.headers, options, request)
 
@@ -379,8 +379,8 @@ class HTTPTransport(Transport):
                 _finish(resp)
             secrets = self._secrets(options, request)
             if 200 <= status < 300:
-                raise common.not_a_stream(status, resp.headers, data, secrets)
-            raise common.status_error(status, resp.headers, data, secrets)
+                raise common.not_a_stream(status, resp.headers, data, secrets, route)
+            raise common.status_error(status, resp.headers, data, secrets, route)
         encoding = common.compressed(resp.headers)
         if encoding is not None:
             _finish(resp)

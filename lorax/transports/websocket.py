@@ -191,8 +191,22 @@ def _open_error(
     if isinstance(exc, InvalidStatus):
         response = exc.response
         err = errors.error_from_response(
-            response.status_code, lower_headers(response.headers.raw_items()), bytes(response.body or b"")
+            response.status_code,
+            lower_headers(response.headers.raw_items()),
+            bytes(response.body or b""),
+            request_method="GET",
+            request_url=where,
         )
+        if response.status_code in (401, 403):
+            # The gateway's own token (``lorax gateway --auth-token``) goes in the
+            # handshake only; the client's headers are forwarded to LoRAX with each call.
+            sent = any(name.lower() == "authorization" for name in (headers or {}))
+            err.hint = (
+                "the lorax gateway refused the token in gateway_headers (lorax CLI: --gateway-token)"
+                if sent
+                else "the lorax gateway wants a token: pass gateway_headers={'Authorization': 'Bearer ...'} "
+                "(lorax CLI: --gateway-token or LORAX_GATEWAY_TOKEN)"
+            )
         secrets.scrub_error(err)
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         limit = f" after {timeout:g} s" if timeout is not None else ""

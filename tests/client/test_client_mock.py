@@ -1085,10 +1085,23 @@ def test_from_predibase(drv: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
     client.generate("hi")
     assert transport.calls[-1].headers == {"authorization": "Bearer OWN"}
 
+    # No token at all: a typed error when the client is built, not a 401 on the first call.
     monkeypatch.delenv("PREDIBASE_API_TOKEN")
-    client = drv.wrap(drv.cls.from_predibase("t", "d", transport=transport))
-    client.generate("hi")
-    assert transport.calls[-1].headers == {}
+    calls = len(transport.calls)
+    with pytest.raises(errors.MissingCredentialsError) as info:
+        drv.cls.from_predibase("t", "d", transport=transport)
+    assert str(info.value) == (
+        f"{drv.cls.__name__}.from_predibase needs a Predibase API token: pass api_token=..., "
+        "or set the PREDIBASE_API_TOKEN environment variable"
+    )
+    monkeypatch.setenv("PREDIBASE_API_TOKEN", "")
+    with pytest.raises(
+        errors.MissingCredentialsError, match=r"PREDIBASE_API_TOKEN environment variable \(it is set, but empty\)$"
+    ):
+        drv.cls.from_predibase("t", "d", transport=transport)
+    with pytest.raises(errors.MissingCredentialsError, match="api_token is empty"):
+        drv.cls.from_predibase("t", "d", api_token=" ", transport=transport)
+    assert len(transport.calls) == calls
 
 
 def test_from_predibase_quotes_path_segments(drv: Driver) -> None:
