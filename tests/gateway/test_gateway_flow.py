@@ -309,17 +309,21 @@ def test_a_client_that_stops_reading_cannot_make_the_gateway_hold_more_than_its_
     with raw(gw.url, max_queue=1, close_timeout=1) as ws:
         for call_id in range(1, 7):
             ws.send(call(call_id, "firehose"))
+        begun: set[int] = set()
+        while len(begun) < 6:  # every stream past its FrameHeaders; then stop reading
+            frame = recv(ws)
+            if frame.WhichOneof("kind") == "headers":
+                begun.add(frame.call_id)
 
         def settled() -> bool:
             nonlocal peak
             peak = max(peak, gateway.memory.held)
-            return upstream.disconnects - before >= 1
+            return upstream.disconnects - before >= 3
 
         # Each stream blocked in sending a message holds one ~32 kB frame: three fit
-        # in 100,000 bytes; the next stream to have a message fails (memory_limit) and
-        # its upstream request is closed. (Streams blocked sending their small
-        # FrameHeaders hold no message.) Without the budget, nothing ever fails: the
-        # frames just pile up.
+        # in 100,000 bytes, the other three fail (memory_limit) and their upstream
+        # requests are closed. Without the budget, nothing ever fails: the frames just
+        # pile up.
         assert eventually(settled, timeout=15), (upstream.disconnects - before, gateway.memory.held)
         assert peak <= limit
         assert gateway.memory.held <= limit
