@@ -397,7 +397,8 @@ def test_window_updates_grant_what_the_caller_consumed(flavour: str) -> None:
     # Two messages fit the window; each one consumed is granted back, which lets the
     # next one through. Grants of the last messages are not sent when the end frame
     # came first (the call needs no window then).
-    assert got[:7] == [size] * 7 and len(got) in (7, 8, 9), got
+    assert got[:7] == [size] * 7, got
+    assert len(got) in (7, 8, 9), got
 
 
 def test_no_window_updates_to_a_gateway_that_did_not_grant_a_window() -> None:
@@ -432,18 +433,18 @@ def test_a_gateway_that_stops_heartbeats_is_noticed_within_the_read_timeout(flav
     # WebSocket pings still get their pongs: only the heartbeats tell the call is dead.
     options = CallOptions(timeout=Timeout(connect=5, read=0.5))
     with fake_gateway(_heartbeats_then_silence(3, None)) as url:
+
+        def sync_call() -> None:
+            with WebSocketTransport(url) as transport:
+                transport.unary(_routes.GENERATE, REQUEST, options)
+
+        async def async_call() -> None:
+            async with AsyncWebSocketTransport(url) as transport:
+                await transport.unary(_routes.GENERATE, REQUEST, options)
+
         started = time.monotonic()
         with pytest.raises(errors.APITimeoutError) as info:
-            if flavour == "sync":
-                with WebSocketTransport(url) as transport:
-                    transport.unary(_routes.GENERATE, REQUEST, options)
-            else:
-
-                async def main() -> None:
-                    async with AsyncWebSocketTransport(url) as transport:
-                        await transport.unary(_routes.GENERATE, REQUEST, options)
-
-                asyncio.run(main())
+            sync_call() if flavour == "sync" else asyncio.run(async_call())
         elapsed = time.monotonic() - started
     assert info.value.phase == "read"
     # Heartbeats for 0.3 s, then the read timeout plus a margin (0.5 s + 0.5 s); an
