@@ -140,7 +140,7 @@ The gateway's limits (README "Gateway"; every one has a command-line flag):
     response message from its arrival from LoRAX until the WebSocket has taken its
     frame. A call that would go over either budget is refused, or fails if it had
     begun, with "memory_limit"; a budget is never below the frame limit, so a
-    single call of any allowed size always fits a connection that holds nothing.
+    single message of any allowed size fits a connection that holds nothing.
 
 ERRORS
 
