@@ -327,3 +327,37 @@ def test_a_client_that_stops_reading_cannot_make_the_gateway_hold_more_than_its_
         assert eventually(settled, timeout=15), (upstream.disconnects - before, gateway.memory.held)
         assert peak <= limit
         assert gateway.memory.held <= limit
+
+
+# ---------------------------------------------------------------------------------
+# The command line
+
+
+def test_cli_flags_for_the_limits() -> None:
+    import subprocess
+    import sys
+
+    helptext = subprocess.run(
+        [sys.executable, "-m", "lorax.gateway", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    for flag, default in (
+        ("--max-calls-per-connection", "256"),
+        ("--max-upstream-calls-per-connection", "16"),
+        ("--max-connection-bytes", "134217728"),
+        ("--max-total-bytes", "1073741824"),
+        ("--upstream-pool-size", "100"),
+    ):
+        options = helptext.split("options:", 1)[1]
+        section = options.split(f"\n  {flag} ", 1)[1].split("\n  --", 1)[0]
+        assert f"(default {default})" in " ".join(section.split()), (flag, section)
+    # A frame limit above the memory budget could never be used: refused at start.
+    proc = subprocess.run(
+        [sys.executable, "-m", "lorax.gateway", "--upstream", "http://127.0.0.1:9", "--max-frame-bytes", "200000000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "lorax gateway: max_connection_bytes (134217728) must be at least max_frame_bytes (200000000)\n"
+    )
