@@ -191,6 +191,19 @@ def test_async_slow_reader_is_bounded_by_its_window(gateway: GatewayThread) -> N
     asyncio.run(main())
 
 
+def test_a_reader_that_pauses_longer_than_the_read_timeout_is_not_timed_out(make_gateway: Any) -> None:
+    """While a call waits for its window, LoRAX's silence is the client's doing, not LoRAX's."""
+    gw = make_gateway(upstream_timeout=Timeout(connect=5, read=0.5))
+    options = CallOptions(timeout=Timeout(connect=5, read=0.5))
+    with WebSocketTransport(gw.url, stream_window_bytes=64 * 1024) as transport:
+        stream = transport.stream(_routes.GENERATE_STREAM, GenerateRequest(inputs="firehose"), options)
+        next(stream)
+        time.sleep(2.0)  # four read timeouts without reading
+        for _ in range(100):
+            assert len(next(stream).token.text) == 32768
+        stream.close()
+
+
 # ---------------------------------------------------------------------------------
 # Heartbeats
 
