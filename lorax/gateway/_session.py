@@ -264,17 +264,19 @@ class Session:
         if state is not None and state.flow is not None:
             state.flow.grant(size)
 
-    def _reserve(self, size: int, what: str) -> None:
+    def _reserve(self, size: int, what: str, status: int = 503) -> None:
         """Count `size` bytes against this connection's budget and the gateway's.
 
         Raises:
-            GatewayRefusal: 503 ``memory_limit`` when either would go over its limit.
+            GatewayRefusal: `status` ``memory_limit`` when either would go over its
+                limit: 503 for a new call (nothing went upstream: clients may retry),
+                502 for an answer that arrived (LoRAX did the work: no retry).
         """
         total = self._gateway.memory
         for budget, whose in ((self.memory, "this connection's"), (total, "the gateway's")):
             if not budget.fits(size):
                 raise GatewayRefusal(
-                    503,
+                    status,
                     "memory_limit",
                     f"{what} ({size} bytes) does not fit {whose} memory budget of {budget.limit} bytes "
                     f"({budget.held} bytes in use); retry later",
@@ -386,7 +388,9 @@ class Session:
                         message = await messages.__anext__()
                     except StopAsyncIteration:
                         break
-                    await self._send_message(call_id, message, flow)
+                    data = self._take_message(call_id, message, flow)
+                    del message  # only the frame is held (and counted) from here
+                    await self._send_taken(data)
                     state.messages += 1
             finally:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.
@@ -394,21 +398,38 @@ class Session:
         else:
             message, meta = await upstream.unary(method, request, options)
             state.status = meta.status_code
-            await self._send(wsf.encode_headers(call_id, meta.status_code, meta.headers, window_bytes=window))
-            state.begun = True
+            # Counted before anything is sent: a client that does not read would
+            # otherwise leave the message held, uncounted, behind its FrameHeaders.
             if flow is not None:
-                await flow.wait_open()
-            await self._send_message(call_id, message, flow)
+                await flow.wait_open()  # open: nothing was sent yet
+            data = self._take_message(call_id, message, flow)
+            del message
+            try:
+                await self._send(wsf.encode_headers(call_id, meta.status_code, meta.headers, window_bytes=window))
+                state.begun = True
+            except BaseException:
+                self._release(len(data))
+                raise
+            await self._send_taken(data)
             state.messages = 1
 
-    async def _send_message(self, call_id: int, message: Message, flow: Flow | None) -> None:
+    def _take_message(self, call_id: int, message: Message, flow: Flow | None) -> bytes:
+        """The message's frame, counted against the memory budgets and the call's window.
+
+        Raises GatewayRefusal: ``response_too_large`` above the frame limit,
+        ``memory_limit`` when a budget has no room for it. The caller must hand the
+        frame to :meth:`_send_taken`, which gives the bytes back.
+        """
         payload = message.SerializeToString()
         data = wsf.encode_message(call_id, payload)
         self._check_size(data)
+        self._reserve(len(data), "a response message", 502)
         if flow is not None:
             flow.spend(len(payload))
-        # Held from here until the WebSocket has taken it; refused when a budget is spent.
-        self._reserve(len(data), "a response message")
+        return data
+
+    async def _send_taken(self, data: bytes) -> None:
+        """Send a frame from :meth:`_take_message`; its bytes are held until the socket took it."""
         try:
             await self._ws.send(data)
         finally:

@@ -138,9 +138,10 @@ The gateway's limits (README "Gateway"; every one has a command-line flag):
     calls of one connection (128 MiB by default) and for all connections (1 GiB by
     default). A request is held from its FrameCall to the end of its call, a
     response message from its arrival from LoRAX until the WebSocket has taken its
-    frame. A call that would go over either budget is refused, or fails if it had
-    begun, with "memory_limit"; a budget is never below the frame limit, so a
-    single message of any allowed size fits a connection that holds nothing.
+    frame. A new call that would go over either budget is refused (503
+    "memory_limit"); a call whose answer would is failed (502 "memory_limit"). A
+    budget is never below the frame limit, so a single message of any allowed
+    size fits a connection that holds nothing.
 
 ERRORS
 
@@ -157,8 +158,10 @@ unchanged. Errors made by the gateway itself use these `error_type` values:
                                      of calls in flight (not sent upstream: retry
                                      later or open another connection)
   status 503 "memory_limit"          the connection's or the gateway's memory budget
-                                     is spent (see LIMITS AND FAIRNESS); nothing more
-                                     is sent upstream for the call: retry later
+                                     has no room for the call's request (see LIMITS
+                                     AND FAIRNESS); not sent upstream: retry later
+  status 502 "memory_limit"          ... nor for a message of its answer; LoRAX did
+                                     the work, so a client does not retry
   status 503 "shutting_down"         the gateway is draining for shutdown (not sent
                                      upstream)
   status 503 "upstream_unavailable"  LoRAX could not be reached; nothing was sent to it

@@ -374,3 +374,37 @@ def test_cli_flags_for_the_limits() -> None:
     assert proc.stderr == (
         "lorax gateway: max_connection_bytes (134217728) must be at least max_frame_bytes (200000000)\n"
     )
+
+
+def test_an_answer_waiting_behind_a_stalled_socket_is_counted(make_gateway: Any, upstream: Any) -> None:
+    """A unary answer is counted from its arrival, not from when its FrameHeaders got out.
+
+    The client stops reading while a firehose stream fills its socket, then makes 8
+    unary calls with 10 kB answers. The budget has room for 3 of them next to the
+    firehose's blocked frame: the others fail with 502 memory_limit (LoRAX did the
+    work), instead of each holding its answer, uncounted, behind a blocked send.
+    """
+    gw = make_gateway(max_frame_bytes=40_000, max_connection_bytes=65_536, max_total_bytes=65_536)
+    gateway = gw.gateway
+    assert gateway is not None
+    before = upstream.requests
+    with raw(gw.url, max_queue=1, close_timeout=1) as ws:
+        ws.send(call(1, "firehose"))
+        assert eventually(lambda: gateway.memory.held > 32_768)  # its send is blocked
+        for call_id in range(2, 10):
+            ws.send(call(call_id, "big", _routes.GENERATE.full_name))
+        assert eventually(lambda: upstream.requests - before == 9)
+        time.sleep(0.5)  # the answers arrive in milliseconds
+        assert gateway.memory.held <= 65_536
+        ws.send(wsf.encode_cancel(1))  # reading again: everything comes out
+        last: dict[int, Frame] = {}
+        while len(last) < 8:
+            frame = recv(ws)
+            if frame.call_id != 1 and frame.WhichOneof("kind") in ("end", "error"):
+                last[frame.call_id] = frame
+    failed = [f for f in last.values() if f.WhichOneof("kind") == "error"]
+    assert len(failed) == 5, [f.error for f in failed]
+    for frame in failed:
+        assert (frame.error.status, frame.error.error_type) == (502, "memory_limit")
+        assert frame.error.message.startswith("a response message (")
+        assert "does not fit this connection's memory budget of 65536 bytes" in frame.error.message
