@@ -18,10 +18,10 @@ How the HTTP rules (see :mod:`lorax.transports.base`) carry over:
   that HTTP response would raise (also with ``request_sent = False``).
 * **read timeout**: enforced by the gateway on LoRAX's bytes (it answers a silent
   LoRAX with a read-timeout error). Every call asks the gateway for heartbeat frames;
-  once one came, a call silent for the read timeout plus min(read timeout, 1 s) raises
-  the read timeout itself (a dead gateway); until then (an older gateway that sends none) the
-  transport waits the read timeout plus max(read timeout, 30 s). The deadline caps
-  every wait. On timeout the call is cancelled at the gateway.
+  once one came, a call silent for the read timeout plus min(read timeout, 1 s)
+  raises the read timeout itself (a dead gateway); until then (an older gateway
+  sends none) the transport waits the read timeout plus max(read timeout, 30 s). The
+  deadline caps every wait. On timeout the call is cancelled at the gateway.
 * **errors**: a ``FrameError`` raises exactly the class the HTTP transport raises for
   the same upstream answer (:func:`lorax.transports._ws_frames.error_from_frame`).
 * **cancellation**: closing a stream, or dropping it unclosed (garbage collection),

@@ -461,3 +461,9 @@ def test_heartbeats_keep_a_call_alive_and_older_gateways_get_the_backstop(beats:
     with fake_gateway(_heartbeats_then_silence(beats, answer_after)) as url, WebSocketTransport(url) as transport:
         message, _ = transport.unary(_routes.GENERATE, REQUEST, options)
     assert message.generated_text == "ok"
+
+
+@pytest.mark.parametrize("cls", [WebSocketTransport, AsyncWebSocketTransport])
+def test_a_window_below_one_byte_is_refused(cls: Any) -> None:
+    with pytest.raises(ValueError, match=r"^stream_window_bytes must be at least 1 or None; got 0$"):
+        cls("ws://127.0.0.1:1", stream_window_bytes=0)
