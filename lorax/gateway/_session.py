@@ -179,8 +179,10 @@ class Session:
                 logging.INFO,
                 "connection_closed",
                 conn=self.number,
-                code=self._ws.close_code,
-                reason=self._ws.close_reason or None,
+                # The sans-I/O protocol object has these in every websockets >= 13; the
+                # connection's own shortcuts came later.
+                code=self._ws.protocol.close_code,
+                reason=self._ws.protocol.close_reason or None,
                 cancelled_calls=len(tasks) or None,
             )
 
