@@ -475,7 +475,7 @@ class Generator:
             out.append("    @classmethod")
             out.append("    def _missing_(cls, value: object) -> Any:")
             out.append("        # LoRAX's other accepted spellings, then any case-insensitive match.")
-            out.append(f"        aliases = {aliases!r}")
+            out.append(f"        aliases: dict[str, str] = {aliases!r}")
             out.append("        if isinstance(value, str):")
             out.append("            wire = aliases.get(value, value.lower())")
             out.append("            for member in cls:")
@@ -532,6 +532,8 @@ class Generator:
             if body:
                 lines.append("")
                 lines.append("    def __post_init__(self) -> None:")
+                # Any: the checks exist for values that do not match the annotations.
+                lines.append("        v: Any")
                 lines.extend(body)
         return "\n".join(lines)
 

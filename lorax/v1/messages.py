@@ -32,7 +32,7 @@ class MergeStrategy(WireEnum):
     @classmethod
     def _missing_(cls, value: object) -> Any:
         # LoRAX's other accepted spellings, then any case-insensitive match.
-        aliases = {}
+        aliases: dict[str, str] = {}
         if isinstance(value, str):
             wire = aliases.get(value, value.lower())
             for member in cls:
@@ -51,7 +51,7 @@ class MajoritySignMethod(WireEnum):
     @classmethod
     def _missing_(cls, value: object) -> Any:
         # LoRAX's other accepted spellings, then any case-insensitive match.
-        aliases = {}
+        aliases: dict[str, str] = {}
         if isinstance(value, str):
             wire = aliases.get(value, value.lower())
             for member in cls:
@@ -75,7 +75,7 @@ class ResponseFormatType(WireEnum):
     @classmethod
     def _missing_(cls, value: object) -> Any:
         # LoRAX's other accepted spellings, then any case-insensitive match.
-        aliases = {'Text': 'text', 'JsonObject': 'json_object', 'JsonSchema': 'json_schema'}
+        aliases: dict[str, str] = {'Text': 'text', 'JsonObject': 'json_object', 'JsonSchema': 'json_schema'}
         if isinstance(value, str):
             wire = aliases.get(value, value.lower())
             for member in cls:
@@ -102,7 +102,7 @@ class FinishReason(WireEnum):
     @classmethod
     def _missing_(cls, value: object) -> Any:
         # LoRAX's other accepted spellings, then any case-insensitive match.
-        aliases = {}
+        aliases: dict[str, str] = {}
         if isinstance(value, str):
             wire = aliases.get(value, value.lower())
             for member in cls:
@@ -126,7 +126,7 @@ class CompletionFinishReason(WireEnum):
     @classmethod
     def _missing_(cls, value: object) -> Any:
         # LoRAX's other accepted spellings, then any case-insensitive match.
-        aliases = {}
+        aliases: dict[str, str] = {}
         if isinstance(value, str):
             wire = aliases.get(value, value.lower())
             for member in cls:
@@ -154,6 +154,7 @@ class GenerateRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.inputs
         if v.__class__ is not str:
             self.inputs = _v.check(self, 'inputs', v, _v.STR)
@@ -182,6 +183,7 @@ class CompatGenerateRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.inputs
         if v.__class__ is not str:
             self.inputs = _v.check(self, 'inputs', v, _v.STR)
@@ -283,6 +285,7 @@ class GenerateParameters(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.adapter_id
         if v is not None and v.__class__ is not str:
             self.adapter_id = _v.check(self, 'adapter_id', v, _v.STR)
@@ -389,6 +392,7 @@ class MergedAdapters(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.ids
         if v:
             _v.check_list(self, 'ids', v, _v.STR)
@@ -428,6 +432,7 @@ class ResponseFormat(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.type
         if v.__class__ is not ResponseFormatType:
             self.type = _v.check(self, 'type', v, _v.Enum(ResponseFormatType))
@@ -641,6 +646,7 @@ class EmbedRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.inputs
         if v.__class__ is not str:
             self.inputs = _v.check(self, 'inputs', v, _v.STR)
@@ -667,6 +673,7 @@ class EmbedParameters(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.adapter_id
         if v is not None and v.__class__ is not str:
             self.adapter_id = _v.check(self, 'adapter_id', v, _v.STR)
@@ -705,6 +712,7 @@ class ClassifyRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.inputs
         if v.__class__ is not str:
             self.inputs = _v.check(self, 'inputs', v, _v.STR)
@@ -722,6 +730,7 @@ class ClassifyBatchRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.inputs
         if v:
             _v.check_list(self, 'inputs', v, _v.STR)
@@ -842,6 +851,7 @@ class CompletionRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.model
         if v.__class__ is not str:
             self.model = _v.check(self, 'model', v, _v.STR)
@@ -1060,6 +1070,7 @@ class ChatCompletionRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.model
         if v.__class__ is not str:
             self.model = _v.check(self, 'model', v, _v.STR)
@@ -1158,6 +1169,7 @@ class ChatMessage(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.role
         if v.__class__ is not str:
             self.role = _v.check(self, 'role', v, _v.STR)
@@ -1182,6 +1194,7 @@ class ContentParts(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.parts
         if v:
             _v.check_list(self, 'parts', v, _v.Msg(ContentPart))
@@ -1209,6 +1222,7 @@ class ContentPart(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.type
         if v.__class__ is not str:
             self.type = _v.check(self, 'type', v, _v.STR)
@@ -1238,6 +1252,7 @@ class ImageUrl(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.url
         if v.__class__ is not str:
             self.url = _v.check(self, 'url', v, _v.STR)
@@ -1264,6 +1279,7 @@ class Tool(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.type
         if v.__class__ is not str:
             self.type = _v.check(self, 'type', v, _v.STR)
@@ -1292,6 +1308,7 @@ class FunctionDefinition(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.description
         if v is not None and v.__class__ is not str:
             self.description = _v.check(self, 'description', v, _v.STR)
@@ -1323,6 +1340,7 @@ class ToolChoice(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.choice
         if v is not None and v.__class__ is not str:
             self.choice = _v.check(self, 'choice', v, _v.OneOf(_v.STR, _v.Msg(NamedToolChoice)))
@@ -1342,6 +1360,7 @@ class NamedToolChoice(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.function
         if v is not None and v.__class__ is not FunctionName:
             self.function = _v.check(self, 'function', v, _v.Msg(FunctionName))
@@ -1359,6 +1378,7 @@ class FunctionName(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.name
         if v.__class__ is not str:
             self.name = _v.check(self, 'name', v, _v.STR)
@@ -1384,6 +1404,7 @@ class ChatResponseFormat(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.type
         if v.__class__ is not ResponseFormatType:
             self.type = _v.check(self, 'type', v, _v.Enum(ResponseFormatType))
@@ -1418,6 +1439,7 @@ class JsonSchema(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.description
         if v is not None and v.__class__ is not str:
             self.description = _v.check(self, 'description', v, _v.STR)
@@ -1599,6 +1621,7 @@ class EmbeddingsRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.input
         if v is not None and v.__class__ is not str:
             self.input = _v.check(self, 'input', v, _v.OneOf(_v.STR, _v.Container('list', _v.STR)))
@@ -1632,6 +1655,7 @@ class StringList(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.values
         if v:
             _v.check_list(self, 'values', v, _v.STR)
@@ -1762,6 +1786,7 @@ class MetricsRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.format
         if v.__class__ is not str:
             self.format = _v.check(self, 'format', v, _v.STR)
@@ -1863,6 +1888,7 @@ class TokenizeRequest(Message, kw_only=True, omit_defaults=True):
     )
 
     def __post_init__(self) -> None:
+        v: Any
         v = self.inputs
         if v.__class__ is not str:
             self.inputs = _v.check(self, 'inputs', v, _v.STR)
