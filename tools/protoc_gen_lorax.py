@@ -493,7 +493,9 @@ class Generator:
         return "\n".join(out)
 
     def render_message(self, msg: Msg) -> str:
-        config = ", omit_defaults=True" if msg.request else ""
+        # msgspec applies kw_only only to the fields a class declares itself (it is not
+        # inherited from Message), and required fields may follow optional ones.
+        config = ", kw_only=True" + (", omit_defaults=True" if msg.request else "")
         lines = [f"\n\nclass {msg.name}(Message{config}):"]
         doc = msg.doc or f"The {msg.full_name} message."
         attrs = [f for f in msg.fields if f.doc]

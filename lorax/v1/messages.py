@@ -135,7 +135,7 @@ class CompletionFinishReason(WireEnum):
         return None
 
 
-class GenerateRequest(Message, omit_defaults=True):
+class GenerateRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /generate and POST /generate_stream.
 
     Attributes:
@@ -162,7 +162,7 @@ class GenerateRequest(Message, omit_defaults=True):
             self.parameters = _v.check(self, 'parameters', v, _v.Msg(GenerateParameters))
 
 
-class CompatGenerateRequest(Message, omit_defaults=True):
+class CompatGenerateRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST / (and /invocations): a GenerateRequest plus `stream`.
 
     Attributes:
@@ -193,7 +193,7 @@ class CompatGenerateRequest(Message, omit_defaults=True):
             self.stream = _v.check(self, 'stream', v, _v.BOOL)
 
 
-class GenerateParameters(Message, omit_defaults=True):
+class GenerateParameters(Message, kw_only=True, omit_defaults=True):
     """Parameters of a generation (LoRAX `GenerateParameters`).
 
     Attributes:
@@ -361,7 +361,7 @@ class GenerateParameters(Message, omit_defaults=True):
         _v.check_GenerateParameters(self)
 
 
-class MergedAdapters(Message, omit_defaults=True):
+class MergedAdapters(Message, kw_only=True, omit_defaults=True):
     """Several adapters merged per request (JSON key `merged_adapters`).
 
     Attributes:
@@ -408,7 +408,7 @@ class MergedAdapters(Message, omit_defaults=True):
             self.majority_sign_method = _v.check(self, 'majority_sign_method', v, _v.Enum(MajoritySignMethod))
 
 
-class ResponseFormat(Message, omit_defaults=True):
+class ResponseFormat(Message, kw_only=True, omit_defaults=True):
     """Structured output on the native routes (`parameters.response_format`).
 
     Attributes:
@@ -433,7 +433,7 @@ class ResponseFormat(Message, omit_defaults=True):
             self.type = _v.check(self, 'type', v, _v.Enum(ResponseFormatType))
 
 
-class GenerateResponse(Message):
+class GenerateResponse(Message, kw_only=True):
     """The body of a successful POST /generate.
 
     Attributes:
@@ -451,7 +451,7 @@ class GenerateResponse(Message):
     )
 
 
-class CompatGenerateResponse(Message):
+class CompatGenerateResponse(Message, kw_only=True):
     """The body of a successful non-stream POST /: a one-element array."""
 
     responses: list[GenerateResponse] = msgspec.field(default_factory=list)
@@ -463,7 +463,7 @@ class CompatGenerateResponse(Message):
     )
 
 
-class Details(Message):
+class Details(Message, kw_only=True):
     """Details of a generation.
 
     Attributes:
@@ -496,7 +496,7 @@ class Details(Message):
     )
 
 
-class BestOfSequence(Message):
+class BestOfSequence(Message, kw_only=True):
     """One of the other sequences of a best_of generation."""
 
     generated_text: str = ""
@@ -517,7 +517,7 @@ class BestOfSequence(Message):
     )
 
 
-class PrefillToken(Message):
+class PrefillToken(Message, kw_only=True):
     """A prompt token.
 
     Attributes:
@@ -536,7 +536,7 @@ class PrefillToken(Message):
     )
 
 
-class Token(Message):
+class Token(Message, kw_only=True):
     """A generated token.
 
     Attributes:
@@ -563,7 +563,7 @@ class Token(Message):
     )
 
 
-class AlternativeToken(Message):
+class AlternativeToken(Message, kw_only=True):
     """An alternative to a generated token.
 
     Attributes:
@@ -582,7 +582,7 @@ class AlternativeToken(Message):
     )
 
 
-class StreamResponse(Message):
+class StreamResponse(Message, kw_only=True):
     """One event of /generate_stream. Every event carries a token; the last one also
     carries generated_text (and details when they were asked for).
 
@@ -603,7 +603,7 @@ class StreamResponse(Message):
     )
 
 
-class StreamDetails(Message):
+class StreamDetails(Message, kw_only=True):
     """Details on the last stream event."""
 
     finish_reason: str = ""
@@ -620,7 +620,7 @@ class StreamDetails(Message):
     )
 
 
-class EmbedRequest(Message, omit_defaults=True):
+class EmbedRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /embed.
 
     Attributes:
@@ -646,7 +646,7 @@ class EmbedRequest(Message, omit_defaults=True):
             self.parameters = _v.check(self, 'parameters', v, _v.Msg(EmbedParameters))
 
 
-class EmbedParameters(Message, omit_defaults=True):
+class EmbedParameters(Message, kw_only=True, omit_defaults=True):
     """Adapter selection for embeddings. The Authorization header is not read here."""
 
     adapter_id: str | None = None
@@ -679,7 +679,7 @@ class EmbedParameters(Message, omit_defaults=True):
         _v.check_EmbedParameters(self)
 
 
-class EmbedResponse(Message):
+class EmbedResponse(Message, kw_only=True):
     """The body of a successful POST /embed: one flat vector."""
 
     embeddings: list[float] = msgspec.field(default_factory=list)
@@ -690,7 +690,7 @@ class EmbedResponse(Message):
     )
 
 
-class ClassifyRequest(Message, omit_defaults=True):
+class ClassifyRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /classify. Classification always uses the base model."""
 
     inputs: str
@@ -707,7 +707,7 @@ class ClassifyRequest(Message, omit_defaults=True):
             self.inputs = _v.check(self, 'inputs', v, _v.STR)
 
 
-class ClassifyBatchRequest(Message, omit_defaults=True):
+class ClassifyBatchRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /classify_batch."""
 
     inputs: list[str]
@@ -726,7 +726,7 @@ class ClassifyBatchRequest(Message, omit_defaults=True):
             _v.check_list(self, 'inputs', v, _v.STR)
 
 
-class ClassifyResponse(Message):
+class ClassifyResponse(Message, kw_only=True):
     """The body of a successful POST /classify: a bare array of entities."""
 
     entities: list[Entity] = msgspec.field(default_factory=list)
@@ -738,7 +738,7 @@ class ClassifyResponse(Message):
     )
 
 
-class ClassifyBatchResponse(Message):
+class ClassifyBatchResponse(Message, kw_only=True):
     """The body of a successful POST /classify_batch: one array of entities per input."""
 
     results: list[list[Entity]] = msgspec.field(default_factory=list)
@@ -750,7 +750,7 @@ class ClassifyBatchResponse(Message):
     )
 
 
-class Entity(Message):
+class Entity(Message, kw_only=True):
     """A classified span (token classification, aggregated).
 
     Attributes:
@@ -776,7 +776,7 @@ class Entity(Message):
     )
 
 
-class CompletionRequest(Message, omit_defaults=True):
+class CompletionRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /v1/completions.
 
     Attributes:
@@ -907,7 +907,7 @@ class CompletionRequest(Message, omit_defaults=True):
             self.api_token = _v.check(self, 'api_token', v, _v.STR)
 
 
-class CompletionResponse(Message):
+class CompletionResponse(Message, kw_only=True):
     """The body of a successful POST /v1/completions.
 
     Attributes:
@@ -933,7 +933,7 @@ class CompletionResponse(Message):
     )
 
 
-class CompletionChoice(Message):
+class CompletionChoice(Message, kw_only=True):
     """A completion choice.
 
     Attributes:
@@ -956,7 +956,7 @@ class CompletionChoice(Message):
     )
 
 
-class Usage(Message):
+class Usage(Message, kw_only=True):
     """Token counts."""
 
     prompt_tokens: int = 0
@@ -971,7 +971,7 @@ class Usage(Message):
     )
 
 
-class CompletionStreamResponse(Message):
+class CompletionStreamResponse(Message, kw_only=True):
     """One event of a /v1/completions stream. usage is on every event (zeros until the
     last).
     """
@@ -994,7 +994,7 @@ class CompletionStreamResponse(Message):
     )
 
 
-class ChatCompletionRequest(Message, omit_defaults=True):
+class ChatCompletionRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /v1/chat/completions.
 
     Attributes:
@@ -1130,7 +1130,7 @@ class ChatCompletionRequest(Message, omit_defaults=True):
             self.api_token = _v.check(self, 'api_token', v, _v.STR)
 
 
-class ChatMessage(Message, omit_defaults=True):
+class ChatMessage(Message, kw_only=True, omit_defaults=True):
     """A chat message in a request.
 
     Attributes:
@@ -1166,7 +1166,7 @@ class ChatMessage(Message, omit_defaults=True):
             self.name = _v.check(self, 'name', v, _v.STR)
 
 
-class ContentParts(Message, omit_defaults=True):
+class ContentParts(Message, kw_only=True, omit_defaults=True):
     """The chunks of a multimodal message (a bare array on the wire)."""
 
     parts: list[ContentPart]
@@ -1186,7 +1186,7 @@ class ContentParts(Message, omit_defaults=True):
             _v.check_list(self, 'parts', v, _v.Msg(ContentPart))
 
 
-class ContentPart(Message, omit_defaults=True):
+class ContentPart(Message, kw_only=True, omit_defaults=True):
     """One chunk: {"type":"text","text":…} or {"type":"image_url","image_url":{"url":…}}.
 
     Attributes:
@@ -1217,7 +1217,7 @@ class ContentPart(Message, omit_defaults=True):
             self.image_url = _v.check(self, 'image_url', v, _v.Msg(ImageUrl))
 
 
-class ImageUrl(Message, omit_defaults=True):
+class ImageUrl(Message, kw_only=True, omit_defaults=True):
     """An image by URL: http(s) or a data: URL with base64 content.
 
     Attributes:
@@ -1243,7 +1243,7 @@ class ImageUrl(Message, omit_defaults=True):
             self.detail = _v.check(self, 'detail', v, _v.STR)
 
 
-class Tool(Message, omit_defaults=True):
+class Tool(Message, kw_only=True, omit_defaults=True):
     """A tool the model may call.
 
     Attributes:
@@ -1269,7 +1269,7 @@ class Tool(Message, omit_defaults=True):
             self.function = _v.check(self, 'function', v, _v.Msg(FunctionDefinition))
 
 
-class FunctionDefinition(Message, omit_defaults=True):
+class FunctionDefinition(Message, kw_only=True, omit_defaults=True):
     """A function definition.
 
     Attributes:
@@ -1297,7 +1297,7 @@ class FunctionDefinition(Message, omit_defaults=True):
             self.name = _v.check(self, 'name', v, _v.STR)
 
 
-class ToolChoice(Message, omit_defaults=True):
+class ToolChoice(Message, kw_only=True, omit_defaults=True):
     """tool_choice: "auto", "none", a function name, or {"Function":{"name":…}}.
 
     Attributes:
@@ -1322,7 +1322,7 @@ class ToolChoice(Message, omit_defaults=True):
             self.choice = _v.check(self, 'choice', v, _v.OneOf(_v.STR, _v.Msg(NamedToolChoice)))
 
 
-class NamedToolChoice(Message, omit_defaults=True):
+class NamedToolChoice(Message, kw_only=True, omit_defaults=True):
     """The object form of tool_choice, LoRAX's spelling: {"Function":{"name":…}}.
     OpenAI's {"type":"function",…} form is refused by LoRAX.
     """
@@ -1341,7 +1341,7 @@ class NamedToolChoice(Message, omit_defaults=True):
             self.function = _v.check(self, 'function', v, _v.Msg(FunctionName))
 
 
-class FunctionName(Message, omit_defaults=True):
+class FunctionName(Message, kw_only=True, omit_defaults=True):
     """A function's name."""
 
     name: str
@@ -1358,7 +1358,7 @@ class FunctionName(Message, omit_defaults=True):
             self.name = _v.check(self, 'name', v, _v.STR)
 
 
-class ChatResponseFormat(Message, omit_defaults=True):
+class ChatResponseFormat(Message, kw_only=True, omit_defaults=True):
     """response_format on the chat route.
 
     Attributes:
@@ -1386,7 +1386,7 @@ class ChatResponseFormat(Message, omit_defaults=True):
             self.json_schema = _v.check(self, 'json_schema', v, _v.Msg(JsonSchema))
 
 
-class JsonSchema(Message, omit_defaults=True):
+class JsonSchema(Message, kw_only=True, omit_defaults=True):
     """A named JSON schema.
 
     Attributes:
@@ -1420,7 +1420,7 @@ class JsonSchema(Message, omit_defaults=True):
             self.strict = _v.check(self, 'strict', v, _v.BOOL)
 
 
-class ChatCompletionResponse(Message):
+class ChatCompletionResponse(Message, kw_only=True):
     """The body of a successful POST /v1/chat/completions.
 
     Attributes:
@@ -1448,7 +1448,7 @@ class ChatCompletionResponse(Message):
     )
 
 
-class ChatCompletionChoice(Message):
+class ChatCompletionChoice(Message, kw_only=True):
     """A chat choice."""
 
     index: int = 0
@@ -1463,7 +1463,7 @@ class ChatCompletionChoice(Message):
     )
 
 
-class AssistantMessage(Message):
+class AssistantMessage(Message, kw_only=True):
     """The model's message. Keys are omitted when unset."""
 
     role: str | None = None
@@ -1478,7 +1478,7 @@ class AssistantMessage(Message):
     )
 
 
-class ToolCall(Message):
+class ToolCall(Message, kw_only=True):
     """A tool call made by the model."""
 
     id: str = ""
@@ -1493,7 +1493,7 @@ class ToolCall(Message):
     )
 
 
-class ToolCallFunction(Message):
+class ToolCallFunction(Message, kw_only=True):
     """The function of a tool call.
 
     Attributes:
@@ -1513,7 +1513,7 @@ class ToolCallFunction(Message):
     )
 
 
-class ChatCompletionStreamResponse(Message):
+class ChatCompletionStreamResponse(Message, kw_only=True):
     """One event of a /v1/chat/completions stream.
 
     Attributes:
@@ -1538,7 +1538,7 @@ class ChatCompletionStreamResponse(Message):
     )
 
 
-class ChatCompletionStreamChoice(Message):
+class ChatCompletionStreamChoice(Message, kw_only=True):
     """A choice of a chat stream event.
 
     Attributes:
@@ -1557,7 +1557,7 @@ class ChatCompletionStreamChoice(Message):
     )
 
 
-class EmbeddingsRequest(Message, omit_defaults=True):
+class EmbeddingsRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /v1/embeddings.
 
     Attributes:
@@ -1607,7 +1607,7 @@ class EmbeddingsRequest(Message, omit_defaults=True):
             self.parameters = _v.check(self, 'parameters', v, _v.Msg(EmbedParameters))
 
 
-class StringList(Message, omit_defaults=True):
+class StringList(Message, kw_only=True, omit_defaults=True):
     """A bare array of strings."""
 
     values: list[str]
@@ -1627,7 +1627,7 @@ class StringList(Message, omit_defaults=True):
             _v.check_list(self, 'values', v, _v.STR)
 
 
-class EmbeddingsResponse(Message):
+class EmbeddingsResponse(Message, kw_only=True):
     """The body of a successful POST /v1/embeddings (not OpenAI's `data` shape)."""
 
     embeddings: list[Embedding] = msgspec.field(default_factory=list)
@@ -1638,7 +1638,7 @@ class EmbeddingsResponse(Message):
     )
 
 
-class Embedding(Message):
+class Embedding(Message, kw_only=True):
     """One embedding, in input order.
 
     Attributes:
@@ -1657,7 +1657,7 @@ class Embedding(Message):
     )
 
 
-class InfoRequest(Message, omit_defaults=True):
+class InfoRequest(Message, kw_only=True, omit_defaults=True):
     """GET /info takes no body."""
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.InfoRequest'
@@ -1665,7 +1665,7 @@ class InfoRequest(Message, omit_defaults=True):
     __lorax_fields__: ClassVar[tuple[_F, ...]] = ()
 
 
-class InfoResponse(Message):
+class InfoResponse(Message, kw_only=True):
     """The body of GET /info.
 
     Attributes:
@@ -1718,7 +1718,7 @@ class InfoResponse(Message):
     )
 
 
-class HealthRequest(Message, omit_defaults=True):
+class HealthRequest(Message, kw_only=True, omit_defaults=True):
     """GET /health takes no body."""
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.HealthRequest'
@@ -1726,14 +1726,14 @@ class HealthRequest(Message, omit_defaults=True):
     __lorax_fields__: ClassVar[tuple[_F, ...]] = ()
 
 
-class HealthResponse(Message):
+class HealthResponse(Message, kw_only=True):
     """A healthy server answers 200 with an empty body."""
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.HealthResponse'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = ()
 
 
-class MetricsRequest(Message, omit_defaults=True):
+class MetricsRequest(Message, kw_only=True, omit_defaults=True):
     """GET /metrics.
 
     Attributes:
@@ -1755,7 +1755,7 @@ class MetricsRequest(Message, omit_defaults=True):
             self.format = _v.check(self, 'format', v, _v.STR)
 
 
-class MetricsResponse(Message):
+class MetricsResponse(Message, kw_only=True):
     """The metrics, as Prometheus text or as LoRAX's JSON families.
 
     Attributes:
@@ -1774,7 +1774,7 @@ class MetricsResponse(Message):
     )
 
 
-class MetricFamilies(Message):
+class MetricFamilies(Message, kw_only=True):
     """The JSON variant of /metrics: family name to family."""
 
     families: dict[str, MetricFamily] = msgspec.field(default_factory=dict)
@@ -1786,7 +1786,7 @@ class MetricFamilies(Message):
     )
 
 
-class MetricFamily(Message):
+class MetricFamily(Message, kw_only=True):
     """One metric family.
 
     Attributes:
@@ -1803,7 +1803,7 @@ class MetricFamily(Message):
     )
 
 
-class MetricSample(Message):
+class MetricSample(Message, kw_only=True):
     """One sample of a family.
 
     Attributes:
@@ -1820,7 +1820,7 @@ class MetricSample(Message):
     )
 
 
-class ErrorResponse(Message):
+class ErrorResponse(Message, kw_only=True):
     """Every LoRAX error body, and every error event inside a stream."""
 
     error: str = ""
@@ -1833,7 +1833,7 @@ class ErrorResponse(Message):
     )
 
 
-class TokenizeRequest(Message, omit_defaults=True):
+class TokenizeRequest(Message, kw_only=True, omit_defaults=True):
     """The body of POST /tokenize.
 
     Attributes:
@@ -1859,7 +1859,7 @@ class TokenizeRequest(Message, omit_defaults=True):
             self.add_special_tokens = _v.check(self, 'add_special_tokens', v, _v.BOOL)
 
 
-class TokenizeResponse(Message):
+class TokenizeResponse(Message, kw_only=True):
     """The body of a successful POST /tokenize: a bare array."""
 
     tokens: list[SimpleToken] = msgspec.field(default_factory=list)
@@ -1871,7 +1871,7 @@ class TokenizeResponse(Message):
     )
 
 
-class SimpleToken(Message):
+class SimpleToken(Message, kw_only=True):
     """A token of the tokenizer's vocabulary with its place in the input.
 
     Attributes:
