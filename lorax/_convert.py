@@ -9,6 +9,7 @@ Importing this module loads protobuf; ``import lorax`` does not.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -130,6 +131,16 @@ def _value_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
         target = _BY_SHORT[spec.target]
         if spec.unwrap:
             (only,) = target.__lorax_fields__
+            if only.kind == KIND_ONEOF:
+                # ToolChoice: the field holds the member's value; upb wants the member's name.
+                step = _to_step(only)
+
+                def oneof_kwargs(value: Any) -> dict[str, Any]:
+                    out: dict[str, Any] = {}
+                    step(SimpleNamespace(**{only.name: value}), out)
+                    return out
+
+                return oneof_kwargs
             inner = _container_to(only)
             return lambda value: {only.name: value if inner is None else inner(value)}
         return _to_kwargs(target)
@@ -309,6 +320,9 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
         for spec in cls.__lorax_fields__
         if cls.__lorax_request__ and not spec.presence and not (spec.label and spec.omit_empty)
     }
+    # A free-form JSON reader says UNSET itself; its None is JSON null, which must not
+    # fall back to the field's default (UNSET where null differs from absent).
+    required |= {spec.name for spec in cls.__lorax_fields__ if spec.kind == KIND_RAW}
 
     def build(message: Any) -> Any:
         kwargs = {}
