@@ -86,11 +86,26 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _raw(name: str, value: Any) -> Any:
+    _finite(name, value)
     try:
         msgspec.json.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise _invalid(f"{name}: cannot be written as JSON: {exc}") from None
     return value
+
+
+def _finite(path: str, value: Any) -> None:
+    # msgspec prints NaN and the infinities as null, which would silently change the
+    # schema; JSON has no spelling for them.
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _invalid(f"{path}={value!r} is not a finite number and cannot be sent as JSON")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _finite(f"{path}[{i}]", item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _finite(f"{path}[{key!r}]", item)
 
 
 FLOAT: Checker = _float

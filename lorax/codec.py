@@ -459,8 +459,13 @@ def _clean_scalar(spec: FieldSpec, value: Any, path: str) -> Any:
             try:
                 return enum_cls(value)
             except ValueError:
-                return None  # an unknown spelling from a newer server: unset
-        raise _bad(path, f"a {spec.target} string", value)
+                member = _enum_fallback(enum_cls, value)
+            if member is None and not spec.presence:
+                # A required enum has no "unset" to fall back to (a request read back).
+                allowed = ", ".join(dict.fromkeys(m.value for m in enum_cls))
+                raise _bad(path, f"one of {allowed}", value)
+            return member  # None: an unknown spelling from a newer server, unset
+        raise _bad(path, f"a lorax.v1.{spec.target} string", value)
     if kind == KIND_RAW:
         return value
     if kind == KIND_MESSAGE:
@@ -472,6 +477,19 @@ def _clean_scalar(spec: FieldSpec, value: Any, path: str) -> Any:
     if kind == KIND_ONEOF:
         return _clean_oneof(spec, value, path)
     raise _bad(path, kind, value)
+
+
+def _enum_fallback(enum_cls: Any, value: str) -> Any:
+    """The member for a .proto name (``RESPONSE_FORMAT_TYPE_TEXT``, as json_format prints
+    it) or a spelling that differs only in case and underscores (``JsonObject``)."""
+    member = enum_cls.__members__.get(value)
+    if member is not None:
+        return member
+    folded = value.replace("_", "").lower()
+    for member in enum_cls:
+        if member.value.replace("_", "") == folded:
+            return member
+    return None
 
 
 def _cls_any(name: str) -> Any:

@@ -7,13 +7,19 @@ The public names are re-exported, with the official client's aliases, by lorax.t
 # ruff: noqa
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
 from lorax import _validate as _v
 from lorax._message import UNSET, FieldSpec as _F, Message, WireEnum
 from lorax._route import Route as _Route
+
+_I32 = Annotated[int, msgspec.Meta(ge=-2147483648, le=2147483647)]
+_U32 = Annotated[int, msgspec.Meta(ge=0, le=4294967295)]
+_I64 = Annotated[int, msgspec.Meta(ge=-9223372036854775808, le=9223372036854775807)]
+_U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgspec bounds stop at i64; it reads at most a u64
+
 
 
 class MergeStrategy(WireEnum):
@@ -230,26 +236,26 @@ class GenerateParameters(Message, kw_only=True, omit_defaults=True):
     adapter_source: str | None = None
     merged_adapters: MergedAdapters | None = None
     api_token: str | None = None
-    best_of: int | None = None
+    best_of: _U32 | None = None
     temperature: float | None = None
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    top_k: int | None = None
+    top_k: _I32 | None = None
     top_p: float | None = None
     typical_p: float | None = None
     do_sample: bool | None = None
-    max_new_tokens: int | None = None
+    max_new_tokens: _U32 | None = None
     ignore_eos_token: bool | None = None
     return_full_text: bool | None = None
     stop: list[str] = msgspec.field(default_factory=list)
-    truncate: int | None = None
+    truncate: _U32 | None = None
     watermark: bool | None = None
     details: bool | None = None
     decoder_input_details: bool | None = None
-    return_k_alternatives: int | None = None
+    return_k_alternatives: _I32 | None = None
     apply_chat_template: bool | None = None
-    seed: int | None = None
+    seed: _U64 | None = None
     response_format: ResponseFormat | None = None
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.GenerateParameters'
@@ -431,6 +437,9 @@ class ResponseFormat(Message, kw_only=True, omit_defaults=True):
         v = self.type
         if v.__class__ is not ResponseFormatType:
             self.type = _v.check(self, 'type', v, _v.Enum(ResponseFormatType))
+        v = self.schema
+        if v is not UNSET and v is not None and v.__class__ is not str:
+            self.schema = _v.check(self, 'schema', v, _v.RAW)
 
 
 class GenerateResponse(Message, kw_only=True):
@@ -475,10 +484,10 @@ class Details(Message, kw_only=True):
     """
 
     finish_reason: str = ""
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    skipped_tokens: int = 0
-    seed: int | None = None
+    prompt_tokens: _U32 = 0
+    generated_tokens: _U32 = 0
+    skipped_tokens: _U32 = 0
+    seed: _U64 | None = None
     prefill: list[PrefillToken] = msgspec.field(default_factory=list)
     tokens: list[Token] = msgspec.field(default_factory=list)
     best_of_sequences: list[BestOfSequence] = msgspec.field(default_factory=list)
@@ -501,8 +510,8 @@ class BestOfSequence(Message, kw_only=True):
 
     generated_text: str = ""
     finish_reason: str = ""
-    generated_tokens: int = 0
-    seed: int | None = None
+    generated_tokens: _U32 = 0
+    seed: _U64 | None = None
     prefill: list[PrefillToken] = msgspec.field(default_factory=list)
     tokens: list[Token] = msgspec.field(default_factory=list)
 
@@ -524,7 +533,7 @@ class PrefillToken(Message, kw_only=True):
         logprob: null for the first token and for non-finite values; never read it as 0.0.
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
     logprob: float | None = None
 
@@ -545,7 +554,7 @@ class Token(Message, kw_only=True):
         skipped: True for the second and later tokens accepted in one speculative step.
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
     logprob: float | None = None
     special: bool = False
@@ -570,7 +579,7 @@ class AlternativeToken(Message, kw_only=True):
         logprob: Often null (-inf).
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
     logprob: float | None = None
 
@@ -607,9 +616,9 @@ class StreamDetails(Message, kw_only=True):
     """Details on the last stream event."""
 
     finish_reason: str = ""
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    seed: int | None = None
+    prompt_tokens: _U32 = 0
+    generated_tokens: _U32 = 0
+    seed: _U64 | None = None
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.StreamDetails'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (
@@ -763,8 +772,8 @@ class Entity(Message, kw_only=True):
     entity_group: str = ""
     score: float = 0.0
     word: str = ""
-    start: int = 0
-    end: int = 0
+    start: _U32 = 0
+    end: _U32 = 0
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.Entity'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (
@@ -791,22 +800,22 @@ class CompletionRequest(Message, kw_only=True, omit_defaults=True):
     model: str
     prompt: str
     suffix: str | None = None
-    max_tokens: int | None = None
+    max_tokens: _I32 | None = None
     temperature: float | None = None
     top_p: float | None = None
-    n: int | None = None
+    n: _I32 | None = None
     stream: bool | None = None
-    logprobs: int | None = None
+    logprobs: _I32 | None = None
     echo: bool | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    best_of: int | None = None
+    best_of: _I32 | None = None
     logit_bias: dict[str, float] = msgspec.field(default_factory=dict)
     user: str | None = None
-    seed: int | None = None
+    seed: _U64 | None = None
     repetition_penalty: float | None = None
-    top_k: int | None = None
+    top_k: _I32 | None = None
     ignore_eos_token: bool | None = None
     adapter_source: str | None = None
     api_token: str | None = None
@@ -917,7 +926,7 @@ class CompletionResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[CompletionChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -942,7 +951,7 @@ class CompletionChoice(Message, kw_only=True):
             CompletionFinishReason.
     """
 
-    index: int = 0
+    index: _I32 = 0
     text: str = ""
     logprobs: Any = None
     finish_reason: str | None = None
@@ -959,9 +968,9 @@ class CompletionChoice(Message, kw_only=True):
 class Usage(Message, kw_only=True):
     """Token counts."""
 
-    prompt_tokens: int = 0
-    total_tokens: int = 0
-    completion_tokens: int | None = None
+    prompt_tokens: _U32 = 0
+    total_tokens: _U32 = 0
+    completion_tokens: _U32 | None = None
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.Usage'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (
@@ -978,7 +987,7 @@ class CompletionStreamResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[CompletionChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -1008,17 +1017,17 @@ class ChatCompletionRequest(Message, kw_only=True, omit_defaults=True):
     messages: list[ChatMessage]
     temperature: float | None = None
     top_p: float | None = None
-    n: int | None = None
-    max_tokens: int | None = None
+    n: _I32 | None = None
+    max_tokens: _I32 | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     stream: bool | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] = msgspec.field(default_factory=dict)
     user: str | None = None
-    seed: int | None = None
+    seed: _U64 | None = None
     repetition_penalty: float | None = None
-    top_k: int | None = None
+    top_k: _I32 | None = None
     ignore_eos_token: bool | None = None
     response_format: ChatResponseFormat | None = None
     tools: list[Tool] = msgspec.field(default_factory=list)
@@ -1295,6 +1304,9 @@ class FunctionDefinition(Message, kw_only=True, omit_defaults=True):
         v = self.name
         if v.__class__ is not str:
             self.name = _v.check(self, 'name', v, _v.STR)
+        v = self.parameters
+        if v is not UNSET and v is not None and v.__class__ is not str:
+            self.parameters = _v.check(self, 'parameters', v, _v.RAW)
 
 
 class ToolChoice(Message, kw_only=True, omit_defaults=True):
@@ -1384,6 +1396,9 @@ class ChatResponseFormat(Message, kw_only=True, omit_defaults=True):
         v = self.json_schema
         if v is not None and v.__class__ is not JsonSchema:
             self.json_schema = _v.check(self, 'json_schema', v, _v.Msg(JsonSchema))
+        v = self.schema
+        if v is not UNSET and v is not None and v.__class__ is not str:
+            self.schema = _v.check(self, 'schema', v, _v.RAW)
 
 
 class JsonSchema(Message, kw_only=True, omit_defaults=True):
@@ -1415,6 +1430,9 @@ class JsonSchema(Message, kw_only=True, omit_defaults=True):
         v = self.name
         if v.__class__ is not str:
             self.name = _v.check(self, 'name', v, _v.STR)
+        v = self.schema
+        if v is not UNSET and v is not None and v.__class__ is not str:
+            self.schema = _v.check(self, 'schema', v, _v.RAW)
         v = self.strict
         if v is not None and v.__class__ is not bool:
             self.strict = _v.check(self, 'strict', v, _v.BOOL)
@@ -1430,7 +1448,7 @@ class ChatCompletionResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[ChatCompletionChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -1451,7 +1469,7 @@ class ChatCompletionResponse(Message, kw_only=True):
 class ChatCompletionChoice(Message, kw_only=True):
     """A chat choice."""
 
-    index: int = 0
+    index: _I32 = 0
     message: AssistantMessage | None = None
     finish_reason: str | None = None
 
@@ -1522,7 +1540,7 @@ class ChatCompletionStreamResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[ChatCompletionStreamChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -1545,7 +1563,7 @@ class ChatCompletionStreamChoice(Message, kw_only=True):
         delta: {"role":"assistant","content":…} on each event; {} on a final EOS event.
     """
 
-    index: int = 0
+    index: _I32 = 0
     delta: AssistantMessage | None = None
     finish_reason: str | None = None
 
@@ -1568,7 +1586,7 @@ class EmbeddingsRequest(Message, kw_only=True, omit_defaults=True):
     input: str | list[str] | None = None
     model: str
     encoding_format: str | None = None
-    dimensions: int | None = None
+    dimensions: _I32 | None = None
     user: str | None = None
     parameters: EmbedParameters | None = None
 
@@ -1645,7 +1663,7 @@ class Embedding(Message, kw_only=True):
         object: "embedding".
     """
 
-    index: int = 0
+    index: _I32 = 0
     embedding: list[float] = msgspec.field(default_factory=list)
     object: str = ""
 
@@ -1679,15 +1697,15 @@ class InfoResponse(Message, kw_only=True):
     model_dtype: str = ""
     model_device_type: str = ""
     model_pipeline_tag: str | None = None
-    max_concurrent_requests: int = 0
-    max_best_of: int = 0
-    max_stop_sequences: int = 0
-    max_input_length: int = 0
-    max_total_tokens: int = 0
+    max_concurrent_requests: _U32 = 0
+    max_best_of: _U32 = 0
+    max_stop_sequences: _U32 = 0
+    max_input_length: _U32 = 0
+    max_total_tokens: _U32 = 0
     waiting_served_ratio: float = 0.0
-    max_batch_total_tokens: int = 0
-    max_waiting_tokens: int = 0
-    validation_workers: int = 0
+    max_batch_total_tokens: _U32 = 0
+    max_waiting_tokens: _U32 = 0
+    validation_workers: _U32 = 0
     eager_prefill: bool = False
     version: str = ""
     sha: str | None = None
@@ -1879,10 +1897,10 @@ class SimpleToken(Message, kw_only=True):
         start: Character offsets into the input; special tokens have 0, 0.
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
-    start: int = 0
-    stop: int = 0
+    start: _U32 = 0
+    stop: _U32 = 0
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.SimpleToken'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (
