@@ -199,9 +199,8 @@ def _has_map(cls: type[Message], seen: frozenset[str] = frozenset()) -> bool:
         for s in spec.members or (spec,):
             if s.label == "map":
                 return True
-            if s.kind == KIND_MESSAGE and s.target not in seen:
-                if _has_map(BY_NAME[s.target], seen | {cls.__name__}):
-                    return True
+            if s.kind == KIND_MESSAGE and s.target not in seen and _has_map(BY_NAME[s.target], seen | {cls.__name__}):
+                return True
     return False
 
 
@@ -413,7 +412,13 @@ NEAR_PLAIN = [
 
 
 def test_oracle_subsets() -> None:
-    assert {c.__name__ for c in PLAIN} >= {"SimpleToken", "MetricFamily", "ErrorResponse", "TokenizeRequest", "ImageUrl"}
+    assert {c.__name__ for c in PLAIN} >= {
+        "SimpleToken",
+        "MetricFamily",
+        "ErrorResponse",
+        "TokenizeRequest",
+        "ImageUrl",
+    }
     assert {c.__name__ for c in NEAR_PLAIN} >= {
         "Token",
         "Details",

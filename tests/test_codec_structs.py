@@ -56,7 +56,9 @@ def test_repr_of_a_response_shows_fields_and_nested_messages() -> None:
 
 def test_repr_of_a_request_shows_only_what_was_set() -> None:
     request = T.GenerateRequest(inputs="hi", parameters=T.GenerateParameters(max_new_tokens=5, stop=["\n"]))
-    assert repr(request) == "GenerateRequest(inputs='hi', parameters=GenerateParameters(max_new_tokens=5, stop=['\\n']))"
+    assert (
+        repr(request) == "GenerateRequest(inputs='hi', parameters=GenerateParameters(max_new_tokens=5, stop=['\\n']))"
+    )
     assert repr(T.ResponseFormat(type="json_object")) == "ResponseFormat(type='json_object')"
     assert repr(T.ResponseFormat(type="json_object", schema=None)) == "ResponseFormat(type='json_object', schema=None)"
 
@@ -155,7 +157,14 @@ def test_to_dict_and_model_dump_are_plain_python() -> None:
             "seed": SEED,
             "prefill": [{"id": 1, "text": "<s>", "logprob": None}],
             "tokens": [
-                {"id": 5, "text": "Par", "logprob": -0.25, "special": False, "alternative_tokens": [], "skipped": False},
+                {
+                    "id": 5,
+                    "text": "Par",
+                    "logprob": -0.25,
+                    "special": False,
+                    "alternative_tokens": [],
+                    "skipped": False,
+                },
                 {"id": 6, "text": "is", "logprob": None, "special": False, "alternative_tokens": [], "skipped": False},
             ],
             "best_of_sequences": [],

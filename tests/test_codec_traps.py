@@ -517,7 +517,9 @@ def test_enums_print_lorax_spellings() -> None:
         assert enc(T.ResponseFormat(type=number)) == b'{"type":"' + spelling + b'"}'
     strategies = [b"linear", b"ties", b"dare_linear", b"dare_ties"]
     for member, spelling in zip(T.MergeStrategy, strategies, strict=True):
-        assert enc(T.MergedAdapters(ids=[], merge_strategy=member)) == b'{"ids":[],"merge_strategy":"' + spelling + b'"}'
+        assert (
+            enc(T.MergedAdapters(ids=[], merge_strategy=member)) == b'{"ids":[],"merge_strategy":"' + spelling + b'"}'
+        )
         assert enc(T.MergedAdapters(ids=[], merge_strategy=spelling.decode())) == enc(
             T.MergedAdapters(ids=[], merge_strategy=member)
         )
@@ -1141,7 +1143,17 @@ def test_field_kinds_of_every_message_are_known() -> None:
             seen.update(f.type for f in descriptor.fields)
     assert FieldDescriptor.TYPE_BYTES not in seen
     assert FieldDescriptor.TYPE_GROUP not in seen
-    known = {KIND_BOOL, KIND_ENUM, KIND_FLOAT, KIND_INT, KIND_MESSAGE, KIND_ONEOF, KIND_OPEN_ENUM, KIND_RAW, KIND_STRING}
+    known = {
+        KIND_BOOL,
+        KIND_ENUM,
+        KIND_FLOAT,
+        KIND_INT,
+        KIND_MESSAGE,
+        KIND_ONEOF,
+        KIND_OPEN_ENUM,
+        KIND_RAW,
+        KIND_STRING,
+    }
     classes = [c for c in vars(M).values() if isinstance(c, type) and issubclass(c, Message) and c is not Message]
     kinds = {s.kind for c in classes for spec in c.__lorax_fields__ for s in (spec, *spec.members)}
     assert kinds == known

@@ -609,7 +609,8 @@ import msgspec
 from lorax import _validate as _v
 from lorax._message import UNSET, FieldSpec as _F, Message, WireEnum
 from lorax._route import Route as _Route
-''' + _INT_ALIAS_SOURCE
+'''
+HEADER += _INT_ALIAS_SOURCE
 
 
 def main() -> None:
