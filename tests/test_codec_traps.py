@@ -1157,3 +1157,32 @@ def test_field_kinds_of_every_message_are_known() -> None:
     classes = [c for c in vars(M).values() if isinstance(c, type) and issubclass(c, Message) and c is not Message]
     kinds = {s.kind for c in classes for spec in c.__lorax_fields__ for s in (spec, *spec.members)}
     assert kinds == known
+
+
+def test_a_request_read_back_that_fails_its_checks_is_a_decode_error() -> None:
+    """What a server emulator reads: the request class's own checks name the field, as a decode error."""
+    with pytest.raises(errors.ResponseDecodeError, match=r"^GenerateParameters: adapter_id contains the control"):
+        dec(T.GenerateParameters, b'{"adapter_id":"a\\nb"}')
+    with pytest.raises(errors.ResponseDecodeError, match=r"^GenerateParameters: seed=18446744073709551616 does not"):
+        dec(T.GenerateParameters, b'{"seed":18446744073709551616}')
+    with pytest.raises(errors.ResponseDecodeError, match=r"GenerateRequest"):
+        dec(T.GenerateRequest, b'{"inputs":"x","parameters":{"adapter_source":"hub\\r"}}')
+
+
+def test_an_unknown_merge_strategy_assigned_later_is_not_sent() -> None:
+    """Assignment is not checked, so the encoder checks closed enums before LoRAX's router sees them."""
+    request = T.GenerateRequest(
+        inputs="x", parameters=T.GenerateParameters(merged_adapters=T.MergedAdapters(ids=["a"], merge_strategy="ties"))
+    )
+    assert enc(request) == b'{"inputs":"x","parameters":{"merged_adapters":{"ids":["a"],"merge_strategy":"ties"}}}'
+    request.parameters.merged_adapters.merge_strategy = "bogus"
+    with pytest.raises(errors.InvalidRequestError, match=r"^merge_strategy='bogus' is not one of: dare_linear, dare_"):
+        enc(request)
+    request.parameters.merged_adapters.merge_strategy = None
+    request.parameters.merged_adapters.majority_sign_method = "TOTAL"  # a spelling, not the member
+    with pytest.raises(errors.InvalidRequestError, match=r"^majority_sign_method='TOTAL' is not one of"):
+        enc(request)
+    rf = T.ChatResponseFormat(type="json_object")
+    rf.type = "json"
+    with pytest.raises(errors.InvalidRequestError, match=r"^type='json' is not one of"):
+        enc(T.ChatCompletionRequest(model="", messages=[], response_format=rf))
