@@ -68,7 +68,11 @@ def struct_class(cls: type[ProtoMessage]) -> type[Message]:
 def to_proto(message: Message) -> Any:
     """The upb message equal to `message`."""
     cls = type(message)
-    return proto_class(cls)(**_to_kwargs(cls)(message))
+    try:
+        return proto_class(cls)(**_to_kwargs(cls)(message))
+    except (ValueError, TypeError) as exc:
+        # A value the binary form cannot hold (assignment is not checked): typed, like JSON's.
+        raise errors.InvalidRequestError(f"{cls.__name__} cannot be written as protobuf: {exc}") from None
 
 
 def from_proto(message: ProtoMessage) -> Any:

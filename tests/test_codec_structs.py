@@ -351,3 +351,18 @@ def test_import_lorax_does_not_import_protobuf() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_to_proto_refuses_what_binary_cannot_hold() -> None:
+    """Assignment is not checked: an out-of-range value fails as a typed error, not a bare ValueError."""
+    details = T.StreamDetails(seed=2**64 - 1)
+    assert T.StreamDetails.from_proto(details.to_proto()).seed == 2**64 - 1
+    details.seed = 2**64
+    with pytest.raises(
+        errors.InvalidRequestError, match=r"^StreamDetails cannot be written as protobuf: .*18446744073709551616"
+    ):
+        details.to_proto()
+    token = T.Token(id=1)
+    token.id = -1
+    with pytest.raises(errors.InvalidRequestError, match=r"^Token cannot be written as protobuf"):
+        token.to_proto()
