@@ -3,8 +3,9 @@
 ``to_json(message)`` writes exactly what LoRAX sends or accepts for that message:
 snake_case keys in declaration (wire) order, 64-bit integers as numbers, enums in
 LoRAX's spelling, ``null`` where LoRAX prints null and nothing where it omits a key,
-f32 values in Rust's shortest form, free-form JSON as it was given, and bare arrays for
-the routes that answer one.
+f32 values in Rust's shortest form, free-form JSON values as serde_json prints them
+(msgspec's float text is ryu's, like serde_json's), and bare arrays for the routes that
+answer one.
 
 ``from_json(message_class, data)`` reads LoRAX JSON into a message. It tolerates what
 newer and older servers do (unknown keys, unknown enum spellings, missing fields),
