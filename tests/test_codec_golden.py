@@ -26,7 +26,17 @@ from lorax import types as T
 from lorax._message import Message
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "wire-examples.json"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "wire-examples.json"
+SHARED = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[2] / "shared" / "wire-examples.json",
+            Path("/work/shared/wire-examples.json"),
+        )
+        if p.exists()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "wire-examples.json",
+)
 
 
 def _load_examples() -> dict[str, dict[str, Any]]:
