@@ -4,17 +4,18 @@ Used where messages travel as binary protobuf (the WebSocket transport and the
 gateway) and by ``Message.to_proto()`` / ``from_proto()``. Driven by the
 ``__lorax_fields__`` table of each generated class, so no field is written here.
 Importing this module loads protobuf; ``import lorax`` does not.
+
+Only the protobuf APIs that every runtime since 3.20 has are used here (the generated
+classes themselves, ``HasField``, ``WhichOneof``, ``DESCRIPTOR.full_name``), so the
+range in pyproject.toml can stay wide: ML environments often pin an old protobuf.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
-from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message as ProtoMessage
 
 from lorax import errors
@@ -28,11 +29,10 @@ from lorax._message import (
     Message,
     WireEnum,
 )
-from lorax.v1 import (  # noqa: F401 - registers every schema in the default pool
+from lorax.v1 import (
     embed_pb2,
     generate_pb2,
     openai_pb2,
-    options_pb2,
     server_pb2,
     tokenize_pb2,
 )
@@ -40,7 +40,17 @@ from lorax.v1 import messages as _messages
 
 __all__ = ["from_proto", "proto_class", "struct_class", "to_proto"]
 
-_POOL = generate_pb2.DESCRIPTOR.pool
+
+def _proto_classes() -> dict[str, type[ProtoMessage]]:
+    out = {}
+    for module in (embed_pb2, generate_pb2, openai_pb2, server_pb2, tokenize_pb2):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, ProtoMessage):
+                out[obj.DESCRIPTOR.full_name] = obj
+    return out
+
+
+_PROTOS = _proto_classes()
 
 
 def _struct_classes() -> dict[str, type[Message]]:
@@ -57,7 +67,7 @@ _BY_SHORT = {cls.__name__: cls for cls in _STRUCTS.values()}
 
 def proto_class(cls: type[Message]) -> type[ProtoMessage]:
     """The upb class of a Struct class."""
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(cls.__lorax_full_name__))
+    return _PROTOS[cls.__lorax_full_name__]
 
 
 def struct_class(cls: type[ProtoMessage]) -> type[Message]:
@@ -77,7 +87,7 @@ def to_proto(message: Message) -> Any:
 
 def from_proto(message: ProtoMessage) -> Any:
     """The Struct equal to the upb `message`."""
-    return _from(message.DESCRIPTOR)(message)
+    return _from(_STRUCTS[message.DESCRIPTOR.full_name])(message)
 
 
 # -- enums ---------------------------------------------------------------------------
@@ -88,14 +98,20 @@ _enum_numbers: dict[str, tuple[dict[str, int], dict[int, str]]] = {}
 def _enum_maps(target: str) -> tuple[dict[str, int], dict[int, str]]:
     maps = _enum_numbers.get(target)
     if maps is None:
-        ed = _POOL.FindEnumTypeByName(f"lorax.v1.{target}")
+        # The generated enum keeps each .proto value name as an alias of its LoRAX
+        # spelling (FinishReason.FINISH_REASON_LENGTH == "length"): no options needed.
+        members = getattr(_messages, target).__members__
         to_number: dict[str, int] = {}
         to_wire: dict[int, str] = {}
-        for vd in ed.values:
-            wire = vd.GetOptions().Extensions[options_pb2.wire_value]
-            if wire:
-                to_number[wire] = vd.number
-                to_wire[vd.number] = wire
+        for module in (generate_pb2, openai_pb2):
+            enum_type = module.DESCRIPTOR.enum_types_by_name.get(target)
+            if enum_type is None:
+                continue
+            for value in enum_type.values:
+                member = members.get(value.name)
+                if member is not None:
+                    to_number[member.value] = value.number
+                    to_wire[value.number] = member.value
         maps = _enum_numbers[target] = (to_number, to_wire)
     return maps
 
@@ -108,7 +124,11 @@ _kwargs_builders: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
 def _to_kwargs(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
     build = _kwargs_builders.get(cls)
     if build is None:
-        _kwargs_builders[cls] = lambda m: _kwargs_builders[cls](m)
+        # A message type that contains itself finds this trampoline while it is built.
+        def trampoline(message: Any) -> dict[str, Any]:
+            return _kwargs_builders[cls](message)
+
+        _kwargs_builders[cls] = trampoline
         build = _kwargs_builders[cls] = _build_to_kwargs(cls)
     return build
 
@@ -132,22 +152,24 @@ def _value_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
     if spec.kind == KIND_RAW:
         return _raw_text
     if spec.kind == KIND_MESSAGE:
+        # Nested messages are built as messages, not dicts: protobuf before 4.21 cannot
+        # fill a map of messages from dicts.
         target = _BY_SHORT[spec.target]
+        proto = proto_class(target)
         if spec.unwrap:
             (only,) = target.__lorax_fields__
             if only.kind == KIND_ONEOF:
-                # ToolChoice: the field holds the member's value; upb wants the member's name.
-                step = _to_step(only)
 
-                def oneof_kwargs(value: Any) -> dict[str, Any]:
-                    out: dict[str, Any] = {}
-                    step(SimpleNamespace(**{only.name: value}), out)
-                    return out
+                def oneof_message(value: Any) -> Any:
+                    member = _member_for(only, value)
+                    conv = _container_to(member)
+                    return proto(**{member.name: value if conv is None else conv(value)})
 
-                return oneof_kwargs
+                return oneof_message
             inner = _container_to(only)
-            return lambda value: {only.name: value if inner is None else inner(value)}
-        return _to_kwargs(target)
+            return lambda value: proto(**{only.name: value if inner is None else inner(value)})
+        build = _to_kwargs(target)
+        return lambda value: proto(**build(value))
     return None
 
 
@@ -176,11 +198,11 @@ def _member_for(spec: FieldSpec, value: Any) -> FieldSpec:
                     return member
             elif isinstance(value, target):
                 return member
-        elif member.kind in ("string", "open_enum", KIND_ENUM) and isinstance(value, str):
-            return member
-        elif member.kind == "bool" and isinstance(value, bool):
-            return member
-        elif member.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif (
+            (member.kind in ("string", "open_enum", KIND_ENUM) and isinstance(value, str))
+            or (member.kind == "bool" and isinstance(value, bool))
+            or (member.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool))
+        ):
             return member
     raise errors.InvalidRequestError(f"{spec.name}: a {type(value).__name__} fits none of its kinds")
 
@@ -237,15 +259,18 @@ def _to_step(spec: FieldSpec) -> Callable[[Any, dict[str, Any]], None]:
 
 # -- upb -> Struct -------------------------------------------------------------------
 
-_from_builders: dict[str, Callable[[Any], Any]] = {}
+_from_builders: dict[type[Any], Callable[[Any], Any]] = {}
 
 
-def _from(descriptor: Descriptor) -> Callable[[Any], Any]:
-    build = _from_builders.get(descriptor.full_name)
+def _from(cls: type[Message]) -> Callable[[Any], Any]:
+    build = _from_builders.get(cls)
     if build is None:
-        full_name = descriptor.full_name
-        _from_builders[full_name] = lambda m: _from_builders[full_name](m)
-        build = _from_builders[full_name] = _build_from(_STRUCTS[full_name])
+
+        def trampoline(message: Any) -> Any:
+            return _from_builders[cls](message)
+
+        _from_builders[cls] = trampoline
+        build = _from_builders[cls] = _build_from(cls)
     return build
 
 
@@ -260,29 +285,27 @@ def _value_from(spec: FieldSpec) -> Callable[[Any], Any] | None:
 
         return enum_member
     if spec.kind == KIND_RAW:
-        return lambda text: msgspec.json.decode(text)
+        return msgspec.json.decode
     if spec.kind == KIND_MESSAGE:
         target = _BY_SHORT[spec.target]
-        descriptor = _POOL.FindMessageTypeByName(target.__lorax_full_name__)
         if spec.unwrap:
             (only,) = target.__lorax_fields__
-            inner = _field_from(only, descriptor)
-            return inner
-        return _from(descriptor)
+            return _field_from(only)
+        return _from(target)
     return None
 
 
-def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]:
-    """Read field `spec` out of a upb message of type `descriptor`."""
+def _field_from(spec: FieldSpec) -> Callable[[Any], Any]:
+    """Read field `spec` out of a upb message."""
     name = spec.name
     if spec.kind == KIND_ONEOF:
-        members = {m.name: (_value_from(m), m) for m in spec.members}
+        members = {m.name: _value_from(m) for m in spec.members}
 
         def oneof_value(message: Any) -> Any:
             which = message.WhichOneof(name)
             if which is None:
                 return None
-            conv, member = members[which]
+            conv = members[which]
             value = getattr(message, which)
             return value if conv is None else conv(value)
 
@@ -296,7 +319,7 @@ def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]
         if conv is None:
             return lambda message: dict(getattr(message, name))
         return lambda message: {k: conv(v) for k, v in getattr(message, name).items()}
-    has_presence = descriptor.fields_by_name[name].has_presence
+    has_presence = spec.presence
     if spec.kind == KIND_RAW:
         unset: Any = UNSET if spec.presence and not spec.null_if_unset else None
 
@@ -317,8 +340,7 @@ def _field_from(spec: FieldSpec, descriptor: Descriptor) -> Callable[[Any], Any]
 
 
 def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
-    descriptor = _POOL.FindMessageTypeByName(cls.__lorax_full_name__)
-    readers = [(spec.name, _field_from(spec, descriptor)) for spec in cls.__lorax_fields__]
+    readers = [(spec.name, _field_from(spec)) for spec in cls.__lorax_fields__]
     required = {
         spec.name
         for spec in cls.__lorax_fields__
@@ -337,3 +359,30 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
         return cls(**kwargs)
 
     return build
+
+
+def to_binary(message: Message) -> bytes:
+    """The protobuf binary encoding of a Struct, or of a upb message (what a WebSocket frame carries)."""
+    proto = to_proto(message) if isinstance(message, Message) else message
+    data: bytes = proto.SerializeToString()
+    return data
+
+
+_binary_decoders: dict[type[Any], Callable[[bytes], Any]] = {}
+
+
+def from_binary(cls: type[Message], data: bytes) -> Any:
+    """A Struct of class `cls` from its protobuf binary encoding.
+
+    Raises google.protobuf.message.DecodeError for bytes that are not such a message.
+    """
+    decode = _binary_decoders.get(cls)
+    if decode is None:
+        parse = proto_class(cls).FromString
+        build = _from(cls)
+
+        def decode(data: bytes) -> Any:
+            return build(parse(data))
+
+        _binary_decoders[cls] = decode
+    return decode(data)

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from google.protobuf.message import Message
-
 from lorax import errors
+from lorax._message import Message
 from lorax._redact import redact_url
 from lorax._retry import RetryPolicy
 from lorax._routes import Method
@@ -109,13 +108,67 @@ def predibase_url(tenant: str, deployment: str, *, serving_url: str = PREDIBASE_
     return f"{serving_url.rstrip('/')}/{quote(tenant, safe='')}/deployments/v2/llms/{quote(deployment, safe='')}"
 
 
-def predibase_headers(api_token: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
-    """Headers for Predibase: the bearer token from the argument or PREDIBASE_API_TOKEN."""
-    token = api_token if api_token is not None else os.environ.get(PREDIBASE_TOKEN_ENV)
+def predibase_headers(
+    api_token: str | None, headers: Mapping[str, str] | None, *, owner: str = "Client"
+) -> tuple[dict[str, str], str]:
+    """Headers for Predibase, and where their token came from (for :func:`explain_auth`).
+
+    The bearer token comes from an ``Authorization`` header in `headers`, else
+    `api_token`, else ``PREDIBASE_API_TOKEN``. Every Predibase deployment wants one, so
+    none at all raises :class:`~lorax.errors.MissingCredentialsError` now rather than a
+    401 on the first call.
+    """
     out = dict(headers or {})
-    if token and not any(k.lower() == "authorization" for k in out):
-        out["Authorization"] = f"Bearer {token}"
-    return out
+    if any(k.lower() == "authorization" for k in out):
+        return out, "the Authorization header given in headers="
+    if api_token is not None:
+        if not api_token.strip():
+            raise errors.MissingCredentialsError(f"{owner}.from_predibase: api_token is empty")
+        token, source = api_token, "the api_token argument"
+    else:
+        token = os.environ.get(PREDIBASE_TOKEN_ENV, "")
+        source = f"the {PREDIBASE_TOKEN_ENV} environment variable"
+        if not token.strip():
+            raise errors.MissingCredentialsError(
+                f"{owner}.from_predibase needs a Predibase API token: pass api_token=..., or set the "
+                f"{PREDIBASE_TOKEN_ENV} environment variable"
+                + (" (it is set, but empty)" if PREDIBASE_TOKEN_ENV in os.environ else "")
+            )
+    out["Authorization"] = f"Bearer {token}"
+    return out, source
+
+
+def auth_source(headers: Mapping[str, str]) -> str | None:
+    """Where a client built with `headers` gets its credentials, for :func:`explain_auth`."""
+    if any(k.lower() == "authorization" for k in headers):
+        return "the Authorization header given in headers="
+    return None
+
+
+def explain_auth(error: errors.LoraxError, source: str | None) -> None:
+    """Say, on a 401 or 403, which credentials the server refused (never their value).
+
+    `source` is where the client's token came from (None: it sent none). An error that
+    already explains itself (a gateway refusing its WebSocket handshake) is left alone.
+    """
+    if error.hint is not None:
+        return
+    if isinstance(error, errors.AuthenticationError):
+        if source is None:
+            error.hint = (
+                "the server wants credentials and none were sent: pass an Authorization header "
+                f"(headers=), or use Client.from_predibase with api_token= or {PREDIBASE_TOKEN_ENV}"
+            )
+        else:
+            error.hint = f"the server refused the token from {source}: check that it is valid and not expired"
+    elif isinstance(error, errors.PermissionDeniedError):
+        if source is None:
+            error.hint = "the server refused the request, and no credentials were sent"
+        else:
+            error.hint = (
+                f"the server refused the request with the token from {source}: check that the token is valid "
+                "and allowed to use this deployment"
+            )
 
 
 # ---------------------------------------------------------------------------------
@@ -156,8 +209,8 @@ class StreamTracker:
 
 def _final_rule(method: Method) -> Callable[[Any], bool]:
     if method.done_marker:
-        return lambda m: any(c.HasField("finish_reason") for c in m.choices)
-    return lambda m: m.HasField("generated_text")
+        return lambda m: any(c.finish_reason is not None for c in m.choices)
+    return lambda m: m.generated_text is not None
 
 
 # How many events past the final one are read (and dropped) so the connection can be

@@ -134,9 +134,7 @@ class Message(msgspec.Struct, kw_only=True, gc=False):
         null_is_set = _null_is_set(type(self)) if quiet else frozenset()
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if value is UNSET or (
-                quiet and ((value is None and name not in null_is_set) or value == [] or value == {})
-            ):
+            if value is UNSET or (quiet and ((value is None and name not in null_is_set) or value in ([], {}))):
                 continue
             if name in _SECRET_FIELDS and value is not None:
                 parts.append(f"{name}='<redacted>'")
@@ -170,7 +168,8 @@ class Message(msgspec.Struct, kw_only=True, gc=False):
         """The same message as a ``lorax.v1`` protobuf (upb) message."""
         from lorax._convert import to_proto
 
-        return to_proto(self)
+        proto: ProtoMessage = to_proto(self)
+        return proto
 
     @classmethod
     def from_proto(cls: type[M], message: ProtoMessage) -> M:

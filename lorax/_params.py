@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from copy import deepcopy
 from typing import Any
 
-import orjson
-from google.protobuf.message import Message
+import msgspec
 
-from lorax import errors
-from lorax._jsonmap import enum_map
+from lorax import _validate, errors
 from lorax.types import (
     ChatCompletionRequest,
     ChatMessage,
@@ -30,7 +29,6 @@ from lorax.types import (
     ClassifyRequest,
     CompletionRequest,
     ContentPart,
-    ContentParts,
     EmbeddingsRequest,
     EmbedParameters,
     EmbedRequest,
@@ -46,7 +44,6 @@ from lorax.types import (
     NamedToolChoice,
     ResponseFormat,
     ResponseFormatType,
-    StringList,
     TokenizeRequest,
     Tool,
     ToolChoice,
@@ -83,17 +80,6 @@ def _check_header_safe(name: str, value: str | None) -> None:
             )
 
 
-def _set(message: Message, name: str, value: Any) -> None:
-    """Set one field, turning protobuf's TypeError/ValueError into a clear lorax error."""
-    field = message.DESCRIPTOR.fields_by_name[name]
-    if field.type == field.TYPE_DOUBLE:
-        _check_finite(name, value)
-    try:
-        setattr(message, name, value)
-    except (TypeError, ValueError) as exc:
-        raise invalid(f"{name}={value!r} does not fit the field ({_field_kind(field)}): {exc}") from None
-
-
 def _check_finite(name: str, value: Any) -> None:
     # JSON has no NaN or infinity: the codec would print `null`, which LoRAX reads as
     # "not set" and replaces with its default, a different request from the one asked.
@@ -101,24 +87,9 @@ def _check_finite(name: str, value: Any) -> None:
         raise invalid(f"{name}={value!r} is not a finite number and cannot be sent as JSON")
 
 
-def _field_kind(field: Any) -> str:
-    names = {
-        field.TYPE_UINT32: "an integer from 0 to 2**32-1",
-        field.TYPE_UINT64: "an integer from 0 to 2**64-1",
-        field.TYPE_INT32: "an integer from -2**31 to 2**31-1",
-        field.TYPE_INT64: "a 64-bit integer",
-        field.TYPE_DOUBLE: "a number",
-        field.TYPE_BOOL: "a boolean",
-        field.TYPE_STRING: "a string",
-    }
-    return names.get(field.type, "a value of its type")
-
-
-def _fill(message: Message, values: Mapping[str, Any]) -> None:
-    """Set every value that is not None."""
-    for name, value in values.items():
-        if value is not None:
-            _set(message, name, value)
+def _set_only(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments that were given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _flag(name: str, value: bool | None) -> bool | None:
@@ -146,34 +117,26 @@ def _strings(name: str, value: str | Iterable[str] | None) -> list[str] | None:
     return items
 
 
-def json_text(name: str, value: Any) -> str:
-    """Free-form JSON (a schema, tool parameters) as compact text that keeps key order."""
+def json_value(name: str, value: Any) -> Any:
+    """Free-form JSON (a schema, tool parameters) as a value that prints with its key order.
+
+    A dict or list is used as it is; a string is parsed as JSON text; a pydantic model
+    class stands for its JSON schema.
+    """
     if isinstance(value, str):
         try:
-            orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
             raise invalid(f"{name}: not valid JSON text: {exc}") from None
-        return value
     if isinstance(value, type) and hasattr(value, "model_json_schema"):
         value = value.model_json_schema()
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError as exc:
-        raise invalid(f"{name}: cannot be written as JSON: {exc}") from None
+    _validate.check_json_value(name, value)
+    return value
 
 
-def _enum(name: str, value: Any, enum_type: Any) -> int:
-    """An enum from its number, its LoRAX spelling (any case) or its proto name."""
-    mapping = enum_map(enum_type.DESCRIPTOR)
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value in mapping.to_wire:
-            return value
-    elif isinstance(value, str):
-        number = mapping.from_wire.get(value) or mapping.from_lower.get(value.lower())
-        if number:
-            return number
-    allowed = ", ".join(sorted(mapping.to_wire.values()))
-    raise invalid(f"{name}={value!r} is not one of: {allowed}")
+def _enum(name: str, value: Any, enum_type: Any) -> Any:
+    """An enum member from the member, its LoRAX spelling (any case) or its .proto name."""
+    return _validate.Enum(enum_type)(name, value)
 
 
 def merged_adapters(value: MergedAdaptersLike | None) -> MergedAdapters | None:
@@ -181,44 +144,35 @@ def merged_adapters(value: MergedAdaptersLike | None) -> MergedAdapters | None:
     if value is None:
         return None
     if isinstance(value, MergedAdapters):
-        result = MergedAdapters()
-        result.CopyFrom(value)
-    elif isinstance(value, Mapping):
-        unknown = set(value) - {"ids", "weights", "merge_strategy", "density", "majority_sign_method"}
-        if unknown:
-            raise invalid(f"merged_adapters: unknown keys {sorted(unknown)}")
-        result = MergedAdapters()
-        ids = _strings("merged_adapters.ids", value.get("ids"))
-        if ids is not None:
-            result.ids.extend(ids)
-        weights = value.get("weights")
-        if weights is not None:
-            try:
-                floats = [float(w) for w in weights]
-            except (TypeError, ValueError):
-                raise invalid(f"merged_adapters.weights must be numbers, got {weights!r}") from None
-            for w in floats:
-                _check_finite("merged_adapters.weights", w)
-            result.weights.extend(floats)
-        if value.get("merge_strategy") is not None:
-            result.merge_strategy = _enum("merge_strategy", value["merge_strategy"], MergeStrategy)  # type: ignore[assignment]
-        if value.get("density") is not None:
-            _set(result, "density", value["density"])
-        if value.get("majority_sign_method") is not None:
-            result.majority_sign_method = _enum(  # type: ignore[assignment]
-                "majority_sign_method", value["majority_sign_method"], MajoritySignMethod
-            )
-    else:
+        return deepcopy(value)  # the request must not change under the caller
+    if not isinstance(value, Mapping):
         raise invalid(f"merged_adapters must be a dict or MergedAdapters, not {type(value).__name__}")
-    # Unknown numbers would print as nothing LoRAX accepts; the router panics on them.
-    if result.HasField("merge_strategy"):
-        _enum("merge_strategy", result.merge_strategy, MergeStrategy)
-    if result.HasField("majority_sign_method"):
-        _enum("majority_sign_method", result.majority_sign_method, MajoritySignMethod)
-    return result
+    unknown = set(value) - {"ids", "weights", "merge_strategy", "density", "majority_sign_method"}
+    if unknown:
+        raise invalid(f"merged_adapters: unknown keys {sorted(unknown)}")
+    ids = _strings("merged_adapters.ids", value.get("ids")) or []
+    weights = value.get("weights")
+    floats: list[float] = []
+    if weights is not None:
+        try:
+            floats = [float(w) for w in weights]
+        except (TypeError, ValueError):
+            raise invalid(f"merged_adapters.weights must be numbers, got {weights!r}") from None
+        for w in floats:
+            _check_finite("merged_adapters.weights", w)
+    kwargs: dict[str, Any] = {"ids": ids, "weights": floats}
+    if value.get("merge_strategy") is not None:
+        kwargs["merge_strategy"] = _enum("merge_strategy", value["merge_strategy"], MergeStrategy)
+    if value.get("density") is not None:
+        kwargs["density"] = value["density"]
+    if value.get("majority_sign_method") is not None:
+        kwargs["majority_sign_method"] = _enum(
+            "majority_sign_method", value["majority_sign_method"], MajoritySignMethod
+        )
+    return MergedAdapters(**kwargs)
 
 
-def _format_type(name: str, value: Any) -> int:
+def _format_type(name: str, value: Any) -> Any:
     return _enum(name, value, ResponseFormatType)
 
 
@@ -234,24 +188,23 @@ def response_format(value: ResponseFormatLike | None) -> ResponseFormat | None:
     if value is None:
         return None
     if isinstance(value, ResponseFormat):
-        result = ResponseFormat()
-        result.CopyFrom(value)
-        return result
+        return deepcopy(value)  # the request must not change under the caller
     if isinstance(value, type):
-        return ResponseFormat(
-            type=ResponseFormatType.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
-            schema=json_text("response_format", value),
-        )
+        return ResponseFormat(type=ResponseFormatType.JSON_OBJECT, schema=json_value("response_format", value))
     if not isinstance(value, Mapping):
         raise invalid(f"response_format must be a dict, ResponseFormat or pydantic model class, not {type(value)}")
-    result = ResponseFormat(type=_format_type("response_format.type", value.get("type", "json_object")))  # type: ignore[arg-type]
+    kind = _format_type("response_format.type", value.get("type", "json_object"))
     if "schema" in value:
         schema = value["schema"]
-        result.schema = "null" if schema is None else json_text("response_format.schema", schema)
-    elif isinstance(value.get("json_schema"), Mapping) and "schema" in value["json_schema"]:
+        return ResponseFormat(
+            type=kind, schema=None if schema is None else json_value("response_format.schema", schema)
+        )
+    if isinstance(value.get("json_schema"), Mapping) and "schema" in value["json_schema"]:
         schema = value["json_schema"]["schema"]
-        result.schema = "null" if schema is None else json_text("response_format.json_schema.schema", schema)
-    return result
+        return ResponseFormat(
+            type=kind, schema=None if schema is None else json_value("response_format.json_schema.schema", schema)
+        )
+    return ResponseFormat(type=kind)
 
 
 def generate(
@@ -287,9 +240,7 @@ def generate(
         raise invalid(f"prompt must be a string, not {type(prompt).__name__}")
     _check_header_safe("adapter_id", adapter_id)
     _check_header_safe("adapter_source", adapter_source)
-    params = GenerateParameters()
-    _fill(
-        params,
+    kwargs = _set_only(
         {
             "adapter_id": adapter_id,
             "adapter_source": adapter_source,
@@ -312,18 +263,18 @@ def generate(
             "decoder_input_details": _flag("decoder_input_details", decoder_input_details),
             "return_k_alternatives": return_k_alternatives,
             "seed": seed,
-        },
+        }
     )
     stop = _strings("stop_sequences", stop_sequences)
     if stop:
-        params.stop.extend(stop)
+        kwargs["stop"] = stop
     merged = globals()["merged_adapters"](merged_adapters)
     if merged is not None:
-        params.merged_adapters.CopyFrom(merged)
+        kwargs["merged_adapters"] = merged
     fmt = globals()["response_format"](response_format)
     if fmt is not None:
-        params.response_format.CopyFrom(fmt)
-    return GenerateRequest(inputs=prompt, parameters=params)
+        kwargs["response_format"] = fmt
+    return GenerateRequest(inputs=prompt, parameters=GenerateParameters(**kwargs))
 
 
 def embed(
@@ -337,11 +288,8 @@ def embed(
     """The body of /embed."""
     if not isinstance(inputs, str):
         raise invalid(f"inputs must be a string, not {type(inputs).__name__}; use embeddings() for a list")
-    request = EmbedRequest(inputs=inputs)
     params = _embed_parameters(adapter_id, adapter_source, merged_adapters, api_token)
-    if params is not None:
-        request.parameters.CopyFrom(params)
-    return request
+    return EmbedRequest(inputs=inputs, parameters=params)
 
 
 def _embed_parameters(
@@ -354,12 +302,8 @@ def _embed_parameters(
         return None
     _check_header_safe("adapter_id", adapter_id)
     _check_header_safe("adapter_source", adapter_source)
-    params = EmbedParameters()
-    _fill(params, {"adapter_id": adapter_id, "adapter_source": adapter_source, "api_token": api_token})
-    merged_msg = merged_adapters(merged)
-    if merged_msg is not None:
-        params.merged_adapters.CopyFrom(merged_msg)
-    return params
+    kwargs = _set_only({"adapter_id": adapter_id, "adapter_source": adapter_source, "api_token": api_token})
+    return EmbedParameters(**kwargs, merged_adapters=merged_adapters(merged))
 
 
 def classify(inputs: str) -> ClassifyRequest:
@@ -380,10 +324,9 @@ def tokenize(inputs: str, add_special_tokens: bool | None = None) -> TokenizeReq
     """The body of /tokenize."""
     if not isinstance(inputs, str):
         raise invalid(f"inputs must be a string, not {type(inputs).__name__}")
-    request = TokenizeRequest(inputs=inputs)
-    if add_special_tokens is not None:
-        request.add_special_tokens = bool(add_special_tokens)
-    return request
+    return TokenizeRequest(
+        inputs=inputs, add_special_tokens=None if add_special_tokens is None else bool(add_special_tokens)
+    )
 
 
 def _content_part(part: Any, where: str) -> ContentPart:
@@ -414,32 +357,28 @@ def chat_message(value: MessageLike, index: int = 0) -> ChatMessage:
     """One chat message from a dict ``{"role", "content"}`` or a ChatMessage."""
     where = f"messages[{index}]"
     if isinstance(value, ChatMessage):
-        return value
+        return deepcopy(value)  # the request must not change under the caller
     if not isinstance(value, Mapping):
         raise invalid(f"{where} must be a dict or ChatMessage, not {type(value).__name__}")
     role = value.get("role")
     if not isinstance(role, str):
         raise invalid(f"{where} needs a string 'role'")
-    message = ChatMessage(role=role)
     content = value.get("content")
+    parts: str | list[ContentPart] | None = None
     if isinstance(content, str):
-        message.text = content
+        parts = content
     elif content is not None:
         if not isinstance(content, (list, tuple)):
             raise invalid(f"{where}.content must be a string or a list of chunks")
-        message.parts.CopyFrom(
-            ContentParts(parts=[_content_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)])
-        )
+        parts = [_content_part(p, f"{where}.content[{i}]") for i, p in enumerate(content)]
     name = value.get("name")
-    if name is not None:
-        message.name = str(name)
-    return message
+    return ChatMessage(role=role, content=parts, name=None if name is None else str(name))
 
 
 def tool(value: ToolLike, index: int = 0) -> Tool:
     """A tool from an OpenAI-style dict or a Tool."""
     if isinstance(value, Tool):
-        return value
+        return deepcopy(value)  # the request must not change under the caller
     where = f"tools[{index}]"
     if not isinstance(value, Mapping) or not isinstance(value.get("function"), Mapping):
         raise invalid(f"{where} must be a dict with a 'function'")
@@ -450,9 +389,12 @@ def tool(value: ToolLike, index: int = 0) -> Tool:
     # LoRAX requires `parameters` (OpenAI does not): an empty object schema says
     # "no arguments" without a 422.
     parameters = fn.get("parameters", {"type": "object", "properties": {}})
-    definition = FunctionDefinition(name=name, parameters=json_text(f"{where}.function.parameters", parameters))
-    if fn.get("description") is not None:
-        definition.description = str(fn["description"])
+    description = fn.get("description")
+    definition = FunctionDefinition(
+        name=name,
+        parameters=json_value(f"{where}.function.parameters", parameters),
+        description=None if description is None else str(description),
+    )
     return Tool(type=str(value.get("type", "function")), function=definition)
 
 
@@ -465,13 +407,15 @@ def tool_choice(value: ToolChoiceLike | None) -> ToolChoice | None:
     if value is None:
         return None
     if isinstance(value, ToolChoice):
-        return value
+        return deepcopy(value)  # the request must not change under the caller
     if isinstance(value, str):
-        return ToolChoice(mode=value)
+        return ToolChoice(choice=value)
+    if isinstance(value, NamedToolChoice):
+        return ToolChoice(choice=value)
     if isinstance(value, Mapping):
         fn = value.get("Function") or value.get("function")
         if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
-            return ToolChoice(function=NamedToolChoice(function=FunctionName(name=fn["name"])))
+            return ToolChoice(choice=NamedToolChoice(function=FunctionName(name=fn["name"])))
     raise invalid(f"tool_choice must be 'auto', 'none', a function name or a dict naming a function, not {value!r}")
 
 
@@ -480,32 +424,33 @@ def chat_response_format(value: ChatResponseFormatLike | None) -> ChatResponseFo
     if value is None:
         return None
     if isinstance(value, ChatResponseFormat):
-        return value
+        return deepcopy(value)  # the request must not change under the caller
     if isinstance(value, type):
         return ChatResponseFormat(
-            type=ResponseFormatType.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
-            json_schema=JsonSchema(name=value.__name__, schema=json_text("response_format", value)),
+            type=ResponseFormatType.JSON_SCHEMA,
+            json_schema=JsonSchema(name=value.__name__, schema=json_value("response_format", value)),
         )
     if not isinstance(value, Mapping):
         raise invalid(f"response_format must be a dict, ChatResponseFormat or pydantic model class, not {type(value)}")
-    result = ChatResponseFormat(type=_format_type("response_format.type", value.get("type")))  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {"type": _format_type("response_format.type", value.get("type"))}
     js = value.get("json_schema")
     if js is not None:
         if not isinstance(js, Mapping):
             raise invalid("response_format.json_schema must be a dict")
-        schema_msg = JsonSchema(name=str(js.get("name", "")))
-        if not schema_msg.name:
+        name = str(js.get("name", ""))
+        if not name:
             raise invalid("response_format.json_schema needs a 'name' (LoRAX requires it)")
+        schema_kwargs: dict[str, Any] = {"name": name}
         if js.get("description") is not None:
-            schema_msg.description = str(js["description"])
+            schema_kwargs["description"] = str(js["description"])
         if "schema" in js:
-            schema_msg.schema = "null" if js["schema"] is None else json_text("json_schema.schema", js["schema"])
+            schema_kwargs["schema"] = None if js["schema"] is None else json_value("json_schema.schema", js["schema"])
         if js.get("strict") is not None:
-            schema_msg.strict = bool(js["strict"])
-        result.json_schema.CopyFrom(schema_msg)
+            schema_kwargs["strict"] = bool(js["strict"])
+        kwargs["json_schema"] = JsonSchema(**schema_kwargs)
     if "schema" in value:
-        result.schema = "null" if value["schema"] is None else json_text("response_format.schema", value["schema"])
-    return result
+        kwargs["schema"] = None if value["schema"] is None else json_value("response_format.schema", value["schema"])
+    return ChatResponseFormat(**kwargs)
 
 
 def chat(
@@ -539,10 +484,7 @@ def chat(
     _check_header_safe("adapter_source", adapter_source)
     if isinstance(messages, (str, Mapping)):
         raise invalid("messages must be a list of messages")
-    request = ChatCompletionRequest(model=adapter_id or "")
-    request.messages.extend(chat_message(m, i) for i, m in enumerate(messages))
-    _fill(
-        request,
+    kwargs = _set_only(
         {
             "temperature": temperature,
             "top_p": top_p,
@@ -560,22 +502,34 @@ def chat(
             "guideline": guideline,
             "adapter_source": adapter_source,
             "api_token": api_token,
-        },
+        }
     )
     stops = _strings("stop", stop)
     if stops:
-        request.stop.extend(stops)
+        kwargs["stop"] = stops
     if logit_bias:
-        request.logit_bias.update({str(k): float(v) for k, v in logit_bias.items()})
-    fmt = chat_response_format(response_format)
-    if fmt is not None:
-        request.response_format.CopyFrom(fmt)
+        kwargs["logit_bias"] = _logit_bias(logit_bias)
+    kwargs["response_format"] = chat_response_format(response_format)
     if tools:
-        request.tools.extend(globals()["tool"](t, i) for i, t in enumerate(tools))
+        kwargs["tools"] = [globals()["tool"](t, i) for i, t in enumerate(tools)]
     choice = globals()["tool_choice"](tool_choice)
     if choice is not None:
-        request.tool_choice.CopyFrom(choice)
-    return request
+        kwargs["tool_choice"] = choice.choice
+    return ChatCompletionRequest(
+        model=adapter_id or "", messages=[chat_message(m, i) for i, m in enumerate(messages)], **kwargs
+    )
+
+
+def _logit_bias(value: Mapping[str, float]) -> dict[str, float]:
+    out = {}
+    for k, v in value.items():
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            raise invalid(f"logit_bias[{k!r}] must be a number, got {v!r}") from None
+        _check_finite(f"logit_bias[{k!r}]", number)
+        out[str(k)] = number
+    return out
 
 
 def completions(
@@ -606,9 +560,7 @@ def completions(
         raise invalid(f"prompt must be a string, not {type(prompt).__name__}")
     _check_header_safe("adapter_id", adapter_id)
     _check_header_safe("adapter_source", adapter_source)
-    request = CompletionRequest(model=adapter_id or "", prompt=prompt)
-    _fill(
-        request,
+    kwargs = _set_only(
         {
             "max_tokens": max_tokens,
             "temperature": temperature,
@@ -625,14 +577,14 @@ def completions(
             "ignore_eos_token": _flag("ignore_eos_token", ignore_eos_token),
             "adapter_source": adapter_source,
             "api_token": api_token,
-        },
+        }
     )
     stops = _strings("stop", stop)
     if stops:
-        request.stop.extend(stops)
+        kwargs["stop"] = stops
     if logit_bias:
-        request.logit_bias.update({str(k): float(v) for k, v in logit_bias.items()})
-    return request
+        kwargs["logit_bias"] = _logit_bias(logit_bias)
+    return CompletionRequest(model=adapter_id or "", prompt=prompt, **kwargs)
 
 
 def embeddings(
@@ -644,13 +596,6 @@ def embeddings(
     api_token: str | None = None,
 ) -> EmbeddingsRequest:
     """The body of /v1/embeddings. LoRAX ignores `model`; the adapter goes in parameters."""
-    request = EmbeddingsRequest(model=adapter_id or "")
-    if isinstance(input, str):
-        request.text = input
-    else:
-        texts = _strings("input", input) or []
-        request.texts.CopyFrom(StringList(values=texts))
+    value: str | list[str] = input if isinstance(input, str) else (_strings("input", input) or [])
     params = _embed_parameters(adapter_id, adapter_source, merged_adapters, api_token)
-    if params is not None:
-        request.parameters.CopyFrom(params)
-    return request
+    return EmbeddingsRequest(input=value, model=adapter_id or "", parameters=params)

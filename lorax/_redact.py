@@ -51,12 +51,17 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    if parts.username is None and parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    # The host and port as written: parsing the port could fail (out of range).
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, f"{REDACTED}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def redact_query(target: str) -> str:
+    """A request target (``/path?query``) with its query string replaced."""
+    path, sep, _ = target.partition("?")
+    return f"{path}?{REDACTED}" if sep else target
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -86,5 +91,9 @@ class HeaderRedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if len(args) == 2 and isinstance(args[0], str) and is_sensitive_header(args[0]):
             args = (args[0], REDACTED)
+        elif any(isinstance(arg, str) and arg[:1] == "/" and "?" in arg for arg in args):
+            # The request line ("< %s %s %s": GET /path?token=... HTTP/1.1): a client
+            # may put a token in the query string, which nothing reads; never log it.
+            args = tuple(redact_query(arg) if isinstance(arg, str) and arg[:1] == "/" else arg for arg in args)
         kwargs.setdefault("stacklevel", 2)  # the record names the library's line, not this one
         super().log(level, msg, *args, **kwargs)

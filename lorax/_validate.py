@@ -49,7 +49,7 @@ class Int:
         }.get(proto_type, f"an integer from {low} to {high}")
 
     def __call__(self, name: str, value: Any) -> int:
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise _invalid(f"{name}={value!r} does not fit the field ({self.describe})")
         try:
             number = operator.index(value)
@@ -87,26 +87,44 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _raw(name: str, value: Any) -> Any:
-    _finite(name, value)
-    try:
-        msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise _invalid(f"{name}: cannot be written as JSON: {exc}") from None
+    """Free-form JSON: a JSON value (dicts keep their key order), or JSON text to parse.
+
+    Only text that starts like an object or array (``{``/``[``) is parsed: anything else
+    is a JSON string value. Decoding runs this check too, so parsing every string would
+    turn the JSON string ``"12"`` into the number 12, and refuse ``"just a string"``.
+    """
+    if isinstance(value, str):
+        if value.lstrip()[:1] not in ("{", "["):
+            return value
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
+            raise _invalid(f"{name}: not valid JSON text: {exc}") from None
+    check_json_value(name, value)
     return value
 
 
-def _finite(path: str, value: Any) -> None:
-    # msgspec prints NaN and the infinities as null, which would silently change the
-    # schema; JSON has no spelling for them.
+def check_json_value(name: str, value: Any, _depth: int = 0) -> None:
+    """Refuse what JSON cannot hold (sets, bytes, objects, non-string keys, NaN)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _invalid(f"{path}={value!r} is not a finite number and cannot be sent as JSON")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _finite(f"{path}[{i}]", item)
-    elif isinstance(value, dict):
+            raise _invalid(f"{name}: cannot be written as JSON: {value!r} is not finite")
+        return
+    if _depth > 64:
+        raise _invalid(f"{name}: cannot be written as JSON: nested too deeply")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            check_json_value(name, item, _depth + 1)
+        return
+    if isinstance(value, dict):
         for key, item in value.items():
-            _finite(f"{path}[{key!r}]", item)
+            if not isinstance(key, str):
+                raise _invalid(f"{name}: cannot be written as JSON: key {key!r} is not a string")
+            check_json_value(name, item, _depth + 1)
+        return
+    raise _invalid(f"{name}: cannot be written as JSON: {type(value).__name__} is not a JSON type")
 
 
 FLOAT: Checker = _float
@@ -143,9 +161,7 @@ class Msg:
         if isinstance(value, self.cls):
             return value
         if isinstance(value, Mapping):
-            known = set(self.cls.__struct_fields__) | {
-                f.key for f in self.cls.__lorax_fields__
-            }
+            known = set(self.cls.__struct_fields__) | {f.key for f in self.cls.__lorax_fields__}
             unknown = sorted(set(value) - known)
             if unknown:
                 raise _invalid(f"{name}: unknown keys {unknown}")
@@ -251,11 +267,11 @@ def header_safe(name: str, value: str | None) -> None:
         )
 
 
-def check_GenerateParameters(params: Any) -> None:  # noqa: N802 - named after the class
+def check_GenerateParameters(params: Any) -> None:
     header_safe("adapter_id", params.adapter_id)
     header_safe("adapter_source", params.adapter_source)
 
 
-def check_EmbedParameters(params: Any) -> None:  # noqa: N802 - named after the class
+def check_EmbedParameters(params: Any) -> None:
     header_safe("adapter_id", params.adapter_id)
     header_safe("adapter_source", params.adapter_source)

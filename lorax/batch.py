@@ -13,12 +13,33 @@
 
     asyncio.run(main())
 
-Input and output formats are described in the README ("The command line").
+Input and output formats are described in the README ("Batch jobs").
 """
 
 from __future__ import annotations
 
-from lorax._cli.batch import INVALID_INPUT, run_batch, scan_output
+from lorax._cli.batch import (
+    AUTO_ID_PREFIX,
+    INVALID_INPUT,
+    BatchInputError,
+    DryRun,
+    InputCheck,
+    check_input,
+    dry_run,
+    run_batch,
+    scan_output,
+)
 from lorax._cli.progress import BatchStats
 
-__all__ = ["INVALID_INPUT", "BatchStats", "run_batch", "scan_output"]
+__all__ = [
+    "AUTO_ID_PREFIX",
+    "INVALID_INPUT",
+    "BatchInputError",
+    "BatchStats",
+    "DryRun",
+    "InputCheck",
+    "check_input",
+    "dry_run",
+    "run_batch",
+    "scan_output",
+]

@@ -10,6 +10,7 @@
 Every subcommand but ``fake-server``, ``gateway`` and ``demo`` talks to a LoRAX server
 (``--endpoint``, ``$LORAX_ENDPOINT``, default ``http://127.0.0.1:8080``), a lorax gateway
 (a ``ws://`` URL), or a Predibase deployment (``--predibase-tenant/--predibase-deployment``).
+Their connection options may come before or after the subcommand's name.
 
 Exit codes: 0 success, 1 the server or the network failed, 2 a bad command line, 130
 interrupted (Ctrl-C), 143 terminated (SIGTERM, ``batch`` only). A failure prints one
@@ -36,6 +37,7 @@ from lorax._cli.common import (
     Secrets,
     UsageError,
     error_line,
+    hoist_connection_options,
     log_traceback,
     setup_logging,
 )
@@ -51,6 +53,9 @@ _DELEGATED: dict[str, tuple[str, str]] = {
     "fake-server": ("lorax.testing.cli", "run a LoRAX-compatible fake server for tests"),
     "gateway": ("lorax.gateway.cli", "run the WebSocket gateway in front of a LoRAX server"),
 }
+# Delegated subcommands that configure logging themselves (``--log-level``): the
+# command line must leave the ``lorax`` logger alone, or their INFO lines never show.
+_OWN_LOGGING = frozenset({"gateway"})
 
 
 def build_parser(secrets: Secrets | None = None) -> argparse.ArgumentParser:
@@ -62,7 +67,9 @@ def build_parser(secrets: Secrets | None = None) -> argparse.ArgumentParser:
         prog="lorax",
         description="Command line client for LoRAX: generate, chat, embed, run JSONL batches, and try it all "
         "with 'lorax demo'.",
-        epilog="Run 'lorax COMMAND --help' for a command's options. Exit codes: 0 ok, 1 server or network "
+        epilog="Run 'lorax COMMAND --help' for a command's options. The connection options (--endpoint, "
+        "--api-token, --gateway-token, -H/--header, --transport, --timeout, --max-retries, --predibase-tenant, "
+        "--predibase-deployment) may also come before COMMAND. Exit codes: 0 ok, 1 server or network "
         "error, 2 bad usage, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"lorax-client {__version__}")
@@ -82,6 +89,17 @@ def build_parser(secrets: Secrets | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return [name for action in parser._actions for name in action.option_strings]
+
+
 def _delegated(argv: Sequence[str]) -> tuple[str, list[str], bool] | None:
     """``(command, rest, debug)`` when argv runs a subcommand owned by another package."""
     debug = False
@@ -93,6 +111,10 @@ def _delegated(argv: Sequence[str]) -> tuple[str, list[str], bool] | None:
             return arg, list(argv[i + 1 :]), debug
         return None
     return None
+
+
+def _nothing_to_restore() -> None:
+    pass
 
 
 def _run_delegated(command: str, rest: list[str], ctx: Context) -> int:
@@ -138,7 +160,12 @@ def main(
     delegated = _delegated(args_list)
     if delegated is not None:
         command, rest, debug = delegated
-        restore = setup_logging(debug, secrets, ctx.stderr)
+        if command in _OWN_LOGGING:
+            if debug and not any(arg == "--log-level" or arg.startswith("--log-level=") for arg in rest):
+                rest = ["--log-level", "debug", *rest]
+            restore = _nothing_to_restore
+        else:
+            restore = setup_logging(debug, secrets, ctx.stderr)
         try:
             return _run_delegated(command, rest, ctx)
         except KeyboardInterrupt:
@@ -147,6 +174,8 @@ def main(
             restore()
 
     parser = build_parser(secrets)
+    # Connection options may come before the subcommand too: `lorax --endpoint URL info`.
+    args_list = hoist_connection_options(args_list, _subcommands(parser), _option_strings(parser))
     try:
         # argparse prints help, version and complaints on sys.stdout/stderr itself.
         with contextlib.redirect_stdout(ctx.stdout), contextlib.redirect_stderr(ctx.stderr):

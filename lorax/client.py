@@ -15,30 +15,37 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from google.protobuf.message import Message
-
 from lorax import _params
 from lorax import _routes as routes
 from lorax._core import (
     ClientConfig,
     RawResponse,
     StreamTracker,
+    auth_source,
     build_headers,
     call_args,
     check_base_url,
+    explain_auth,
     predibase_headers,
     predibase_url,
     report_meta,
     start_capture,
     stop_capture,
 )
+from lorax._message import Message
 from lorax._redact import redact_url
 from lorax._retry import RetryPolicy, RetryState
 from lorax._stream import AsyncStream, Stream
 from lorax._timeout import NOT_GIVEN, NotGiven, Timeout
-from lorax.codec import to_obj
 from lorax.errors import LoraxError, ServiceUnavailableError, UnhealthyError
-from lorax.transports.base import AsyncMessageStream, AsyncTransport, MessageStream, ResponseMeta, Transport
+from lorax.transports.base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AsyncMessageStream,
+    AsyncTransport,
+    MessageStream,
+    ResponseMeta,
+    Transport,
+)
 from lorax.types import (
     ChatCompletionResponse,
     ChatCompletionStreamResponse,
@@ -90,6 +97,8 @@ class _ClientBase:
             retry=RetryPolicy.coerce(max_retries),
             on_response=on_response,
         )
+        # Named in the message of a 401/403 (never the token itself).
+        self._auth_source: str | None = auth_source(self._config.headers)
         return scheme
 
     @property
@@ -126,7 +135,10 @@ class _ClientBase:
         ``client.with_options(timeout=5).generate(...)`` sets a timeout for one call;
         closing the copy does not close the shared transport.
         """
-        return self._copy_with(self._config.changed(headers=headers, timeout=timeout, max_retries=max_retries))
+        clone = self._copy_with(self._config.changed(headers=headers, timeout=timeout, max_retries=max_retries))
+        if headers and auth_source(headers) is not None:
+            clone._auth_source = "the Authorization header given in with_options(headers=)"
+        return clone
 
     def __repr__(self) -> str:
         transport = getattr(self, "_transport", None)
@@ -165,6 +177,9 @@ class Client(_ClientBase):
         gateway_headers: headers for the WebSocket handshake with a ``lorax gateway``
             (for example its bearer token); ``headers`` go with each call instead and
             are forwarded to LoRAX.
+        max_response_bytes: the largest response body, and stream event, read over
+            HTTP (64 MiB by default); a larger or compressed body raises
+            :class:`~lorax.errors.ResponseTooLargeError`.
     """
 
     def __init__(
@@ -184,6 +199,7 @@ class Client(_ClientBase):
         pool_size: int = 10,
         on_response: Callable[[ResponseMeta], None] | None = None,
         gateway_headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -207,7 +223,14 @@ class Client(_ClientBase):
         else:
             from lorax.transports.http import HTTPTransport
 
-            self._transport = HTTPTransport(base_url, verify=verify, cert=cert, proxy=proxy, pool_maxsize=pool_size)
+            self._transport = HTTPTransport(
+                base_url,
+                verify=verify,
+                cert=cert,
+                proxy=proxy,
+                pool_maxsize=pool_size,
+                max_response_bytes=max_response_bytes,
+            )
 
     @classmethod
     def from_predibase(
@@ -223,10 +246,18 @@ class Client(_ClientBase):
         """A client for a Predibase deployment.
 
         The token comes from `api_token` or the ``PREDIBASE_API_TOKEN`` environment
-        variable and is sent as ``Authorization: Bearer ...``.
+        variable (an ``Authorization`` header in `headers` wins over both) and is sent
+        as ``Authorization: Bearer ...``.
+
+        Raises:
+            lorax.errors.MissingCredentialsError: no token from any of them (every
+                Predibase deployment wants one; the call would fail with a 401).
         """
         url = predibase_url(tenant, deployment, serving_url=serving_url)
-        return cls(url, headers=predibase_headers(api_token, headers), **kwargs)
+        auth_headers, source = predibase_headers(api_token, headers, owner=cls.__name__)
+        client = cls(url, headers=auth_headers, **kwargs)
+        client._auth_source = source
+        return client
 
     @property
     def transport(self) -> Transport:
@@ -250,6 +281,7 @@ class Client(_ClientBase):
             except LoraxError as exc:
                 delay = state.next_delay(exc, stream_started=False)
                 if delay is None:
+                    explain_auth(exc, self._auth_source)
                     raise
                 logger.info(
                     "lorax: %s failed (%s); retry %d in %.2fs", method.name, type(exc).__name__, state.attempts, delay
@@ -280,6 +312,7 @@ class Client(_ClientBase):
                         stream.close()
                     delay = state.next_delay(exc, stream_started=False)
                     if delay is None:
+                        explain_auth(exc, self._auth_source)
                         raise
                     logger.info(
                         "lorax: %s failed (%s); retry %d in %.2fs",
@@ -432,7 +465,7 @@ class Client(_ClientBase):
     def classify_batch(self, inputs: Sequence[str]) -> list[ClassifyResponse]:
         """Classify several inputs (POST /classify_batch); one result per input."""
         result = self._unary(routes.CLASSIFY_BATCH, _params.classify_batch(inputs))
-        return list(result.results)
+        return [ClassifyResponse(entities=entities) for entities in result.results]
 
     def tokenize(self, inputs: str, add_special_tokens: bool | None = None) -> list[SimpleToken]:
         """Tokenize `inputs` with the server's tokenizer (POST /tokenize)."""
@@ -668,6 +701,7 @@ class AsyncClient(_ClientBase):
         pool_size: int = 100,
         on_response: Callable[[ResponseMeta], None] | None = None,
         gateway_headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if session is not None:
             raise TypeError(
@@ -693,7 +727,9 @@ class AsyncClient(_ClientBase):
         else:
             from lorax.transports.aiohttp import AsyncHTTPTransport
 
-            self._transport = AsyncHTTPTransport(base_url, verify=verify, cert=cert, proxy=proxy, limit=pool_size)
+            self._transport = AsyncHTTPTransport(
+                base_url, verify=verify, cert=cert, proxy=proxy, limit=pool_size, max_response_bytes=max_response_bytes
+            )
 
     @classmethod
     def from_predibase(
@@ -707,7 +743,10 @@ class AsyncClient(_ClientBase):
         **kwargs: Any,
     ) -> AsyncClient:
         url = predibase_url(tenant, deployment, serving_url=serving_url)
-        return cls(url, headers=predibase_headers(api_token, headers), **kwargs)
+        auth_headers, source = predibase_headers(api_token, headers, owner=cls.__name__)
+        client = cls(url, headers=auth_headers, **kwargs)
+        client._auth_source = source
+        return client
 
     @property
     def transport(self) -> AsyncTransport:
@@ -729,6 +768,7 @@ class AsyncClient(_ClientBase):
             except LoraxError as exc:
                 delay = state.next_delay(exc, stream_started=False)
                 if delay is None:
+                    explain_auth(exc, self._auth_source)
                     raise
                 logger.info(
                     "lorax: %s failed (%s); retry %d in %.2fs", method.name, type(exc).__name__, state.attempts, delay
@@ -757,6 +797,7 @@ class AsyncClient(_ClientBase):
                         await stream.aclose()
                     delay = state.next_delay(exc, stream_started=False)
                     if delay is None:
+                        explain_auth(exc, self._auth_source)
                         raise
                     logger.info(
                         "lorax: %s failed (%s); retry %d in %.2fs",
@@ -860,7 +901,7 @@ class AsyncClient(_ClientBase):
 
     async def classify_batch(self, inputs: Sequence[str]) -> list[ClassifyResponse]:
         result = await self._unary(routes.CLASSIFY_BATCH, _params.classify_batch(inputs))
-        return list(result.results)
+        return [ClassifyResponse(entities=entities) for entities in result.results]
 
     async def tokenize(self, inputs: str, add_special_tokens: bool | None = None) -> list[SimpleToken]:
         result = await self._unary(routes.TOKENIZE, _params.tokenize(inputs, add_special_tokens))
@@ -1051,15 +1092,15 @@ class AsyncClient(_ClientBase):
 
 
 def _metrics_result(result: Any, format: str) -> str | dict[str, Any]:
-    which = result.WhichOneof("body")
+    body = result.body
     if format == "json":
-        if which == "families":
-            families: dict[str, Any] = to_obj(result.families)
+        if isinstance(body, dict):
+            families: dict[str, Any] = {name: family.to_dict() for name, family in body.items()}
             return families
         from lorax.errors import ResponseDecodeError
 
         raise ResponseDecodeError("asked /metrics for JSON but the server answered Prometheus text")
-    return str(result.text) if which == "text" else ""
+    return body if isinstance(body, str) else ""
 
 
 class _RawClient:

@@ -100,7 +100,7 @@ def to_json(message: Any) -> bytes:
             return to_json(from_proto(message))
         enc = _encoders[cls] = _build_top_encoder(cls)
     try:
-        return enc(message)  # type: ignore[no-any-return]
+        return enc(message)
     except (TypeError, ValueError, OverflowError) as exc:
         raise errors.InvalidRequestError(f"{cls.__name__} cannot be written as JSON: {exc}") from None
 
@@ -183,8 +183,11 @@ _class_encoders: dict[type[Any], _Encoder] = {}
 def _value_encoder_for_class(cls: type[Message]) -> _Encoder:
     enc = _class_encoders.get(cls)
     if enc is None:
-        # Recursive message types: install a trampoline before building.
-        _class_encoders[cls] = lambda m: _class_encoders[cls](m)
+        # A message type that contains itself finds this trampoline while it is built.
+        def trampoline(message: Any) -> Any:
+            return _class_encoders[cls](message)
+
+        _class_encoders[cls] = trampoline
         enc = _class_encoders[cls] = _build_class_encoder(cls)
     return enc
 
@@ -379,7 +382,7 @@ def _build_decoder(message_class: type[Any]) -> Callable[[Any], Any]:
             return cls(**{field_name: inner(data)})
 
     else:
-        fast = msgspec.json.Decoder(cls).decode
+        fast = msgspec.json.Decoder(cls).decode  # type: ignore[assignment]
     fast_errors = (msgspec.ValidationError, msgspec.DecodeError)
 
     def decode(data: Any) -> Any:
@@ -414,7 +417,8 @@ def from_obj(message_class: type[M], obj: Any) -> M:
     if not (isinstance(message_class, type) and issubclass(message_class, Message)):
         from lorax._convert import struct_class, to_proto
 
-        return to_proto(from_obj(struct_class(message_class), obj))  # type: ignore[no-any-return]
+        proto: M = to_proto(from_obj(struct_class(message_class), obj))  # type: ignore[arg-type]
+        return proto
     if type(obj) is dict and "error" in obj and not any(s.key == "error" for s in message_class.__lorax_fields__):
         raise _error_body(obj)
     return _decode_careful(message_class, obj)  # type: ignore[no-any-return]
@@ -489,7 +493,7 @@ _ZERO: dict[str, Any] = {KIND_STRING: "", KIND_OPEN_ENUM: "", KIND_BOOL: False, 
 
 def _clean_scalar(spec: FieldSpec, value: Any, path: str) -> Any:
     kind = spec.kind
-    if kind == KIND_STRING or kind == KIND_OPEN_ENUM:
+    if kind in (KIND_STRING, KIND_OPEN_ENUM):
         if type(value) is not str:
             raise _bad(path, "a string", value)
         return value

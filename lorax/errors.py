@@ -8,8 +8,12 @@ The tree::
     │   └── StreamInterruptedError      a stream broke after it started (also an
     │                                   IncompleteGenerationError)
     ├── ProtocolError                   the peer broke the protocol
-    │   └── ResponseDecodeError         a body or event could not be decoded
+    │   ├── ResponseDecodeError         a body or event could not be decoded
+    │   └── ResponseTooLargeError       a body above max_response_bytes, or a compressed
+    │                                   one (the client asks for identity)
     ├── ClientClosedError               the client or transport was closed
+    ├── MissingCredentialsError         no token where one is needed, raised when the
+    │                                   client is built (``Client.from_predibase``)
     └── APIStatusError                  the server answered with an error
         ├── ValidationError             error_type "validation" (422 or in-stream)
         │   └── InvalidRequestError     refused before sending: it would be rejected or
@@ -19,7 +23,8 @@ The tree::
         ├── IncompleteGenerationError   error_type "incomplete_generation", or a stream
         │                               that ended before its final event
         ├── BadRequestError             400 (axum's JSON syntax rejection)
-        ├── ShardNotReadyError          403 or 424 without an error_type
+        ├── ShardNotReadyError          424 without an error_type
+        │   └── PermissionDeniedError   403: the credentials were refused for this
         ├── ShardTimeoutError           504
         ├── NotFoundError               404 (e.g. "no fast tokenizer")
         ├── RateLimitExceededError      429 without an error_type (a proxy's rate limit)
@@ -35,24 +40,36 @@ The tree::
             ├── EmbeddingFailureError   error_type "embedding_failure"
             ├── ClassificationFailureError error_type "classification_failure"
             ├── UnhealthyError          error_type "healthcheck" (503)
-            └── ServiceUnavailableError 502 or 503 without a LoRAX error_type
+            ├── ServiceUnavailableError 502 or 503 without a LoRAX error_type
+            └── AuthenticationError     401: no credentials, or refused ones
 
 The official client's class names are all here and keep their meaning, so existing
-``except`` clauses keep working. The mapping looks at ``error_type`` first and falls
-back to the HTTP status (wire spec §6), and it is the same whether the error arrived
-as an HTTP response, as an event inside a 200 stream, or as a WebSocket error frame.
+``except`` clauses keep working: the official client raises ``UnknownError`` for a 401
+and ``ShardNotReadyError`` for a 403 (``parse_error`` in its ``lorax/errors.py``), so
+``AuthenticationError`` and ``PermissionDeniedError`` subclass those. The mapping
+looks at ``error_type`` first and falls back to the HTTP status (wire spec §6), and it
+is the same whether the error arrived as an HTTP response, as an event inside a 200
+stream, or as a WebSocket error frame.
+
+An error built from an HTTP response names the request (``request_method``,
+``request_url``: no credentials, no query) in its text, and when the body was not
+LoRAX's JSON error body it says so (``hint``)::
+
+    Not Found (status 404, POST http://host:8080/prefix/generate): the server answered
+    HTML, not LoRAX JSON: is the URL right?
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lorax._redact import redact_headers
+from lorax._redact import redact_headers, redact_url
 
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AuthenticationError",
     "BadRequestError",
     "ClassificationFailureError",
     "ClientClosedError",
@@ -61,15 +78,18 @@ __all__ = [
     "IncompleteGenerationError",
     "InvalidRequestError",
     "LoraxError",
+    "MissingCredentialsError",
     "MissingTemplateVariableError",
     "NotFoundError",
     "NotSupportedError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ProtocolError",
     "RateLimitExceededError",
     "RequestDeserializationError",
     "ResponseDecodeError",
+    "ResponseTooLargeError",
     "ServiceUnavailableError",
     "ShardNotReadyError",
     "ShardTimeoutError",
@@ -83,6 +103,7 @@ __all__ = [
     "ValidationError",
     "error_from_payload",
     "error_from_response",
+    "parse_error",
 ]
 
 # Bodies kept on an error are cut here: an HTML error page can be large and it ends
@@ -101,6 +122,12 @@ class LoraxError(Exception):
         error_type: LoRAX's machine-readable ``error_type``, when it sent one.
         headers: response headers with credentials removed (empty when none).
         body: the raw response text for non-JSON errors, cut to 4096 characters.
+        request_method: the HTTP method of the request that failed ("POST"), when
+            the error came from an HTTP response.
+        request_url: that request's URL, without credentials or query string.
+        hint: what the client makes of it, added to ``str(error)`` after the
+            server's message: that the body was not LoRAX's JSON, or which token the
+            server refused.
     """
 
     def __init__(
@@ -111,6 +138,9 @@ class LoraxError(Exception):
         error_type: str | None = None,
         headers: Mapping[str, str] | None = None,
         body: str | None = None,
+        request_method: str | None = None,
+        request_url: str | None = None,
+        hint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -118,6 +148,10 @@ class LoraxError(Exception):
         self.error_type = error_type
         self.headers: dict[str, str] = {k.lower(): v for k, v in redact_headers(headers).items()}
         self.body = body[:MAX_BODY_CHARS] if body is not None else None
+        self.request_method = request_method
+        # Never a query string (it may carry a key) nor user:password@.
+        self.request_url = redact_url(request_url.split("?", 1)[0].split("#", 1)[0]) if request_url else None
+        self.hint = hint
 
     @property
     def request_id(self) -> str | None:
@@ -134,9 +168,17 @@ class LoraxError(Exception):
         return self.headers.get("retry-after")
 
     def __str__(self) -> str:
+        facts = []
         if self.status_code is not None:
-            return f"{self.message} (status {self.status_code})" if self.message else f"status {self.status_code}"
-        return self.message
+            facts.append(f"status {self.status_code}")
+        if self.request_url is not None:
+            facts.append(f"{self.request_method} {self.request_url}" if self.request_method else self.request_url)
+        text = self.message
+        if facts:
+            text = f"{text} ({', '.join(facts)})" if text else ", ".join(facts)
+        if self.hint:
+            text = f"{text}: {self.hint}" if text else self.hint
+        return text
 
     def __repr__(self) -> str:
         parts = [repr(self.message)]
@@ -152,7 +194,13 @@ class LoraxError(Exception):
         return (
             _rebuild,
             (type(self), self.message, self.status_code, self.error_type, self.headers, self.body),
+            {k: v for k, v in self.__dict__.items() if k not in _INIT_ATTRS},
         )
+
+
+# Set by LoraxError.__init__ from _rebuild's arguments; everything else an error carries
+# (request_method, hint, phase, request_sent, ...) travels as its pickled __dict__.
+_INIT_ATTRS = frozenset({"message", "status_code", "error_type", "headers", "body"})
 
 
 def _rebuild(
@@ -196,8 +244,35 @@ class ResponseDecodeError(ProtocolError):
     """A response body or stream event could not be decoded into its message."""
 
 
+class ResponseTooLargeError(ProtocolError):
+    """A response body the client refused to read to its end.
+
+    Either it grew past the transport's ``max_response_bytes`` (declared in
+    ``Content-Length`` or counted while reading: reading stops there), or it came
+    compressed (``Content-Encoding`` other than ``identity``, which the client never
+    asks for): a small compressed body can expand without bound. ``limit`` is the
+    ``max_response_bytes`` in force.
+    """
+
+    limit: int = 0
+
+    def __init__(self, message: str, *, limit: int, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.limit = limit
+
+
 class ClientClosedError(LoraxError):
     """The client or transport was used after ``close()``."""
+
+
+class MissingCredentialsError(LoraxError):
+    """No token where one is required; raised when the client is built.
+
+    ``Client.from_predibase`` raises it when neither ``api_token`` nor the
+    ``PREDIBASE_API_TOKEN`` environment variable (nor an ``Authorization`` header)
+    gives one: every Predibase deployment wants a token, and a client without one
+    would only fail later, on its first call, with a 401.
+    """
 
 
 class APIStatusError(LoraxError):
@@ -226,7 +301,8 @@ class BadRequestError(APIStatusError):
 
 
 class ShardNotReadyError(APIStatusError):
-    """HTTP 403 or 424 without a LoRAX error_type."""
+    """HTTP 424 without a LoRAX error_type (and, as in the official client, 403:
+    see :class:`PermissionDeniedError`)."""
 
 
 class ShardTimeoutError(APIStatusError):
@@ -310,6 +386,25 @@ class ServiceUnavailableError(UnknownError):
     """HTTP 502 or 503 without a LoRAX error_type, usually from a proxy."""
 
 
+class AuthenticationError(UnknownError):
+    """HTTP 401: no credentials were sent, or the server refused them.
+
+    A subclass of :class:`UnknownError`, the class the official client raises for a
+    401. Through a client, ``str(error)`` says where the refused token came from (an
+    ``Authorization`` header, the ``api_token`` argument, ``PREDIBASE_API_TOKEN``),
+    never the token itself.
+    """
+
+
+class PermissionDeniedError(ShardNotReadyError):
+    """HTTP 403: the server refused the request with these credentials.
+
+    A subclass of :class:`ShardNotReadyError`, the class the official client raises
+    for a 403. ``str(error)`` says where the token came from, as for
+    :class:`AuthenticationError`.
+    """
+
+
 _BY_ERROR_TYPE: dict[str, type[APIStatusError]] = {
     "validation": ValidationError,
     "generation": GenerationError,
@@ -326,7 +421,8 @@ _BY_ERROR_TYPE: dict[str, type[APIStatusError]] = {
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
-    403: ShardNotReadyError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
     413: PayloadTooLargeError,
     415: UnsupportedMediaTypeError,
@@ -369,13 +465,20 @@ def error_from_response(
     status_code: int,
     headers: Mapping[str, str],
     body: bytes,
+    *,
+    request_method: str | None = None,
+    request_url: str | None = None,
 ) -> APIStatusError:
     """Build the exception for a non-2xx HTTP response, whatever its body.
 
     A JSON ``{"error", "error_type"}`` body maps by ``error_type``. Anything else (axum's
     text/plain rejections, an HTML page from a proxy, an empty body) maps by status and
-    keeps the text as the message and as ``body``.
+    keeps the text as the message and as ``body``; unless it is one of LoRAX's own
+    non-JSON answers, the error's ``hint`` says that the body was not LoRAX's (and, for
+    404, 405 and 501, asks whether the URL is right). `request_method` and
+    `request_url` name the request in ``str(error)``.
     """
+    request = {"request_method": request_method, "request_url": request_url}
     text = body.decode("utf-8", "replace")
     content_type = _header(headers, "content-type").lower()
     if "json" in content_type or text[:1] == "{":
@@ -383,12 +486,44 @@ def error_from_response(
         if payload is not None:
             message, error_type = payload
             cls = error_class(status_code, error_type)
-            return cls(message, status_code=status_code, error_type=error_type, headers=headers, body=text)
+            return cls(message, status_code=status_code, error_type=error_type, headers=headers, body=text, **request)
     cls = error_class(status_code, None)
     if status_code == 422 and "text/plain" in content_type:
         cls = RequestDeserializationError
     message = text.strip() if "html" not in content_type else _html_summary(text, status_code)
-    return cls(message, status_code=status_code, headers=headers, body=text)
+    hint = _not_lorax_hint(status_code, content_type, text)
+    return cls(message, status_code=status_code, headers=headers, body=text, hint=hint, **request)
+
+
+# Statuses a wrong URL gets: no such route, a route without this method, a server that
+# implements neither. LoRAX's router answers an unknown path with an empty 404 and a
+# known path with the wrong method with an empty 405.
+_WRONG_URL_STATUSES = frozenset({404, 405, 501})
+
+# axum's own text/plain rejections on LoRAX's routes (router/src/server.rs): JSON syntax
+# (400), the body limit (413), the content type (415), deserialization (422).
+_LORAX_TEXT_STATUSES = frozenset({400, 413, 415, 422})
+
+
+def _not_lorax_hint(status_code: int, content_type: str, text: str) -> str | None:
+    """What to say about an error body that is not LoRAX's JSON, or None."""
+    if status_code in (401, 403):
+        return None  # the client says which token was refused instead
+    if not text.strip():
+        what = "an empty body"
+    elif "html" in content_type or text.lstrip()[:1] == "<":
+        what = "HTML"
+    elif "json" in content_type:
+        what = "JSON that is not a LoRAX error"
+    elif content_type.startswith("text/") or not content_type:
+        what = "plain text"
+    else:
+        what = content_type.split(";", 1)[0].strip()
+    if status_code in _LORAX_TEXT_STATUSES and what in ("plain text", "an empty body"):
+        return None
+    if status_code in _WRONG_URL_STATUSES:
+        return f"the server answered {what}, not LoRAX JSON: is the URL right?"
+    return f"the server answered {what}, not LoRAX JSON (a proxy in front of LoRAX, or another server)"
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -433,3 +568,18 @@ def _html_summary(text: str, status_code: int) -> str:
         if title:
             return title
     return f"HTTP {status_code} with an HTML body"
+
+
+def parse_error(status_code: int, payload: Mapping[str, object]) -> APIStatusError:
+    """The official client's name: the exception for an error ``payload`` answered with `status_code`.
+
+    ``payload`` is LoRAX's error body as a dict (``{"error": ..., "error_type": ...}``);
+    the class is chosen as for every other error, by ``error_type`` first, then by status.
+    """
+    message = payload.get("error")
+    error_type = payload.get("error_type")
+    return error_from_payload(
+        status_code,
+        "" if message is None else str(message),
+        None if error_type is None else str(error_type),
+    )

@@ -16,42 +16,11 @@ The official lorax-client's names are kept: ``Response``, ``Parameters``, ``Requ
 
 from __future__ import annotations
 
-import msgspec
-
 from lorax._message import UNSET, Message, UnsetType, WireEnum
-
-from lorax.v1.messages import (
-    ClassifyBatchRequest,
-    ClassifyBatchResponse,
-    ClassifyRequest,
-    ClassifyResponse,
-    EmbedParameters,
-    EmbedRequest,
-    EmbedResponse,
-    Entity,
-)
 from lorax.v1.messages import (
     AlternativeToken,
-    BestOfSequence,
-    CompatGenerateRequest,
-    CompatGenerateResponse,
-    Details,
-    FinishReason,
-    GenerateParameters,
-    GenerateRequest,
-    GenerateResponse,
-    MajoritySignMethod,
-    MergedAdapters,
-    MergeStrategy,
-    PrefillToken,
-    ResponseFormat,
-    ResponseFormatType,
-    StreamDetails,
-    StreamResponse,
-    Token,
-)
-from lorax.v1.messages import (
     AssistantMessage,
+    BestOfSequence,
     ChatCompletionChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -59,6 +28,12 @@ from lorax.v1.messages import (
     ChatCompletionStreamResponse,
     ChatMessage,
     ChatResponseFormat,
+    ClassifyBatchRequest,
+    ClassifyBatchResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    CompatGenerateRequest,
+    CompatGenerateResponse,
     CompletionChoice,
     CompletionFinishReason,
     CompletionRequest,
@@ -66,34 +41,52 @@ from lorax.v1.messages import (
     CompletionStreamResponse,
     ContentPart,
     ContentParts,
+    Details,
     Embedding,
     EmbeddingsRequest,
     EmbeddingsResponse,
+    EmbedParameters,
+    EmbedRequest,
+    EmbedResponse,
+    Entity,
+    ErrorResponse,
+    FinishReason,
     FunctionDefinition,
     FunctionName,
+    GenerateParameters,
+    GenerateRequest,
+    GenerateResponse,
+    HealthRequest,
+    HealthResponse,
     ImageUrl,
+    InfoRequest,
+    InfoResponse,
     JsonSchema,
+    MajoritySignMethod,
+    MergedAdapters,
+    MergeStrategy,
+    MetricFamilies,
+    MetricFamily,
+    MetricSample,
+    MetricsRequest,
+    MetricsResponse,
     NamedToolChoice,
+    PrefillToken,
+    ResponseFormat,
+    ResponseFormatType,
+    SimpleToken,
+    StreamDetails,
+    StreamResponse,
     StringList,
+    Token,
+    TokenizeRequest,
+    TokenizeResponse,
     Tool,
     ToolCall,
     ToolCallFunction,
     ToolChoice,
     Usage,
 )
-from lorax.v1.messages import (
-    ErrorResponse,
-    HealthRequest,
-    HealthResponse,
-    InfoRequest,
-    InfoResponse,
-    MetricFamilies,
-    MetricFamily,
-    MetricSample,
-    MetricsRequest,
-    MetricsResponse,
-)
-from lorax.v1.messages import SimpleToken, TokenizeRequest, TokenizeResponse
 
 # The official client's names for the same shapes.
 Response = GenerateResponse
@@ -120,6 +113,7 @@ class BatchRequest(Message, omit_defaults=True):
     inputs: list[str]
     parameters: GenerateParameters | None = None
     stream: bool = False
+
 
 __all__ = [
     "ADAPTER_SOURCES",

@@ -332,7 +332,6 @@ def test_nested_dicts_are_checked_too() -> None:
 # import lorax stays free of protobuf
 
 
-@pytest.mark.xfail(strict=True, reason="client side not migrated yet")
 def test_import_lorax_does_not_import_protobuf() -> None:
     code = (
         "import sys, lorax, lorax.types, lorax.codec\n"

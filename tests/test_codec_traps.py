@@ -666,11 +666,19 @@ def test_free_form_json_read_from_the_wire_keeps_order_and_integers() -> None:
     assert enc(fn) == body
 
 
-def test_a_string_is_a_json_string_not_json_text() -> None:
-    """Free-form fields hold the parsed value: a str is sent as a JSON string, never spliced."""
+def test_json_text_is_parsed_and_other_strings_are_json_strings() -> None:
+    """Object or array text (what the 0.8 API took) is parsed; any other string is a JSON string."""
     fn = T.FunctionDefinition(name="f", parameters='{ "a" : 1 }')
-    assert enc(fn) == b'{"name":"f","parameters":"{ \\"a\\" : 1 }"}'
-    assert orjson.loads(enc(fn)) == {"name": "f", "parameters": '{ "a" : 1 }'}
+    assert fn.parameters == {"a": 1}
+    assert enc(fn) == b'{"name":"f","parameters":{"a":1}}'
+    assert T.ResponseFormat(type="json_object", schema=" [1, 2.5]").schema == [1, 2.5]
+    for value in ("just a string", "12", "true", "null", ""):
+        rf = T.ResponseFormat(type="json_object", schema=value)
+        assert rf.schema == value  # not 12, True or None
+        body = b'{"type":"json_object","schema":' + orjson.dumps(value) + b"}"
+        assert enc(rf) == body
+        assert dec(T.ResponseFormat, body) == rf
+        assert T.ResponseFormat.from_proto(rf.to_proto()) == rf
 
 
 def test_schema_absent_versus_null() -> None:
@@ -695,16 +703,22 @@ def test_schema_absent_versus_null() -> None:
 @pytest.mark.parametrize(
     ("bad", "where"),
     [
-        (object(), "schema: cannot be written as JSON"),
-        ({"a": 1 + 2j}, "schema: cannot be written as JSON"),
-        ({"minimum": math.nan}, r"schema\['minimum'\]=nan is not a finite number"),
-        ([1.0, math.inf], r"schema\[1\]=inf is not a finite number"),
+        (object(), "schema: cannot be written as JSON: object is not a JSON type"),
+        ({"a": 1 + 2j}, "schema: cannot be written as JSON: complex is not a JSON type"),
+        ({1: "a"}, "schema: cannot be written as JSON: key 1 is not a string"),
+        ({"minimum": math.nan}, "schema: cannot be written as JSON: nan is not finite"),
+        ([1.0, math.inf], "schema: cannot be written as JSON: inf is not finite"),
+        ("{", "schema: not valid JSON text"),
+        ('{"a":}', "schema: not valid JSON text"),
+        ("{'a':1}", "schema: not valid JSON text"),
+        ('{"a":1} x', "schema: not valid JSON text"),
+        ("[NaN]", "schema: not valid JSON text"),
     ],
 )
 def test_invalid_free_form_json_is_refused(bad: Any, where: str) -> None:
-    with pytest.raises(errors.InvalidRequestError, match=where):
+    with pytest.raises(errors.InvalidRequestError, match=f"^{re.escape(where)}"):
         T.ResponseFormat(type=T.ResponseFormatType.RESPONSE_FORMAT_TYPE_TEXT, schema=bad)
-    with pytest.raises(errors.InvalidRequestError, match=where.replace("schema", "parameters")):
+    with pytest.raises(errors.InvalidRequestError, match=f"^{re.escape(where.replace('schema', 'parameters'))}"):
         T.FunctionDefinition(name="f", parameters=bad)
     with pytest.raises(errors.InvalidRequestError, match="parameters"):
         chat(tools=[{"type": "function", "function": {"name": "f", "parameters": bad}}])

@@ -131,10 +131,10 @@ def _comments(fd: Any) -> dict[tuple[int, ...], str]:
     return out
 
 
-def _scalar(ftype: int) -> tuple[str, str]:
+def _scalar(ftype: Any) -> tuple[str, str]:
     from google.protobuf.descriptor_pb2 import FieldDescriptorProto as F
 
-    table = {
+    table: dict[Any, tuple[str, str]] = {
         F.TYPE_STRING: ("string", "string"),
         F.TYPE_BOOL: ("bool", "bool"),
         F.TYPE_DOUBLE: ("float", "double"),
@@ -364,7 +364,9 @@ class Generator:
                     f.default = None if required else "None"
                 continue
             if f.label:
-                f.default = None if required else f"msgspec.field(default_factory={'list' if f.label == 'list' else 'dict'})"
+                f.default = (
+                    None if required else f"msgspec.field(default_factory={'list' if f.label == 'list' else 'dict'})"
+                )
             elif f.presence:
                 f.annotation += " | None"
                 f.default = "None"
@@ -407,23 +409,25 @@ class Generator:
         lines: list[str] = []
         for f in msg.fields:
             a = f"self.{f.name}"
-            guard = f"v is not None and " if (f.presence or f.default == "None") else ""
+            guard = "v is not None and " if (f.presence or f.default == "None") else ""
             if f.label:
                 lines.append(f"        v = {a}")
-                lines.append(f"        if v:")
+                lines.append("        if v:")
                 lines.append(f"            _v.check_{f.label}(self, {f.name!r}, v, {self._checker(f)})")
                 if f.default is None:
                     lines.append(f"        elif v.__class__ is not {f.label if f.label == 'list' else 'dict'}:")
                     lines.append(f"            _v.check_{f.label}(self, {f.name!r}, v, {self._checker(f)})")
                 continue
-            if f.kind == "raw":
-                # Free-form JSON: anything msgspec cannot print, or a non-finite float
-                # (msgspec prints NaN as null, a different request), is refused here.
-                lines.append(f"        v = {a}")
-                lines.append("        if v is not UNSET and v is not None and v.__class__ is not str:")
-                lines.append(f"            self.{f.name} = _v.check(self, {f.name!r}, v, _v.RAW)")
-                continue
             lines.append(f"        v = {a}")
+            if f.kind == "raw":
+                # JSON text given for free-form JSON (the 0.8 API took text) is parsed.
+                lines.append("        if v.__class__ is str:")
+                lines.append(f"            self.{f.name} = _v.check(self, {f.name!r}, v, _v.RAW)")
+                # A value msgspec cannot print, or a non-finite float (msgspec prints NaN
+                # as null, a different request), is refused here, not at the server.
+                lines.append("        elif v is not UNSET and v is not None:")
+                lines.append(f"            _v.check_json_value({f.name!r}, v)")
+                continue
             if f.kind == "int":
                 lo, hi = _INT_RANGES[f.proto_type]
                 lines.append(f"        if {guard}not (v.__class__ is int and {lo} <= v <= {hi}):")
@@ -433,9 +437,7 @@ class Generator:
                 lines.append(f"        if {guard}v.__class__ is not str:")
             elif f.kind == "bool":
                 lines.append(f"        if {guard}v.__class__ is not bool:")
-            elif f.kind == "enum":
-                lines.append(f"        if {guard}v.__class__ is not {self.cls(f.target)}:")
-            elif f.kind == "message" and not f.unwrap:
+            elif f.kind == "enum" or (f.kind == "message" and not f.unwrap):
                 lines.append(f"        if {guard}v.__class__ is not {self.cls(f.target)}:")
             else:  # oneofs and unwrapped messages: a string is always one of the members
                 lines.append(f"        if {guard}v.__class__ is not str:")
@@ -512,17 +514,14 @@ class Generator:
         for msg in self.messages.values():
             out.append(self.render_message(msg))
         out.append(self.render_routes())
-        names = sorted(
-            [m.name for m in self.messages.values()] + [e.name for e in self.enums.values() if e.values]
-        )
+        exported = sorted([m.name for m in self.messages.values()] + [e.name for e in self.enums.values() if e.values])
         out.append("\n\n__all__ = [")
-        out.extend(f"    {n!r}," for n in names)
+        out.extend(f"    {n!r}," for n in exported)
         out.append("]\n")
         return "\n".join(out)
 
     def render_message(self, msg: Msg) -> str:
-        # msgspec applies kw_only only to the fields a class declares itself (it is not
-        # inherited from Message), and required fields may follow optional ones.
+        # kw_only is not inherited; it lets required fields keep their wire position.
         config = ", kw_only=True" + (", omit_defaults=True" if msg.request else "")
         lines = [f"\n\nclass {msg.name}(Message{config}):"]
         doc = msg.doc or f"The {msg.full_name} message."
@@ -569,7 +568,7 @@ class Generator:
             lines.append(
                 f"    _Route({name!r}, 'lorax.v1.LoraxService.{name}', {self.cls(inp)}, {self.cls(outp)}, "
                 f"{route.method!r}, {route.path!r}, {route.server_streaming!r}, {route.done_marker!r}, "
-                f"{route.response_body})," 
+                f"{route.response_body}),"
             )
         lines.append(")")
         return "\n".join(lines)
@@ -619,7 +618,8 @@ def main() -> None:
     # The custom options must be registered before the request is parsed. Load their
     # generated module by path: importing the `lorax` package would need this output.
     spec = importlib.util.spec_from_file_location("_lorax_options_pb2", ROOT / "lorax" / "v1" / "options_pb2.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     options_pb2 = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(options_pb2)
 

@@ -9,6 +9,7 @@ traceback. They only ever leave the process in request headers.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 import traceback
@@ -30,6 +31,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
+    "GATEWAY_TOKEN_ENV",
     "CliParser",
     "Connection",
     "Context",
@@ -40,8 +42,11 @@ __all__ = [
     "add_native_generation_options",
     "add_sampling_options",
     "chat_kwargs",
+    "connection_option_names",
     "error_line",
     "generate_kwargs",
+    "hoist_connection_options",
+    "is_secret_option",
     "load_json_arg",
     "make_async_client",
     "make_client",
@@ -60,7 +65,14 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 ENDPOINT_ENV = "LORAX_ENDPOINT"
 # Checked in this order; the Predibase name is what Predibase's own tools export.
 TOKEN_ENVS = ("LORAX_API_TOKEN", "PREDIBASE_API_TOKEN")
-TOKEN_FLAGS = ("--api-token",)
+# The token of a lorax gateway started with --auth-token: the same variable the gateway
+# reads (lorax/gateway/cli.py), so one exported value serves both ends.
+GATEWAY_TOKEN_ENV = "LORAX_GATEWAY_TOKEN"
+# Options whose values are credentials: hidden wherever the command line is echoed.
+TOKEN_FLAGS = ("--api-token", "--gateway-token")
+# An unknown option whose name holds one of these (or is close to a TOKEN_FLAGS name)
+# may carry a credential: its value is hidden too. Other values are shown as given.
+_SECRET_WORDS = ("token", "secret", "password", "passwd", "key", "auth", "cookie", "credential")
 
 logger = logging.getLogger("lorax.cli")
 
@@ -109,7 +121,7 @@ class Secrets:
     @classmethod
     def from_argv(cls, argv: Sequence[str], environ: Mapping[str, str]) -> Secrets:
         """Secrets visible before parsing, so even argparse's own errors can be scrubbed."""
-        secrets = cls(environ.get(name, "") for name in TOKEN_ENVS)
+        secrets = cls(environ.get(name, "") for name in (*TOKEN_ENVS, GATEWAY_TOKEN_ENV))
         for i, arg in enumerate(argv):
             for flag in TOKEN_FLAGS:
                 if arg == flag and i + 1 < len(argv):
@@ -190,7 +202,9 @@ class CliParser(argparse.ArgumentParser):
     """An ArgumentParser whose error messages are scrubbed of secrets.
 
     argparse echoes offending values ("unrecognized arguments: ..."); a mistyped
-    ``--api-tokn SECRET`` must not put the token on the terminal or in a CI log.
+    ``--api-tokn SECRET`` must not put the token on the terminal or in a CI log. An
+    unknown option is reported by the subcommand it was given to, with its usage and a
+    "did you mean" for a close option name.
     """
 
     secrets: Secrets = Secrets()
@@ -198,26 +212,127 @@ class CliParser(argparse.ArgumentParser):
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> argparse.Namespace:
-        """Like argparse's, but an unknown option's value is not echoed: it may be a token."""
+        """Like argparse's, but unknown options are reported by their subcommand's parser."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            shown: list[str] = []
-            after_option = False
-            for extra in extras:
-                if extra.startswith("-"):
-                    shown.append(extra.split("=", 1)[0] + ("=<value hidden>" if "=" in extra else ""))
-                    after_option = True
-                elif after_option:
-                    shown.append("<value hidden>")
-                    after_option = False
-                else:
-                    shown.append(extra)
-            self.error("unrecognized arguments: " + " ".join(shown))
+            # A subcommand parser collects what it does not know and hands it up here;
+            # the complaint belongs to it (its usage, its option names).
+            target = getattr(parsed, "_parser", None)
+            if not isinstance(target, CliParser):
+                target = self
+            target.error(target.unrecognized(extras))
         return parsed
+
+    def unrecognized(self, extras: Sequence[str]) -> str:
+        """The message for `extras`: the values of secret-looking options hidden, and a
+        "did you mean" for each unknown option with a close known name."""
+        known = sorted(o for o in self._option_string_actions if o.startswith("--"))
+        shown: list[str] = []
+        guesses: list[tuple[str, str]] = []
+        hide_next = False
+        for extra in extras:
+            if hide_next:
+                shown.append("<value hidden>")
+                hide_next = False
+                continue
+            if not (extra.startswith("-") and len(extra) > 1) or _is_number(extra):
+                shown.append(extra)
+                continue
+            name, eq, _ = extra.partition("=")
+            close = close_options(name, known)
+            secret = is_secret_option(name) or any(c in TOKEN_FLAGS for c in close)
+            if eq:
+                shown.append(f"{name}=<value hidden>" if secret else extra)
+            else:
+                shown.append(name)
+                hide_next = secret
+            if close:
+                guesses.append((name, " or ".join(close)))
+        message = "unrecognized arguments: " + " ".join(shown)
+        if len(guesses) == 1:
+            message += f"; did you mean {guesses[0][1]}?"
+        elif guesses:
+            message += "; did you mean " + ", ".join(f"{good} (for {bad})" for bad, good in guesses) + "?"
+        return message
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, self.secrets.scrub(f"{self.prog}: error: {message}\n"))
+
+
+def close_options(name: str, known: Iterable[str]) -> list[str]:
+    """The known option names closest to `name` (difflib ratio >= 0.6): the best one,
+    and a second that is as close (``--max-token``: ``--api-token`` or
+    ``--max-new-tokens``), so that an ambiguous typo is not guessed wrong."""
+    scored = sorted(((difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known), reverse=True)
+    if not scored or scored[0][0] < 0.6:
+        return []
+    best = scored[0][0]
+    return [k for ratio, k in scored[:2] if ratio >= 0.6 and best - ratio <= 0.02]
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether an option name (known or not) may carry a credential as its value:
+    a token option, or one whose name says credential (``--my-token``, ``--password``;
+    not ``--max-tokens``)."""
+    lowered = name.lower()
+    if lowered in TOKEN_FLAGS:
+        return True
+    return any(word in lowered.replace("tokens", "") for word in _SECRET_WORDS)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def connection_option_names() -> dict[str, bool]:
+    """Every connection option string, and whether it takes a value (``--endpoint``: True)."""
+    scratch = argparse.ArgumentParser(add_help=False)
+    add_connection_options(scratch)
+    return {name: action.nargs != 0 for action in scratch._actions for name in action.option_strings}
+
+
+def hoist_connection_options(argv: Sequence[str], commands: Iterable[str], top_level: Iterable[str] = ()) -> list[str]:
+    """`argv` with the connection options given before the subcommand moved just after it.
+
+    ``lorax --endpoint URL generate PROMPT`` then parses as ``lorax generate --endpoint
+    URL PROMPT``; an option given after the subcommand too is read later, so it wins
+    (``--header`` values add up). The `top_level` options (``--debug``, ``--version``)
+    stay where they are. An unknown option before the subcommand moves too, with the
+    word after it unless that is the subcommand, so that the subcommand reports it
+    with a "did you mean" rather than taking its value for a subcommand name.
+    """
+    names = connection_option_names()
+    wanted = set(commands)
+    keep = set(top_level)
+    head: list[str] = []
+    moved: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            break
+        if arg in wanted:
+            return [*head, arg, *moved, *argv[i + 1 :]]
+        name, eq, _ = arg.partition("=")
+        if name in names:
+            takes_value = names[name] and not eq
+            moved.extend(argv[i : i + 2] if takes_value else [arg])
+            i += 2 if takes_value else 1
+            continue
+        if arg.startswith("-") and len(arg) > 1 and name not in keep:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            takes_value = not eq and nxt is not None and nxt not in wanted and not nxt.startswith("-")
+            moved.extend(argv[i : i + 2] if takes_value else [arg])
+            i += 2 if takes_value else 1
+            continue
+        head.append(arg)
+        i += 1
+    return list(argv)
 
 
 @dataclass
@@ -294,6 +409,12 @@ def add_connection_options(
         "PREDIBASE_API_TOKEN: a command line is visible to other users",
     )
     group.add_argument(
+        "--gateway-token",
+        metavar="TOKEN",
+        help=f"token of a lorax gateway started with --auth-token (env {GATEWAY_TOKEN_ENV}): sent as "
+        "'Authorization: Bearer TOKEN' in the WebSocket handshake only, never to LoRAX; never printed",
+    )
+    group.add_argument(
         "-H",
         "--header",
         action="append",
@@ -327,10 +448,24 @@ def add_adapter_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adapter-source", metavar="SOURCE", help="where LoRAX loads it from: hub, local, s3, pbase")
 
 
-def add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    """Generation parameters that both the native and the chat routes take."""
+def add_sampling_options(parser: argparse.ArgumentParser, *, chat: bool = False) -> None:
+    """Generation parameters that both the native and the chat routes take.
+
+    With `chat`, ``--max-tokens`` (the name ``Client.chat`` and OpenAI use) is another
+    spelling of ``--max-new-tokens``.
+    """
     group = parser.add_argument_group("generation")
-    group.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="generate at most N tokens")
+    if chat:
+        group.add_argument(
+            "--max-new-tokens",
+            "--max-tokens",
+            dest="max_new_tokens",
+            type=_positive_int,
+            metavar="N",
+            help="generate at most N tokens (both names mean the same)",
+        )
+    else:
+        group.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="generate at most N tokens")
     group.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
     group.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: keep tokens up to this mass")
     group.add_argument("--top-k", type=_positive_int, metavar="K", help="sample among the K likeliest tokens")
@@ -367,6 +502,9 @@ class Connection:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     timeout: float | None = None
     max_retries: int | None = None
+    gateway_token: str | None = field(default=None, repr=False)
+    # Where the Authorization header came from, named in a 401/403 message.
+    token_source: str | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for Client/AsyncClient beyond the URL (unset ones left out)."""
@@ -375,6 +513,10 @@ class Connection:
             kwargs["timeout"] = self.timeout
         if self.max_retries is not None:
             kwargs["max_retries"] = self.max_retries
+        if self.gateway_token:
+            # The handshake with the gateway only: the client's own headers travel with
+            # each call and are forwarded to LoRAX.
+            kwargs["gateway_headers"] = {"Authorization": f"Bearer {self.gateway_token}"}
         return kwargs
 
 
@@ -402,9 +544,19 @@ def resolve_connection(args: argparse.Namespace, environ: Mapping[str, str], sec
         if is_sensitive_header(name):
             secrets.add(value)
     token: str | None = args.api_token
+    source = "--api-token" if token is not None else None
     if token is None:
-        token = next((environ[name] for name in TOKEN_ENVS if environ.get(name)), None)
+        env_name = next((name for name in TOKEN_ENVS if environ.get(name)), None)
+        if env_name is not None:
+            token, source = environ[env_name], f"the {env_name} environment variable"
     secrets.add(token)
+    if any(name.lower() == "authorization" for name in headers):
+        source = "the Authorization header given with -H/--header"
+    gateway_token: str | None = args.gateway_token
+    explicit_gateway_token = gateway_token is not None
+    if gateway_token is None:
+        gateway_token = environ.get(GATEWAY_TOKEN_ENV) or None
+    secrets.add(gateway_token)
     tenant, deployment = args.predibase_tenant, args.predibase_deployment
     if (tenant is None) != (deployment is None):
         raise UsageError("--predibase-tenant and --predibase-deployment go together")
@@ -413,19 +565,38 @@ def resolve_connection(args: argparse.Namespace, environ: Mapping[str, str], sec
             raise UsageError("give either --endpoint or --predibase-tenant/--predibase-deployment, not both")
         if args.transport == "ws":
             raise UsageError("Predibase endpoints speak HTTP only; drop --transport ws")
+        if explicit_gateway_token:
+            raise UsageError("--gateway-token is for a lorax gateway; Predibase endpoints take --api-token")
+        if not token and source is None:
+            raise UsageError(
+                "a Predibase deployment needs an API token: --api-token, or env "
+                + " or ".join(TOKEN_ENVS)
+                + " (a command line is visible to other users: prefer the environment)"
+            )
         return Connection(
             predibase=(tenant, deployment),
             token=token,
             headers=headers,
             timeout=args.timeout,
             max_retries=args.max_retries,
+            token_source=source,
         )
     base_url = args.endpoint or environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
     base_url = _apply_transport(base_url, args.transport)
+    if urlsplit(base_url).scheme.lower() not in ("ws", "wss"):
+        if explicit_gateway_token:
+            raise UsageError("--gateway-token is for a lorax gateway: a ws:// endpoint, or --transport ws")
+        gateway_token = None  # the environment's is for gateways only
     if token and not any(name.lower() == "authorization" for name in headers):
         headers["Authorization"] = f"Bearer {token}"
     return Connection(
-        base_url=base_url, token=token, headers=headers, timeout=args.timeout, max_retries=args.max_retries
+        base_url=base_url,
+        token=token,
+        headers=headers,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+        gateway_token=gateway_token,
+        token_source=source,
     )
 
 
@@ -446,12 +617,15 @@ def make_client(conn: Connection) -> Any:
     """A :class:`lorax.Client` for `conn` (typed Any: the import stays lazy)."""
     from lorax.client import Client
 
+    client: Any
     if conn.predibase is not None:
-        return Client.from_predibase(
+        client = Client.from_predibase(
             *conn.predibase, api_token=conn.token, headers=dict(conn.headers), **conn.client_kwargs()
         )
-    assert conn.base_url is not None
-    return Client(conn.base_url, headers=dict(conn.headers), **conn.client_kwargs())
+    else:
+        assert conn.base_url is not None
+        client = Client(conn.base_url, headers=dict(conn.headers), **conn.client_kwargs())
+    return _name_token_source(client, conn)
 
 
 def make_async_client(conn: Connection, **extra: Any) -> Any:
@@ -459,10 +633,21 @@ def make_async_client(conn: Connection, **extra: Any) -> Any:
     from lorax.client import AsyncClient
 
     kwargs = {**conn.client_kwargs(), **extra}
+    client: Any
     if conn.predibase is not None:
-        return AsyncClient.from_predibase(*conn.predibase, api_token=conn.token, headers=dict(conn.headers), **kwargs)
-    assert conn.base_url is not None
-    return AsyncClient(conn.base_url, headers=dict(conn.headers), **kwargs)
+        client = AsyncClient.from_predibase(*conn.predibase, api_token=conn.token, headers=dict(conn.headers), **kwargs)
+    else:
+        assert conn.base_url is not None
+        client = AsyncClient(conn.base_url, headers=dict(conn.headers), **kwargs)
+    return _name_token_source(client, conn)
+
+
+def _name_token_source(client: Any, conn: Connection) -> Any:
+    # A 401/403 then names the option or variable the user set ("--api-token", "the
+    # LORAX_API_TOKEN environment variable"), not the client argument the CLI used.
+    if conn.token_source is not None:
+        client._auth_source = conn.token_source
+    return client
 
 
 # ---------------------------------------------------------------------------------

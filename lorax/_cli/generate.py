@@ -55,7 +55,7 @@ def register(subparsers: Any, parent: argparse.ArgumentParser) -> None:
     )
     _add_output_options(chat, "the full response as JSON (one line; not streamed unless --stream)")
     add_adapter_options(chat)
-    add_sampling_options(chat)
+    add_sampling_options(chat, chat=True)
     add_connection_options(chat)
     chat.set_defaults(run=run_chat, _parser=chat)
 
@@ -89,7 +89,7 @@ def run_generate(args: argparse.Namespace, ctx: Context) -> int:
                 out.write(to_json(response).decode() + "\n")
             else:
                 out.write(response.generated_text + "\n")
-                if args.details and response.HasField("details"):
+                if args.details and response.details is not None:
                     _print_details(ctx, response.details, response.details.prompt_tokens)
             out.flush()
             return EXIT_OK
@@ -109,14 +109,14 @@ def run_generate(args: argparse.Namespace, ctx: Context) -> int:
             out.write("\n")
             out.flush()
             final = stream.final
-            if args.details and final is not None and final.HasField("details"):
+            if args.details and final is not None and final.details is not None:
                 _print_details(ctx, final.details, final.details.prompt_tokens)
     return EXIT_OK
 
 
 def _print_details(ctx: Context, details: Any, prompt_tokens: int) -> None:
     # On stderr, so that stdout stays exactly the generated text.
-    seed = details.seed if details.HasField("seed") else None
+    seed = details.seed
     ctx.stderr.write(
         f"finish_reason={details.finish_reason} prompt_tokens={prompt_tokens} "
         f"generated_tokens={details.generated_tokens} seed={seed}\n"
@@ -164,7 +164,7 @@ def run_chat(args: argparse.Namespace, ctx: Context) -> int:
                     out.flush()
                     continue
                 for choice in chunk.choices:
-                    if choice.delta.HasField("content") and choice.delta.content:
+                    if choice.delta is not None and choice.delta.content:
                         out.write(choice.delta.content)
                         out.flush()
             if not args.json:

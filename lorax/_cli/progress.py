@@ -38,6 +38,8 @@ class BatchStats:
         prompt_tokens, generated_tokens: summed over the lines done in this run.
         interrupted: the run was stopped by a signal before the input ended.
         aborted: why the run gave up early (the server is unreachable), or None.
+        unreachable: the run gave up because the server could not be reached
+            (connection refused, DNS or TLS failure).
     """
 
     total: int | None = None
@@ -51,6 +53,7 @@ class BatchStats:
     generated_tokens: int = 0
     interrupted: bool = False
     aborted: str | None = None
+    unreachable: bool = False
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -122,8 +125,11 @@ def format_summary(stats: BatchStats) -> str:
         text += "; interrupted: rerun the same command to resume"
     elif stats.aborted:
         text += f"; stopped early: {stats.aborted}; rerun the same command to resume"
-    elif stats.failed:
+    elif stats.failed > stats.invalid:
         text += "; rerun the same command to retry the failed lines"
+    if stats.invalid and not stats.interrupted:
+        # A rerun reports them again but never sends them: only an edit helps.
+        text += f"; fix the {stats.invalid} invalid line(s) in the input (their rows say why)"
     return text
 
 

@@ -68,6 +68,10 @@ def upstream_error_frame(exc: errors.LoraxError, *, begun: bool) -> FrameError:
                 status=503, error_type="upstream_unavailable", message=f"LoRAX is unreachable: {exc.message}"
             )
         return error_frame_fields(status=502, error_type="upstream_error", message=f"upstream: {exc.message}")
+    if isinstance(exc, errors.ResponseTooLargeError):
+        # The upstream body went past the gateway's max_response_bytes (or came
+        # compressed): reading stopped there, as for a frame above the frame limit.
+        return error_frame_fields(status=502, error_type="response_too_large", message=f"upstream: {exc.message}")
     if isinstance(exc, errors.ProtocolError):
         return error_frame_fields(status=502, error_type="upstream_error", message=f"upstream: {exc.message}")
     if isinstance(exc, errors.ClientClosedError):

@@ -19,16 +19,19 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from lorax import errors
+from lorax._convert import from_binary, to_binary
+from lorax._message import Message
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._log import log, logger, peer
 from lorax.transports import _ws_frames as wsf
+from lorax.transports._http_common import Secrets
 from lorax.transports.base import AsyncTransport, CallOptions
 from lorax.v1.websocket_pb2 import FrameCall, FrameError
 
@@ -193,11 +196,13 @@ class Session:
                 f"this connection already has {gateway.max_calls_per_connection} calls in flight, the gateway's limit",
             )
         try:
-            request = method.input_type.FromString(call.request)
+            request = from_binary(method.input_type, call.request)
         except DecodeError:
             raise GatewayRefusal(
-                400, "invalid_request", f"the request is not a {method.input_type.DESCRIPTOR.full_name}"
+                400, "invalid_request", f"the request is not a {method.input_type.__lorax_full_name__}"
             ) from None
+        except errors.InvalidRequestError as exc:
+            raise GatewayRefusal(400, "invalid_request", str(exc)) from None
         headers = forward_headers(call.headers)
         upstream = gateway.upstream_timeout
         read = call.read_timeout_ms / 1000 if call.read_timeout_ms else upstream.read
@@ -264,7 +269,8 @@ class Session:
             stream = await upstream.stream(method, request, options)
             try:
                 state.status = stream.meta.status_code
-                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, stream.meta.headers))
+                headers = self._scrub(stream.meta.headers, options, request)
+                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers))
                 state.begun = True
                 async for message in stream:
                     await self._send_message(call_id, message)
@@ -275,14 +281,22 @@ class Session:
         else:
             message, meta = await upstream.unary(method, request, options)
             state.status = meta.status_code
-            await self._send(wsf.encode_headers(call_id, meta.status_code, meta.headers))
+            await self._send(wsf.encode_headers(call_id, meta.status_code, self._scrub(meta.headers, options, request)))
             state.begun = True
             await self._send_message(call_id, message)
             state.messages = 1
         await self._send(wsf.encode_end(call_id))
 
+    def _scrub(self, headers: Mapping[str, str], options: CallOptions, request: Message) -> dict[str, str]:
+        """Upstream success headers with every credential value the gateway knows of
+        replaced: its own (the upstream token, the client token) and the call's. The
+        default upstream transport scrubs its own already; one given to the gateway
+        may not."""
+        secrets = Secrets.of(self._gateway.secret_values, options.headers, request)
+        return secrets.scrub_headers(dict(headers))
+
     async def _send_message(self, call_id: int, message: Message) -> None:
-        await self._send(wsf.encode_message(call_id, message.SerializeToString()))
+        await self._send(wsf.encode_message(call_id, to_binary(message)))
 
     async def _send(self, data: bytes) -> None:
         """Send a frame, waiting for the write buffer to drain (the backpressure).

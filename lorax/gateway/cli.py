@@ -23,6 +23,7 @@ from collections.abc import Callable
 from lorax._redact import redact_url
 from lorax._timeout import Timeout
 from lorax.gateway import server
+from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = ["main"]
 
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-frame-bytes", type=_positive(int), default=64 * 1024 * 1024)
     parser.add_argument(
+        "--max-response-bytes",
+        type=_positive(int),
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        help="the largest upstream response body read, counted while reading (default %(default)s)",
+    )
+    parser.add_argument(
         "--max-calls-per-connection", type=_positive(int), default=server.DEFAULT_MAX_CALLS_PER_CONNECTION
     )
     parser.add_argument("--max-connections", type=_positive(int), default=server.DEFAULT_MAX_CONNECTIONS)
@@ -117,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             upstream_headers=upstream_headers,
             auth_token=args.auth_token or os.environ.get(TOKEN_ENV) or None,
             max_frame_bytes=args.max_frame_bytes,
+            max_response_bytes=args.max_response_bytes,
             max_calls_per_connection=args.max_calls_per_connection,
             max_connections=args.max_connections,
             idle_timeout=args.idle_timeout or None,

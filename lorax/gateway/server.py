@@ -9,9 +9,9 @@ On the same port, ``GET /health`` answers ``200 ok`` for load balancers (``503``
 shutting down), without authentication.
 
 Handshake checks, in order: the health path; the bearer token when one is configured
-(``401``); shutting down (``503``); the connection limit (``503`` with
-``Retry-After: 1``); then websockets itself requires the ``lorax.v1`` subprotocol
-(``400``).
+(``401``; ``400`` for more than one ``Authorization`` header); shutting down
+(``503``); the connection limit (``503`` with ``Retry-After: 1``); then websockets
+itself requires the ``lorax.v1`` subprotocol (``400``).
 
 :class:`GatewayThread` runs a gateway on its own event loop in a background thread,
 for tests and for embedding in sync programs::
@@ -41,6 +41,7 @@ from lorax._timeout import Timeout
 from lorax.gateway._log import log, peer
 from lorax.gateway._session import Session
 from lorax.transports import _ws_frames as wsf
+from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes, header_secrets
 from lorax.transports.aiohttp import AsyncHTTPTransport
 from lorax.transports.base import AsyncTransport
 
@@ -79,6 +80,11 @@ class Gateway:
         upstream_timeout: connect and read timeouts of the upstream requests; a call's
             own read timeout (from its call frame) replaces ``read``.
         upstream_pool_size: the upstream connection pool's limit.
+        max_response_bytes: the largest upstream response body read (64 MiB by
+            default), counted while reading: a larger one, or a compressed one, fails
+            its call with a FrameError (502, ``response_too_large``) and the upstream
+            connection is closed. It bounds each upstream stream event too (a larger
+            one fails the call with 502 ``upstream_error``).
         ping_interval: seconds between keepalive pings to clients; None: none.
         ssl_context: serve ``wss://`` with this context.
         upstream_transport: the transport calls go through, instead of the default
@@ -101,6 +107,7 @@ class Gateway:
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         upstream_timeout: Timeout = DEFAULT_UPSTREAM_TIMEOUT,
         upstream_pool_size: int = 100,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ping_interval: float | None = 20.0,
         ssl_context: ssl.SSLContext | None = None,
         upstream_transport: AsyncTransport | None = None,
@@ -121,6 +128,11 @@ class Gateway:
         self._requested_port = port
         self._upstream_headers = dict(upstream_headers or {})
         self._auth = f"Bearer {auth_token}".encode() if auth_token else None
+        # Credentials the gateway holds: scrubbed out of whatever it forwards to clients
+        # (an upstream may echo the upstream token back in a response header).
+        self.secret_values: tuple[str, ...] = tuple(header_secrets(self._upstream_headers)) + (
+            (auth_token,) if auth_token else ()
+        )
         self.max_frame_bytes = max_frame_bytes
         self.max_calls_per_connection = max_calls_per_connection
         self.max_connections = max_connections
@@ -128,6 +140,7 @@ class Gateway:
         self.shutdown_grace = shutdown_grace
         self.upstream_timeout = upstream_timeout
         self._upstream_pool_size = upstream_pool_size
+        self.max_response_bytes = check_max_response_bytes(max_response_bytes)
         self._ping_interval = ping_interval
         self._ssl = ssl_context
         self._given_upstream = upstream_transport
@@ -182,7 +195,10 @@ class Gateway:
             # aiohttp is imported with this module, not here: its ~180 ms import would
             # stall the running event loop.
             self._upstream = AsyncHTTPTransport(
-                self.upstream_url, headers=self._upstream_headers, limit=self._upstream_pool_size
+                self.upstream_url,
+                headers=self._upstream_headers,
+                limit=self._upstream_pool_size,
+                max_response_bytes=self.max_response_bytes,
             )
         try:
             self._server = await serve(
@@ -280,7 +296,12 @@ class Gateway:
                 return connection.respond(503, "shutting down\n")
             return connection.respond(200, "ok\n")
         if self._auth is not None:
-            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+            values = request.headers.get_all("Authorization")
+            if len(values) > 1:
+                # Which one would count is ambiguous (proxies disagree): refuse, as a bad request.
+                log(logging.WARNING, "handshake_refused", reason="duplicate_authorization", peer=peer(connection))
+                return connection.respond(400, "exactly one Authorization header is allowed\n")
+            given = (values[0] if values else "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, self._auth):
                 log(logging.WARNING, "handshake_refused", reason="unauthorized", peer=peer(connection))
                 response = connection.respond(401, "a valid Authorization: Bearer token is required\n")

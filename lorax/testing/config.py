@@ -60,10 +60,12 @@ class ServerConfig:
 
     def info(self) -> InfoResponse:
         """The ``/info`` body as a message."""
-        msg = InfoResponse(
+        return InfoResponse(
             model_id=self.model_id,
+            model_sha=self.model_sha,
             model_dtype=self.model_dtype,
             model_device_type=self.model_device_type,
+            model_pipeline_tag=self.model_pipeline_tag,
             max_concurrent_requests=self.max_concurrent_requests,
             max_best_of=self.max_best_of,
             max_stop_sequences=self.max_stop_sequences,
@@ -75,9 +77,7 @@ class ServerConfig:
             validation_workers=self.validation_workers,
             eager_prefill=self.eager_prefill,
             version=self.version,
+            sha=self.sha,
+            docker_label=self.docker_label,
+            request_logger_url=self.request_logger_url,
         )
-        for name in ("model_sha", "model_pipeline_tag", "sha", "docker_label", "request_logger_url"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(msg, name, value)
-        return msg

@@ -211,9 +211,10 @@ class Engine:
         others = [g for g in gens if g is not best]
         add_prompt = job.inputs if params["return_full_text"] else None
         details = params["details"] or params["decoder_input_details"]
-        response = GenerateResponse(generated_text=(add_prompt or "") + best.text)
-        if details:
-            response.details.CopyFrom(self._details(best, valid.input_length, others if best_of else [], add_prompt))
+        response = GenerateResponse(
+            generated_text=(add_prompt or "") + best.text,
+            details=self._details(best, valid.input_length, others if best_of else [], add_prompt) if details else None,
+        )
         now = time.monotonic()
         headers = self._timing_headers(job, valid.input_length, best, start, queued, prefill_time, now)
         self.metrics.increment("lorax_request_success")
@@ -231,28 +232,26 @@ class Engine:
     def _details(
         self, best: Generation, prompt_tokens: int, others: list[Generation], add_prompt: str | None
     ) -> Details:
-        details = Details(
+        return Details(
             finish_reason=best.finish_reason,
             prompt_tokens=prompt_tokens,
             generated_tokens=len(best.tokens),
             skipped_tokens=0,
+            seed=best.seed,
             prefill=_prefill(best),
             tokens=[_token(t) for t in best.tokens],
+            best_of_sequences=[
+                BestOfSequence(
+                    generated_text=(add_prompt or "") + g.text,
+                    finish_reason=g.finish_reason,
+                    generated_tokens=len(g.tokens),
+                    seed=g.seed,
+                    prefill=_prefill(g),
+                    tokens=[_token(t) for t in g.tokens],
+                )
+                for g in others
+            ],
         )
-        if best.seed is not None:
-            details.seed = best.seed
-        for g in others:
-            seq = BestOfSequence(
-                generated_text=(add_prompt or "") + g.text,
-                finish_reason=g.finish_reason,
-                generated_tokens=len(g.tokens),
-                prefill=_prefill(g),
-                tokens=[_token(t) for t in g.tokens],
-            )
-            if g.seed is not None:
-                seq.seed = g.seed
-            details.best_of_sequences.append(seq)
-        return details
 
     def _timing_headers(
         self,
@@ -362,14 +361,12 @@ class Engine:
                 if i == last:
                     event.generated_text = add_prompt + gen.text
                     if params["details"]:
-                        sd = StreamDetails(
+                        event.details = StreamDetails(
                             finish_reason=gen.finish_reason,
                             prompt_tokens=valid.input_length,
                             generated_tokens=len(gen.tokens),
+                            seed=gen.seed,
                         )
-                        if gen.seed is not None:
-                            sd.seed = gen.seed
-                        event.details.CopyFrom(sd)
                     self.metrics.increment("lorax_request_success")
                     self.metrics.observe("lorax_request_duration", time.monotonic() - start)
                     finished = True
@@ -391,25 +388,20 @@ def _mean_logprob(gen: Generation) -> float:
 
 
 def _token(tok: Any) -> Token:
-    token = Token(id=tok.id, text=tok.text, special=tok.special, skipped=False)
-    if tok.logprob is not None:
-        token.logprob = tok.logprob
-    for alt in tok.alternatives:
-        a = AlternativeToken(id=alt.id, text=alt.text)
-        if alt.logprob is not None:
-            a.logprob = alt.logprob
-        token.alternative_tokens.append(a)
-    return token
+    return Token(
+        id=tok.id,
+        text=tok.text,
+        logprob=tok.logprob,
+        special=tok.special,
+        alternative_tokens=[
+            AlternativeToken(id=alt.id, text=alt.text, logprob=alt.logprob) for alt in tok.alternatives
+        ],
+        skipped=False,
+    )
 
 
 def _prefill(gen: Generation) -> list[PrefillToken]:
-    out = []
-    for p in gen.prefill:
-        tok = PrefillToken(id=p.id, text=p.text)
-        if p.logprob is not None:
-            tok.logprob = p.logprob
-        out.append(tok)
-    return out
+    return [PrefillToken(id=p.id, text=p.text, logprob=p.logprob) for p in gen.prefill]
 
 
 def render_stream_response(event: StreamResponse) -> bytes:

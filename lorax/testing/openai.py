@@ -195,6 +195,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
 def completion_response(resp: GenerateResponse) -> bytes:
     """``CompletionResponse::from(GenerateResponse)``."""
     details = resp.details
+    assert details is not None  # the OpenAI routes always ask for details
     choice = CompletionChoice(index=0, text=resp.generated_text, finish_reason=_FINISH[details.finish_reason])
     msg = CompletionResponse(
         id="null",
@@ -209,12 +210,10 @@ def completion_response(resp: GenerateResponse) -> bytes:
 
 def completion_stream_event(resp: StreamResponse) -> bytes:
     """``CompletionStreamResponse::from(StreamResponse)``: usage on every event, zeros until the last."""
-    has_details = resp.HasField("details")
-    finish = _FINISH[resp.details.finish_reason] if has_details else None
-    choice = CompletionChoice(index=0, text="" if finish == "stop" else resp.token.text)
-    if finish is not None:
-        choice.finish_reason = finish
-    usage = _usage(resp.details.prompt_tokens, resp.details.generated_tokens) if has_details else _usage(0, 0)
+    details = resp.details
+    finish = _FINISH[details.finish_reason] if details is not None else None
+    choice = CompletionChoice(index=0, text="" if finish == "stop" else _token_text(resp), finish_reason=finish)
+    usage = _usage(details.prompt_tokens, details.generated_tokens) if details is not None else _usage(0, 0)
     msg = CompletionStreamResponse(
         id="null", object="text_completion", created=0, model="null", choices=[choice], usage=usage
     )
@@ -223,21 +222,24 @@ def completion_stream_event(resp: StreamResponse) -> bytes:
 
 def chat_stream_event(resp: StreamResponse) -> bytes:
     """``ChatCompletionStreamResponse::from(StreamResponse)``: role on every delta, ``{}`` on EOS."""
-    has_details = resp.HasField("details")
-    finish = _FINISH[resp.details.finish_reason] if has_details else None
-    delta = AssistantMessage()
-    if finish != "stop":
-        delta.role = "assistant"
-        delta.content = resp.token.text
-    choice = ChatCompletionStreamChoice(index=0, delta=delta)
-    if finish is not None:
-        choice.finish_reason = finish
+    details = resp.details
+    finish = _FINISH[details.finish_reason] if details is not None else None
+    delta = AssistantMessage() if finish == "stop" else AssistantMessage(role="assistant", content=_token_text(resp))
+    choice = ChatCompletionStreamChoice(index=0, delta=delta, finish_reason=finish)
     msg = ChatCompletionStreamResponse(
-        id="null", object="chat.completion.chunk", created=0, model="null", choices=[choice]
+        id="null",
+        object="chat.completion.chunk",
+        created=0,
+        model="null",
+        choices=[choice],
+        usage=_usage(details.prompt_tokens, details.generated_tokens) if details is not None else None,
     )
-    if has_details:
-        msg.usage.CopyFrom(_usage(resp.details.prompt_tokens, resp.details.generated_tokens))
     return codec.to_json(msg)
+
+
+def _token_text(resp: StreamResponse) -> str:
+    # Every event the fake server streams carries a token.
+    return resp.token.text if resp.token is not None else ""
 
 
 def _serde_from_str(text: str) -> Any:
@@ -287,16 +289,15 @@ def _tool_output(text: str) -> tuple[list[ToolCall] | None, str | None]:
 def chat_response(resp: GenerateResponse, config: ServerConfig, using_tools: bool) -> bytes:
     """``chat_completions_v1``'s non-stream body (``object`` is "text_completion", sic)."""
     details = resp.details
+    assert details is not None  # the OpenAI routes always ask for details
     texts = [resp.generated_text] + [seq.generated_text for seq in details.best_of_sequences]
     finish = _FINISH[details.finish_reason]
     choices = []
     for index, text in enumerate(texts):
         tool_calls, content = _tool_output(text) if using_tools else (None, text)
-        message = AssistantMessage(role="assistant")
-        if content is not None:
-            message.content = content
-        elif tool_calls is not None:
-            message.tool_calls.extend(tool_calls)
+        message = AssistantMessage(role="assistant", content=content)
+        if content is None and tool_calls is not None:
+            message.tool_calls = tool_calls
         choices.append(ChatCompletionChoice(index=index, message=message, finish_reason=finish))
     msg = ChatCompletionResponse(
         id="null",

@@ -48,6 +48,7 @@ from lorax.testing.recording import RecordedRequest, Recorder, Stats
 from lorax.testing.sse import pump
 from lorax.testing.validation import InferError, validate_input
 from lorax.types import (
+    ClassifyBatchResponse,
     ClassifyResponse,
     Embedding,
     EmbeddingsResponse,
@@ -57,9 +58,6 @@ from lorax.types import (
     StreamResponse,
     TokenizeResponse,
 )
-
-# lorax.types does not re-export ClassifyBatchResponse (yet); the generated module has it.
-from lorax.v1.embed_pb2 import ClassifyBatchResponse
 
 __all__ = ["LoraxServer"]
 
@@ -443,7 +441,7 @@ class LoraxServer:
         def work() -> web.StreamResponse:
             if not req["inputs"]:
                 raise InferError.classification_failure()
-            msg = ClassifyBatchResponse(results=[ClassifyResponse(entities=self._entities(t)) for t in req["inputs"]])
+            msg = ClassifyBatchResponse(results=[self._entities(t) for t in req["inputs"]])
             return _json(codec.to_json(msg), _classify_headers(start, batch=True))
 
         return await self._with_permit(request, faults, work)

@@ -38,17 +38,16 @@ import ssl
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from google.protobuf.message import Message
-
 from lorax import codec, errors
+from lorax._message import Message
 from lorax._redact import REDACTED, SENSITIVE_FIELDS, is_sensitive_header, redact_url
 from lorax._routes import Method
-from lorax.transports.base import lower_headers
+from lorax.transports.base import DEFAULT_MAX_RESPONSE_BYTES, lower_headers
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DRAIN_LIMIT",
     "DRAIN_TIMEOUT",
     "MAX_ERROR_BODY",
@@ -58,8 +57,11 @@ __all__ = [
     "Proxy",
     "Route",
     "Secrets",
+    "check_max_response_bytes",
+    "compressed",
     "connection_error",
     "decode_response",
+    "declared_length",
     "default_headers",
     "interrupted",
     "merge_headers",
@@ -67,6 +69,7 @@ __all__ = [
     "ssl_context",
     "status_error",
     "timeout_error",
+    "too_large",
     "warn_insecure",
 ]
 
@@ -479,13 +482,13 @@ def decode_response(method: Method, status: int, headers: Mapping[str, str], bod
         result: Message = method.output_type()
         return result
     if method.metrics_response:
-        from lorax.v1 import server_pb2
+        from lorax.types import MetricFamilies, MetricsResponse
 
         content_type = _get(headers, "content-type").lower()
         if "json" in content_type:
-            families = codec.from_json(server_pb2.MetricFamilies, body)
-            return server_pb2.MetricsResponse(families=families)
-        return server_pb2.MetricsResponse(text=body.decode("utf-8", "replace"))
+            families = codec.from_json(MetricFamilies, body)
+            return MetricsResponse(body=families.families)
+        return MetricsResponse(body=body.decode("utf-8", "replace"))
     message: Message = codec.from_json(method.output_type, body)
     return message
 
@@ -506,16 +509,26 @@ def is_event_stream(headers: Mapping[str, str]) -> bool:
     return not content_type or "event-stream" in content_type
 
 
-def status_error(status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets) -> errors.LoraxError:
+def status_error(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Secrets,
+    route: Route | None = None,
+) -> errors.LoraxError:
     """The exception for a non-2xx status (or a 2xx stream that is not a stream).
 
     LoRAX JSON errors map by ``error_type``; axum's text/plain 4xx, a proxy's HTML 502
     and empty bodies by status (:func:`lorax.errors.error_from_response`). A 3xx is
     refused: lorax does not follow redirects (LoRAX never sends one, and following
-    one would carry the Authorization header to wherever it points).
+    one would carry the Authorization header to wherever it points). With `route`, the
+    error names the request's method and URL (never credentials: a route's URL has
+    none).
     """
     body = secrets.scrub_bytes(body)
     lowered = secrets.scrub_headers(lower_headers(headers))
+    method = route.method if route is not None else None
+    url = route.url if route is not None else None
     if 300 <= status < 400:
         location = lowered.get("location", "")
         where = _location(location)
@@ -524,8 +537,15 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes, secrets: 
             "lorax does not follow redirects: point base_url at the final address"
         )
         cls = errors.error_class(status, None)
-        return cls(secrets.scrub(message), status_code=status, headers=lowered, body=body.decode("utf-8", "replace"))
-    return errors.error_from_response(status, lowered, body)
+        return cls(
+            secrets.scrub(message),
+            status_code=status,
+            headers=lowered,
+            body=body.decode("utf-8", "replace"),
+            request_method=method,
+            request_url=url,
+        )
+    return errors.error_from_response(status, lowered, body, request_method=method, request_url=url)
 
 
 def _location(location: str) -> str:
@@ -535,11 +555,23 @@ def _location(location: str) -> str:
     return shown[:200]
 
 
-def not_a_stream(status: int, headers: Mapping[str, str], body: bytes, secrets: Secrets) -> errors.LoraxError:
+def not_a_stream(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Secrets,
+    route: Route | None = None,
+) -> errors.LoraxError:
     """A 2xx answer to a streaming route that is not ``text/event-stream``."""
     body = secrets.scrub_bytes(body)
     headers = secrets.scrub_headers(lower_headers(headers))
-    error = errors.error_from_response(status, headers, body) if body[:1] == b"{" else None
+    method = route.method if route is not None else None
+    url = route.url if route is not None else None
+    error = (
+        errors.error_from_response(status, headers, body, request_method=method, request_url=url)
+        if body[:1] == b"{"
+        else None
+    )
     if error is not None and error.error_type is not None:
         return error
     content_type = _get(headers, "content-type")
@@ -547,7 +579,55 @@ def not_a_stream(status: int, headers: Mapping[str, str], body: bytes, secrets: 
         f"expected a text/event-stream answer, got {content_type!r} (status {status})",
         headers=headers,
         body=body.decode("utf-8", "replace"),
+        request_method=method,
+        request_url=url,
     )
+
+
+def check_max_response_bytes(value: int) -> int:
+    """`value` if it is a usable ``max_response_bytes`` (an int >= 1); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_response_bytes must be an int >= 1, got {value!r}")
+    return value
+
+
+def compressed(headers: Mapping[str, str]) -> str | None:
+    """The body's ``Content-Encoding`` when it is not ``identity`` (None when it is).
+
+    The transports ask for ``Accept-Encoding: identity`` and read no compressed body:
+    one MiB of gzip can expand to GiBs, and a size cap can only be checked after
+    decompressing.
+    """
+    value = _get(headers, "content-encoding").strip().lower()
+    if not value or value == "identity":
+        return None
+    return value[:40]
+
+
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    """The ``Content-Length`` of a response, when it declares a valid one."""
+    value = _get(headers, "content-length").strip()
+    if not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
+
+
+def too_large(
+    where: str, limit: int, *, size: int | None = None, encoding: str | None = None
+) -> errors.ResponseTooLargeError:
+    """The error for a body that is not read: above `limit`, or compressed (`encoding`)."""
+    if encoding is not None:
+        message = (
+            f"the response from {where} is compressed (Content-Encoding: {encoding}) though lorax asked for "
+            "identity; compressed bodies are refused because they can expand without bound"
+        )
+    elif size is not None:
+        message = f"the response from {where} declares {size} bytes, above max_response_bytes={limit}; it was not read"
+    else:
+        message = f"the response from {where} grew past max_response_bytes={limit}; reading stopped there"
+    error = errors.ResponseTooLargeError(message, limit=limit)
+    error.request_sent = True  # type: ignore[attr-defined]
+    return error
 
 
 # ---------------------------------------------------------------------------------
@@ -587,10 +667,13 @@ def os_reason(exc: BaseException) -> str:
     fallback = ""
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        # getattr: aiohttp's ClientConnectorSSLError is an ssl.SSLError built in Python,
+        # without the attributes the ssl module sets on the errors it raises.
         if isinstance(current, ssl.SSLCertVerificationError):
-            return f"certificate verification failed: {current.verify_message or current.reason or current}"
+            detail = getattr(current, "verify_message", None) or getattr(current, "reason", None) or current
+            return f"certificate verification failed: {detail}"
         if isinstance(current, ssl.SSLError):
-            return f"TLS error: {current.reason or current}"
+            return f"TLS error: {getattr(current, 'reason', None) or current}"
         if isinstance(current, socket.gaierror) and current.strerror:
             return str(current.strerror)
         if isinstance(current, OSError) and isinstance(current.errno, int) and current.errno > 0:
@@ -660,6 +743,9 @@ class Secrets:
         """`headers` with secrets scrubbed out of the values (a proxy may echo them back)."""
         if not self.values:
             return headers
+        joined = "\n".join(headers.values())
+        if not any(secret in joined for secret in self.values):
+            return headers  # the usual case, at the cost of one join
         return {name: self.scrub(value) for name, value in headers.items()}
 
     def scrub_bytes(self, data: bytes) -> bytes:
@@ -691,13 +777,10 @@ def header_secrets(headers: Mapping[str, str]) -> list[str]:
 def request_secrets(request: Message, _depth: int = 0) -> list[str]:
     """``api_token`` values anywhere near the top of a request message."""
     out: list[str] = []
-    try:
-        fields: Iterable[tuple[Any, Any]] = request.ListFields()
-    except Exception:
-        return out
-    for fd, value in fields:
-        if fd.name in SENSITIVE_FIELDS and isinstance(value, str):
+    for name in getattr(request, "__struct_fields__", ()):
+        value = getattr(request, name)
+        if name in SENSITIVE_FIELDS and isinstance(value, str):
             out.append(value)
-        elif fd.message_type is not None and _depth < 3 and isinstance(value, Message):
+        elif _depth < 3 and isinstance(value, Message):
             out.extend(request_secrets(value, _depth + 1))
     return out

@@ -48,9 +48,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from google.protobuf.message import Message
 
 from lorax import codec, errors
+from lorax._message import Message
 from lorax._routes import Method
 from lorax._sse import DONE, SSEDecoder, SSEEvent
 from lorax._timeout import Deadline
@@ -158,7 +158,7 @@ class AsyncHTTPTransport(AsyncTransport):
         headers: sent with every request; a call's own headers win.
         limit: the most connections open at once (0: no limit).
         limit_per_host: a further bound for the one host (0: none).
-        verify, cert, proxy, trust_env, user_agent: as for
+        verify, cert, proxy, trust_env, user_agent, max_response_bytes: as for
             :class:`~lorax.transports.http.HTTPTransport`.
     """
 
@@ -174,8 +174,10 @@ class AsyncHTTPTransport(AsyncTransport):
         proxy: str | None = None,
         trust_env: bool = True,
         user_agent: str | None = None,
+        max_response_bytes: int = common.DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         base = common.BaseURL.parse(base_url)
+        self._max_response_bytes = common.check_max_response_bytes(max_response_bytes)
         for name, value in (("limit", limit), ("limit_per_host", limit_per_host)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
@@ -206,6 +208,7 @@ class AsyncHTTPTransport(AsyncTransport):
             if secret:
                 secrets.append(secret)
         self._secret_values = tuple(secrets)
+        self._own_secrets = common.Secrets(self._secret_values)
         self._routes: dict[str, tuple[common.Route, Any]] = {}
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -226,10 +229,10 @@ class AsyncHTTPTransport(AsyncTransport):
             status = resp.status
             try:
                 if 200 <= status < 300:
-                    data = await resp.read()
+                    data = await self._read_body(resp)
                     complete = True
                 else:
-                    data, complete = await _read_limited(resp.content, common.MAX_ERROR_BODY)
+                    data, complete = await _read_error_body(resp)
             except Exception as exc:
                 raise self._body_error(exc, options, request) from exc
         finally:
@@ -245,9 +248,9 @@ class AsyncHTTPTransport(AsyncTransport):
                 "%s %s -> %d in %.1f ms", route.method, route.url, status, (time.perf_counter() - started) * 1000
             )
         if not 200 <= status < 300:
-            raise common.status_error(status, resp.headers, data, self._secrets(options, request))
+            raise common.status_error(status, resp.headers, data, self._secrets(options, request), route)
         message = common.decode_response(method, status, resp.headers, data)
-        return message, ResponseMeta(status, lower_headers(resp.headers))
+        return message, self._meta(status, resp.headers, options, request)
 
     async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
         resp, route, slot, started = await self._send(method, request, options)
@@ -265,7 +268,7 @@ class AsyncHTTPTransport(AsyncTransport):
             if not (200 <= status < 300 and common.is_event_stream(resp.headers)):
                 complete = False
                 try:
-                    data, complete = await _read_limited(resp.content, common.MAX_ERROR_BODY)
+                    data, complete = await _read_error_body(resp)
                 except Exception as exc:
                     raise self._body_error(exc, options, request) from exc
                 finally:
@@ -276,9 +279,12 @@ class AsyncHTTPTransport(AsyncTransport):
                         resp.close()
                 secrets = self._secrets(options, request)
                 if 200 <= status < 300:
-                    raise common.not_a_stream(status, resp.headers, data, secrets)
-                raise common.status_error(status, resp.headers, data, secrets)
-            meta = ResponseMeta(status, lower_headers(resp.headers))
+                    raise common.not_a_stream(status, resp.headers, data, secrets, route)
+                raise common.status_error(status, resp.headers, data, secrets, route)
+            encoding = common.compressed(resp.headers)
+            if encoding is not None:
+                raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)
+            meta = self._meta(status, resp.headers, options, request)
             stream = _AsyncHTTPMessageStream(self, method, resp, meta, slot, options, request)
         except BaseException:
             resp.close()
@@ -377,6 +383,8 @@ class AsyncHTTPTransport(AsyncTransport):
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
             skip_auto_headers=("Accept-Encoding",),
+            # Compressed bodies are refused, never inflated (see _http_common.compressed).
+            auto_decompress=False,
             trust_env=False,
         )
         self._connector = connector
@@ -495,11 +503,49 @@ class AsyncHTTPTransport(AsyncTransport):
         self._timeouts[key] = timeout
         return timeout
 
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """A 2xx body, at most ``max_response_bytes`` of it; compressed bodies are refused.
+
+        As :meth:`HTTPTransport._read_body <lorax.transports.http.HTTPTransport>`: a
+        declared length above the limit is refused before reading, any other body is
+        counted as it arrives. A cancelled read drops what it had read (and the caller
+        closes the connection).
+        """
+        limit = self._max_response_bytes
+        headers = resp.headers
+        encoding = common.compressed(headers)
+        if encoding is not None:
+            raise common.too_large(self._where, limit, encoding=encoding)
+        length = common.declared_length(headers)
+        if length is not None:
+            if length > limit:
+                raise common.too_large(self._where, limit, size=length)
+            return await resp.read()  # exactly Content-Length bytes
+        content = resp.content
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await content.read(common.READ_CHUNK)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise common.too_large(self._where, limit)
+            parts.append(chunk)
+
     def _forget(self, stream: _AsyncHTTPMessageStream) -> None:
         self._streams.discard(stream)
 
     def _secrets(self, options: CallOptions, request: Message | None) -> common.Secrets:
         return common.Secrets.of(self._secret_values, options.headers, request)
+
+    def _meta(self, status: int, headers: Any, options: CallOptions, request: Message) -> ResponseMeta:
+        """A success's status and headers: credentials redacted by name and, wherever the
+        server echoed one of the transport's or the call's headers (a debug header, a
+        misconfigured proxy), by value. (The request's ``api_token`` is left to error
+        texts: walking the message on every call costs more than the rest.)"""
+        secrets = common.Secrets.of(self._secret_values, options.headers) if options.headers else self._own_secrets
+        return ResponseMeta(status, secrets.scrub_headers(lower_headers(headers)))
 
     # ----------------------------------------------------------------------------
     # Errors
@@ -654,6 +700,17 @@ def _broken_reason(exc: BaseException) -> str:
     return common.os_reason(exc)
 
 
+async def _read_error_body(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    """Up to ``MAX_ERROR_BODY`` bytes of an error body, and whether that was all of it.
+
+    A compressed one is not read (the session does not decompress): the status alone
+    says what happened.
+    """
+    if common.compressed(resp.headers) is not None:
+        return b"", False
+    return await _read_limited(resp.content, common.MAX_ERROR_BODY)
+
+
 async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
     """Up to `limit` bytes of a body, and whether that was all of it."""
     parts: list[bytes] = []
@@ -689,7 +746,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._cls = method.output_type
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
         self._events: list[SSEEvent] = []
         self._idx = 0
         self._count = 0
@@ -848,8 +905,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
     def __repr__(self) -> str:
         state = "open" if self._active else "closed"
         return (
-            f"<async HTTP stream {self._cls.DESCRIPTOR.name} from {self._transport.describe()}: "
-            f"{state}, {self._count} events>"
+            f"<async HTTP stream {self._cls.__name__} from {self._transport.describe()}: {state}, {self._count} events>"
         )
 
 

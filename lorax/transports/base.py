@@ -45,13 +45,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from google.protobuf.message import Message
-
+from lorax._message import Message
 from lorax._redact import redact_headers
 from lorax._routes import Method
 from lorax._timeout import Deadline, Timeout
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "AsyncMessageStream",
     "AsyncTransport",
     "CallOptions",
@@ -59,6 +59,13 @@ __all__ = [
     "ResponseMeta",
     "Transport",
 ]
+
+
+#: The default ``max_response_bytes`` of the HTTP transports and the gateway: the most
+#: bytes of one response body read. The same as the SSE decoder's ``max_event_bytes``
+#: for one stream event and the WebSocket frame limit; LoRAX's largest answers
+#: (embeddings of a long batch) are a few MiB.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,12 @@ received bytes: a stream that keeps sending tokens never times out. The call's
 ``Deadline`` caps every wait; when it is what ran out, the error says
 ``phase="total"``.
 
+Response size. A 2xx body is read up to ``max_response_bytes`` (64 MiB by default),
+counted while it arrives: a larger one raises
+:class:`~lorax.errors.ResponseTooLargeError` and its connection is closed unread.
+Compressed bodies are refused the same way: requests say ``Accept-Encoding: identity``,
+and a size can only be checked after inflating.
+
 Redirects are never followed: LoRAX never sends one, and following one would carry the
 Authorization header elsewhere. A 3xx raises an :class:`~lorax.errors.APIStatusError`
 that says where it pointed.
@@ -56,7 +62,6 @@ from types import GeneratorType
 from typing import Any
 
 import urllib3
-from google.protobuf.message import Message
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
@@ -78,6 +83,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout as U3Timeout
 
 from lorax import codec, errors
+from lorax._message import Message
 from lorax._routes import Method
 from lorax._sse import DONE, SSEDecoder, SSEEvent
 from lorax._timeout import Deadline
@@ -256,6 +262,11 @@ class HTTPTransport(Transport):
         trust_env: read ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` (when ``proxy`` is
             not given) and ``REQUESTS_CA_BUNDLE``, once, when the transport is built.
         user_agent: the User-Agent; ``lorax-client/<version>`` by default.
+        max_response_bytes: the largest response body read (64 MiB by default): a
+            larger one raises :class:`~lorax.errors.ResponseTooLargeError` and reading
+            stops there. Compressed bodies (the client asks for ``identity``) raise it
+            too. It also bounds each event of a stream (a larger one raises
+            :class:`~lorax.errors.ProtocolError`).
     """
 
     def __init__(
@@ -270,8 +281,10 @@ class HTTPTransport(Transport):
         proxy: str | None = None,
         trust_env: bool = True,
         user_agent: str | None = None,
+        max_response_bytes: int = common.DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         base = common.BaseURL.parse(base_url)
+        self._max_response_bytes = common.check_max_response_bytes(max_response_bytes)
         if isinstance(pool_maxsize, bool) or not isinstance(pool_maxsize, int) or pool_maxsize < 1:
             raise ValueError(f"pool_maxsize must be an int >= 1, got {pool_maxsize!r}")
         self._base = base
@@ -305,6 +318,7 @@ class HTTPTransport(Transport):
             if value:
                 secrets.append(value)
         self._secret_values = tuple(secrets)
+        self._own_secrets = common.Secrets(self._secret_values)
         self._routes: dict[str, common.Route] = {}
         self._timeouts: dict[tuple[float | None, float | None], U3Timeout] = {}
         self._lock = threading.Lock()
@@ -326,13 +340,8 @@ class HTTPTransport(Transport):
         resp, route, read, started = self._send(method, request, options)
         status = resp.status
         try:
-            if 200 <= status < 300:
-                if options.deadline.total is None:
-                    data = resp.read()
-                else:
-                    data = self._read_capped(resp, options.deadline, read)
-            else:
-                data = self._read_error_body(resp)
+            ok = 200 <= status < 300
+            data = self._read_body(resp, options.deadline, read) if ok else self._read_error_body(resp)
         except Exception as exc:
             raise self._body_error(exc, options, request) from exc
         finally:
@@ -346,9 +355,9 @@ class HTTPTransport(Transport):
                 (time.perf_counter() - started) * 1000,
             )
         if not 200 <= status < 300:
-            raise common.status_error(status, resp.headers, data, self._secrets(options, request))
+            raise common.status_error(status, resp.headers, data, self._secrets(options, request), route)
         message = common.decode_response(method, status, resp.headers, data)
-        return message, ResponseMeta(status, lower_headers(resp.headers))
+        return message, self._meta(status, resp.headers, options, request)
 
     def stream(self, method: Method, request: Message, options: CallOptions) -> MessageStream:
         resp, route, read, started = self._send(method, request, options)
@@ -370,9 +379,13 @@ class HTTPTransport(Transport):
                 _finish(resp)
             secrets = self._secrets(options, request)
             if 200 <= status < 300:
-                raise common.not_a_stream(status, resp.headers, data, secrets)
-            raise common.status_error(status, resp.headers, data, secrets)
-        meta = ResponseMeta(status, lower_headers(resp.headers))
+                raise common.not_a_stream(status, resp.headers, data, secrets, route)
+            raise common.status_error(status, resp.headers, data, secrets, route)
+        encoding = common.compressed(resp.headers)
+        if encoding is not None:
+            _finish(resp)
+            raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)
+        meta = self._meta(status, resp.headers, options, request)
         stream = _HTTPMessageStream(self, method, resp, meta, read, options.deadline, (options, request))
         with self._lock:
             self._streams.add(stream)
@@ -388,6 +401,10 @@ class HTTPTransport(Transport):
         for stream in streams:
             stream.close()
         self._reap()
+        # Since urllib3 2.0, PoolManager.clear() forgets its pools without closing them,
+        # and this transport holds on to its pool: close it (its idle connections now,
+        # the ones still checked out when they come back).
+        self._pool.close()
         self._manager.clear()
 
     def describe(self) -> str:
@@ -541,23 +558,54 @@ class HTTPTransport(Transport):
     def _secrets(self, options: CallOptions, request: Message | None) -> common.Secrets:
         return common.Secrets.of(self._secret_values, options.headers, request)
 
+    def _meta(self, status: int, headers: Any, options: CallOptions, request: Message) -> ResponseMeta:
+        """A success's status and headers: credentials redacted by name and, wherever the
+        server echoed one of the transport's or the call's headers (a debug header, a
+        misconfigured proxy), by value. (The request's ``api_token`` is left to error
+        texts: walking the message on every call costs more than the rest.)"""
+        secrets = common.Secrets.of(self._secret_values, options.headers) if options.headers else self._own_secrets
+        return ResponseMeta(status, secrets.scrub_headers(lower_headers(headers)))
+
     # ----------------------------------------------------------------------------
     # Reading
 
-    def _read_capped(self, resp: BaseHTTPResponse, deadline: Deadline, read: float | None) -> bytes:
+    def _read_body(self, resp: BaseHTTPResponse, deadline: Deadline, read: float | None) -> bytes:
+        """A 2xx body, at most ``max_response_bytes`` of it; compressed bodies are refused.
+
+        A declared ``Content-Length`` above the limit is refused before reading; any
+        other body is counted as it arrives and reading stops at the limit (the
+        connection is then closed, not reused).
+        """
+        limit = self._max_response_bytes
+        headers = resp.headers
+        encoding = common.compressed(headers)
+        if encoding is not None:
+            raise common.too_large(self._where, limit, encoding=encoding)
+        length = common.declared_length(headers)
+        if length is not None and length > limit:
+            raise common.too_large(self._where, limit, size=length)
+        if length is not None and deadline.total is None:
+            return resp.read()  # exactly Content-Length bytes, in one go
         # With a total deadline, each read's socket timeout is capped by the time left,
         # so a trickling body cannot outlast the deadline.
+        sock = _socket(resp) if deadline.total is not None else None
         parts: list[bytes] = []
-        sock = _socket(resp)
+        size = 0
         while True:
             if sock is not None:
                 sock.settimeout(deadline.cap(read))
             chunk = resp.read1(common.READ_CHUNK)
             if not chunk:
                 return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise common.too_large(self._where, limit)
             parts.append(chunk)
 
     def _read_error_body(self, resp: BaseHTTPResponse) -> bytes:
+        if common.compressed(resp.headers) is not None:
+            # Not decompressed (see _read_body): the status alone says what happened.
+            return b""
         return resp.read(common.MAX_ERROR_BODY)
 
     def _body_error(self, exc: Exception, options: CallOptions, request: Message) -> errors.LoraxError:
@@ -846,7 +894,7 @@ class _HTTPMessageStream(MessageStream):
         self._cls = method.output_type
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
         self._chunks = _body_chunks(resp)
         self._next_chunk = self._chunks.__next__
         self._events: list[SSEEvent] = []
@@ -1006,5 +1054,5 @@ class _HTTPMessageStream(MessageStream):
 
     def __repr__(self) -> str:
         state = "open" if self._active else "closed"
-        name = self._cls.DESCRIPTOR.name
+        name = self._cls.__name__
         return f"<HTTP stream {name} from {self._transport.describe()}: {state}, {self._count} events>"

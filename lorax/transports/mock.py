@@ -29,12 +29,12 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.message import Message
-
 from lorax import errors
+from lorax._message import Message
 from lorax._redact import redact_headers
 from lorax._routes import Method
 from lorax._routes import method as lookup_method
@@ -91,8 +91,8 @@ class MockTransport(Transport):
     def _handle(self, method: Method, request: Message, options: CallOptions) -> Any:
         if self.closed:
             raise errors.ClientClosedError("the MockTransport was closed")
-        copy = type(request)()
-        copy.CopyFrom(request)  # the recorded request must not change under the caller
+        # The recorded request must not change under the caller.
+        copy = deepcopy(request)
         with self._lock:
             self.calls.append(MockCall(method, copy, dict(options.headers)))
         handler = self._handlers.get(method.full_name, self._default)

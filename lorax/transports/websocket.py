@@ -48,9 +48,9 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection as AsyncClientConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -59,6 +59,8 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from lorax import errors
+from lorax._convert import from_binary, to_binary
+from lorax._message import Message
 from lorax._redact import HeaderRedactingLogger, redact_url
 from lorax._routes import Method
 from lorax.transports import _ws_frames as wsf
@@ -91,10 +93,44 @@ _LOGGER: Final = HeaderRedactingLogger("websockets.client")
 
 
 def _check_url(url: str) -> str:
+    shown = redact_url(url.split("#", 1)[0])
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"a WebSocket URL looks like ws://host:port or wss://host:port, not {redact_url(url)!r}")
+        raise ValueError(f"a WebSocket URL looks like ws://host:port or wss://host:port, not {shown!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"the WebSocket URL has an invalid port: {shown!r}") from None
+    if parts.username is not None and parts.password is None:
+        raise ValueError(f"the WebSocket URL has a user name without a password: {shown!r}")
+    if "#" in url:
+        # RFC 6455 forbids fragments in WebSocket URIs; websockets would refuse it later
+        # in an error that quotes the whole URL, password included.
+        raise ValueError(f"a WebSocket URL cannot have a fragment (#...): {shown!r}")
     return url
+
+
+def _cause(exc: BaseException, url: str) -> BaseException | None:
+    """`exc`, to chain to the error raised for it, unless its text quotes the URL's
+    credentials (websockets' InvalidURI does): tracebacks get printed and logged."""
+    text = str(exc)
+    return None if any(secret in text for secret in _url_secrets(url)) else exc
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The credentials in a URL's ``user:password@`` part, as written and decoded."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    out: list[str] = []
+    userinfo = parts.netloc.rpartition("@")[0]
+    if userinfo:
+        out.append(userinfo)
+    for value in (parts.password, parts.username if parts.password is None else None):
+        if value:
+            out += [value, unquote(value)]
+    return out
 
 
 def _ssl_context(url: str, verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:
@@ -150,17 +186,33 @@ def _open_error(
     """
     err: errors.LoraxError
     where = redact_url(url)
+    # websockets' own messages can quote the URL whole (InvalidURI), credentials and all.
+    secrets = Secrets.of(_url_secrets(url), headers)
     if isinstance(exc, InvalidStatus):
         response = exc.response
         err = errors.error_from_response(
-            response.status_code, lower_headers(response.headers.raw_items()), bytes(response.body or b"")
+            response.status_code,
+            lower_headers(response.headers.raw_items()),
+            bytes(response.body or b""),
+            request_method="GET",
+            request_url=where,
         )
-        Secrets.of((), headers).scrub_error(err)
+        if response.status_code in (401, 403):
+            # The gateway's own token (``lorax gateway --auth-token``) goes in the
+            # handshake only; the client's headers are forwarded to LoRAX with each call.
+            sent = any(name.lower() == "authorization" for name in (headers or {}))
+            err.hint = (
+                "the lorax gateway refused the token in gateway_headers (lorax CLI: --gateway-token)"
+                if sent
+                else "the lorax gateway wants a token: pass gateway_headers={'Authorization': 'Bearer ...'} "
+                "(lorax CLI: --gateway-token or LORAX_GATEWAY_TOKEN)"
+            )
+        secrets.scrub_error(err)
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         limit = f" after {timeout:g} s" if timeout is not None else ""
         err = errors.APITimeoutError(f"opening the WebSocket connection to {where} timed out{limit}", phase="connect")
     else:
-        err = errors.APIConnectionError(f"could not open a WebSocket connection to {where}: {exc}")
+        err = errors.APIConnectionError(secrets.scrub(f"could not open a WebSocket connection to {where}: {exc}"))
     return _request_sent(err, False)
 
 
@@ -213,11 +265,13 @@ def _meta(frame: Frame) -> ResponseMeta:
 
 def _decode(method: Method, frame: Frame) -> Message:
     try:
-        message: Message = method.output_type.FromString(frame.message.message)
+        message: Message = from_binary(method.output_type, frame.message.message)
     except DecodeError:
         raise errors.ResponseDecodeError(
-            f"{method.name}: a message frame does not hold a {method.output_type.DESCRIPTOR.full_name}"
+            f"{method.name}: a message frame does not hold a {method.output_type.__lorax_full_name__}"
         ) from None
+    except errors.InvalidRequestError as exc:
+        raise errors.ResponseDecodeError(f"{method.name}: {exc}") from None
     return message
 
 
@@ -354,7 +408,7 @@ class _SyncConnection:
 
     def start_call(self, method: Method, request: Message, options: CallOptions) -> _Call | None:
         """Register a call and queue its call frame; None when the connection has ended."""
-        payload = request.SerializeToString()
+        payload = to_binary(request)
         with self._lock:
             if self._registry.failure is not None:
                 return None
@@ -521,7 +575,8 @@ class WebSocketTransport(Transport):
             a pong takes as long); None switches them off.
 
     Raises:
-        ValueError: `url` is not a ws:// or wss:// URL.
+        ValueError: `url` is not a ws:// or wss:// URL, its port is invalid, or it has
+            a fragment.
     """
 
     def __init__(
@@ -643,7 +698,7 @@ class WebSocketTransport(Transport):
         try:
             ws = sync_connect(self._url, **kwargs)
         except (OSError, TimeoutError, WebSocketException) as exc:
-            raise _open_error(exc, self._url, timeout, self._headers) from exc
+            raise _open_error(exc, self._url, timeout, self._headers) from _cause(exc, self._url)
         if ws.subprotocol != wsf.SUBPROTOCOL:
             ws.close()
             raise _no_subprotocol(self._url)
@@ -678,7 +733,7 @@ class _AsyncConnection:
         data = wsf.encode_call(
             call.id,
             method.full_name,
-            request.SerializeToString(),
+            to_binary(request),
             options.headers,
             read_timeout=options.timeout.read,
             deadline=options.deadline.remaining(),
@@ -936,7 +991,7 @@ class AsyncWebSocketTransport(AsyncTransport):
         try:
             ws = await async_connect(self._url, **kwargs)
         except (OSError, asyncio.TimeoutError, TimeoutError, WebSocketException) as exc:
-            raise _open_error(exc, self._url, timeout, self._headers) from exc
+            raise _open_error(exc, self._url, timeout, self._headers) from _cause(exc, self._url)
         if ws.subprotocol != wsf.SUBPROTOCOL:
             await ws.close()
             raise _no_subprotocol(self._url)

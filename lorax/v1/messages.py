@@ -438,8 +438,10 @@ class ResponseFormat(Message, kw_only=True, omit_defaults=True):
         if v.__class__ is not ResponseFormatType:
             self.type = _v.check(self, 'type', v, _v.Enum(ResponseFormatType))
         v = self.schema
-        if v is not UNSET and v is not None and v.__class__ is not str:
+        if v.__class__ is str:
             self.schema = _v.check(self, 'schema', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('schema', v)
 
 
 class GenerateResponse(Message, kw_only=True):
@@ -1305,8 +1307,10 @@ class FunctionDefinition(Message, kw_only=True, omit_defaults=True):
         if v.__class__ is not str:
             self.name = _v.check(self, 'name', v, _v.STR)
         v = self.parameters
-        if v is not UNSET and v is not None and v.__class__ is not str:
+        if v.__class__ is str:
             self.parameters = _v.check(self, 'parameters', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('parameters', v)
 
 
 class ToolChoice(Message, kw_only=True, omit_defaults=True):
@@ -1397,8 +1401,10 @@ class ChatResponseFormat(Message, kw_only=True, omit_defaults=True):
         if v is not None and v.__class__ is not JsonSchema:
             self.json_schema = _v.check(self, 'json_schema', v, _v.Msg(JsonSchema))
         v = self.schema
-        if v is not UNSET and v is not None and v.__class__ is not str:
+        if v.__class__ is str:
             self.schema = _v.check(self, 'schema', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('schema', v)
 
 
 class JsonSchema(Message, kw_only=True, omit_defaults=True):
@@ -1431,8 +1437,10 @@ class JsonSchema(Message, kw_only=True, omit_defaults=True):
         if v.__class__ is not str:
             self.name = _v.check(self, 'name', v, _v.STR)
         v = self.schema
-        if v is not UNSET and v is not None and v.__class__ is not str:
+        if v.__class__ is str:
             self.schema = _v.check(self, 'schema', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('schema', v)
         v = self.strict
         if v is not None and v.__class__ is not bool:
             self.strict = _v.check(self, 'strict', v, _v.BOOL)

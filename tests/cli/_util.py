@@ -14,6 +14,7 @@ _SCRUBBED_ENV = (
     "LORAX_ENDPOINT",
     "LORAX_API_TOKEN",
     "PREDIBASE_API_TOKEN",
+    "LORAX_GATEWAY_TOKEN",
     # Dev mode makes asyncio log slow callbacks on stderr, which exact-output tests
     # cannot tolerate; the in-process tests still run under it.
     "PYTHONDEVMODE",

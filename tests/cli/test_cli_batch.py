@@ -49,10 +49,10 @@ def test_batch_mixed_input(fake_server: FakeLorax, tmp_path: Path) -> None:
     assert proc.returncode == 1  # some lines failed
     assert proc.stdout == ""
     assert proc.stderr.startswith("lorax batch: done 3, failed 2 (2 invalid), skipped 0, tokens ")
-    assert proc.stderr.endswith("tokens/s; rerun the same command to retry the failed lines\n")
+    assert proc.stderr.endswith("tokens/s; fix the 2 invalid line(s) in the input (their rows say why)\n")
 
     records = {rec["id"]: rec for rec in read_jsonl(out)}
-    assert set(records) == {"g1", 2, "c1", "nothing", 5}
+    assert set(records) == {"g1", "line:2", "c1", "nothing", "line:5"}
     with Client(fake_server.url) as client:
         expected = client.generate("Why is the sky blue?", max_new_tokens=6, seed=1)
         chat = client.chat([{"role": "user", "content": "Hi"}], max_tokens=4, seed=2)
@@ -63,14 +63,14 @@ def test_batch_mixed_input(fake_server: FakeLorax, tmp_path: Path) -> None:
     assert (g1["prompt_tokens"], g1["generated_tokens"]) == (expected.details.prompt_tokens, 6)
     assert records["c1"]["result"]["content"] == chat.choices[0].message.content
     assert records["c1"]["generated_tokens"] == chat.usage.completion_tokens
-    assert records[2]["error"]["type"] == "InvalidInputLine"
-    assert records[2]["ok"] is False
+    assert records["line:2"]["error"]["type"] == "InvalidInputLine"
+    assert records["line:2"]["ok"] is False
     assert records["nothing"]["error"] == {
         "type": "InvalidInputLine",
         "message": "line 4: has neither 'prompt' nor 'messages'; give exactly one",
         "status_code": None,
     }
-    assert records[5]["ok"] is True
+    assert records["line:5"]["ok"] is True
 
 
 def test_batch_resume_retries_only_failed_lines(fake_server: FakeLorax, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_batch_resume_retries_only_failed_lines(fake_server: FakeLorax, tmp_path
     assert sorted(generate_bodies) == ["Question 0", "Question 1"]
     final = read_jsonl(out)
     assert ok_ids(final) == {f"q{i}": 1 for i in range(6)}
-    assert len(final) == 8  # appended, never rewritten
+    assert len(final) == 6  # the failed rows were replaced: one row per input line
 
 
 def test_batch_retries_overloaded_with_backoff(fake_server: FakeLorax, tmp_path: Path) -> None:
@@ -181,16 +181,61 @@ def test_batch_torn_output_is_repaired(fake_server: FakeLorax, tmp_path: Path) -
     assert [rec["id"] for rec in read_jsonl(out)] == ["a", "b"]
 
 
-def test_batch_unreachable_server_gives_up(tmp_path: Path) -> None:
+def test_batch_refused_connection_stops_at_once(tmp_path: Path) -> None:
     from .test_cli_commands import closed_port
 
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "x"} for i in range(50)])
     out = tmp_path / "out.jsonl"
+    port = closed_port()
+    started = time.monotonic()
+    proc = run_cli("batch", str(src), "-o", str(out), "--endpoint", f"http://127.0.0.1:{port}", timeout=30)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 3, proc.stderr
+    assert elapsed < 20  # the default 8 retries per line would take minutes
+    (line,) = proc.stderr.splitlines()  # one message, no progress lines, no traceback
+    assert line.startswith("lorax batch: done 0, failed 0, skipped 0, tokens 0, ")
+    assert f"; stopped early: cannot reach the server: could not connect to 127.0.0.1:{port}" in line
+    assert line.endswith("; rerun the same command to resume")
+    assert read_jsonl(out) == []  # nothing was answered, so nothing is recorded
+
+
+def test_batch_tls_failure_stops_at_once(fake_server: FakeLorax, tmp_path: Path) -> None:
+    # https:// to a plain-HTTP server: the TLS handshake fails before anything is sent.
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "x"} for i in range(50)])
+    out = tmp_path / "out.jsonl"
+    https = fake_server.url.replace("http://", "https://")
+    proc = run_cli("batch", str(src), "-o", str(out), "--no-progress", "--endpoint", https, timeout=30)
+    assert proc.returncode == 3, proc.stderr
+    assert "; stopped early: cannot reach the server: the TLS handshake with" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert read_jsonl(out) == []
+
+
+def test_batch_dns_failure_stops_at_once(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "x"} for i in range(50)])
+    out = tmp_path / "out.jsonl"
+    proc = run_cli(
+        "batch", str(src), "-o", str(out), "--no-progress", "--endpoint", "http://no-such-host.invalid:8080",
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert "; stopped early: cannot reach the server: could not resolve the host 'no-such-host.invalid'" in (
+        proc.stderr
+    )
+    assert read_jsonl(out) == []
+
+
+def test_batch_connection_lost_after_sending_gives_up(fake_server: FakeLorax, tmp_path: Path) -> None:
+    # The server is there but drops every connection mid-request: after N lines in a
+    # row the run stops (exit 1; the rows say what happened).
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": "x"} for i in range(50)])
+    out = tmp_path / "out.jsonl"
     proc = run_cli(
         "batch", str(src), "-o", str(out), "--max-retries", "0", "--max-connection-failures", "3",
-        "--concurrency", "1", "--endpoint", f"http://127.0.0.1:{closed_port()}",
+        "--concurrency", "1", "--no-progress", "-H", "x-lorax-fake-fault: drop-after=0",
+        endpoint=fake_server.url,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr
     assert "stopped early: 3 lines in a row could not reach the server" in proc.stderr
     assert len(read_jsonl(out)) == 3
 
@@ -211,3 +256,109 @@ def test_batch_progress_lines_when_not_a_tty(fake_server: FakeLorax, tmp_path: P
     assert proc.returncode == 0
     assert "\r" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("lorax batch: done 5, failed 0, skipped 0, tokens 10, ")
+
+
+def test_batch_duplicate_ids_exit_2_before_sending(fake_server: FakeLorax, tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": "q1", "prompt": "a"}, {"id": "q2", "prompt": "b"}, {"prompt": "c"}, {"id": "q1", "prompt": "d"}],
+    )
+    out = tmp_path / "out.jsonl"
+    fake_server.clear_requests()
+    proc = run_cli("batch", str(src), "-o", str(out), endpoint=fake_server.url)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"lorax batch: error: {src} has duplicate ids (each line needs its own id; nothing was sent): "
+        'id "q1" on lines 1, 4\n'
+    )
+    assert fake_server.requests == []
+    assert not out.exists()
+
+
+def test_batch_top_level_settings_are_not_ignored(fake_server: FakeLorax, tmp_path: Path) -> None:
+    # The line from the issue: it used to run with neither setting and bring back 18 tokens.
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"id": "r1", "prompt": "Why is the sky blue?", "max_new_tokens": 8, "seed": 1},
+            {"id": "r2", "prompt": "Why is the sky blue?", "parameters": {"max_new_tokens": 8, "seed": 1}},
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    fake_server.clear_requests()
+    proc = run_cli("batch", str(src), "-o", str(out), "--no-progress", endpoint=fake_server.url)
+    assert proc.returncode == 1
+    records = {rec["id"]: rec for rec in read_jsonl(out)}
+    assert records["r1"]["error"] == {
+        "type": "InvalidInputLine",
+        "message": "line 1: 'max_new_tokens' is a generate parameter: put it under \"parameters\"; "
+        "'seed' is a generate parameter: put it under \"parameters\"",
+        "status_code": None,
+    }
+    assert records["r2"]["generated_tokens"] == 8
+    (sent,) = [orjson.loads(r.body) for r in fake_server.requests if r.path == "/generate"]
+    assert sent["parameters"]["max_new_tokens"] == 8
+    assert sent["parameters"]["seed"] == 1
+
+
+def test_batch_dry_run_prints_the_bodies_a_run_sends(fake_server: FakeLorax, tmp_path: Path) -> None:
+    lines: list[Any] = [
+        {"id": "g1", "prompt": "Why is the sky blue?", "parameters": {"temperature": 0.7, "stop": ["\n"]}},
+        {"id": "c1", "messages": [{"role": "user", "content": "Hi"}], "parameters": {"max_tokens": 4}},
+        {"prompt": "no id", "adapter_id": "me/adapter"},
+        {"id": "g4", "prompt": "not shown"},
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    fake_server.clear_requests()
+    dry = run_cli("batch", str(src), "--dry-run", "--max-new-tokens", "6", endpoint=fake_server.url)
+    assert dry.returncode == 0, dry.stderr
+    assert fake_server.requests == []  # nothing sent
+    assert dry.stderr == (
+        "lorax batch: dry run: 4 lines, 4 valid (3 generate, 1 chat), 0 invalid, 0 blank; nothing was sent\n"
+    )
+    out_lines = dry.stdout.splitlines()
+    assert out_lines[0::2] == [
+        'line 1, id "g1": POST /generate',
+        'line 2, id "c1": POST /v1/chat/completions',
+        'line 3, id "line:3": POST /generate',
+    ]
+    printed = out_lines[1::2]
+
+    out = tmp_path / "out.jsonl"
+    run = run_cli("batch", str(src), "-o", str(out), "-c", "1", "--max-new-tokens", "6", endpoint=fake_server.url)
+    assert run.returncode == 0, run.stderr
+    sent = [r.body.decode() for r in fake_server.requests if r.path in ("/generate", "/v1/chat/completions")]
+    assert printed == sent[:3]  # byte for byte what the run sent
+
+
+def test_batch_dry_run_reports_every_problem(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": 1, "prompt": "ok"}, b"{nope", {"id": 2, "prompt": "x", "seed": 1}, b"", {"id": 3, "prompt": 7}],
+    )
+    proc = run_cli("batch", str(src), "--dry-run")  # no -o and no server needed
+    assert proc.returncode == 1
+    err = proc.stderr.splitlines()
+    assert err[0].startswith("lorax batch: invalid: line 2: not valid JSON: ")
+    assert err[1:] == [
+        "lorax batch: invalid: line 3: 'seed' is a generate parameter: put it under \"parameters\"",
+        "lorax batch: invalid: line 5: 'prompt' must be a string",
+        "lorax batch: dry run: 5 lines, 1 valid (1 generate, 0 chat), 3 invalid, 1 blank; nothing was sent",
+    ]
+    assert proc.stdout.splitlines()[0] == "line 1, id 1: POST /generate"
+
+    dup = write_jsonl(tmp_path / "dup.jsonl", [{"id": 1, "prompt": "a"}, {"id": 1, "prompt": "b"}])
+    proc = run_cli("batch", str(dup), "--dry-run")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"lorax batch: error: {dup} has duplicate ids (each line needs its own id; nothing was sent): "
+        "id 1 on lines 1, 2\n"
+    )
+    assert proc.stdout == ""
+
+
+def test_batch_without_output_is_a_usage_error(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "prompt": "a"}])
+    proc = run_cli("batch", str(src))
+    assert proc.returncode == 2
+    assert proc.stderr == "lorax batch: error: the following arguments are required: -o/--output\n"

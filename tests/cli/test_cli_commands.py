@@ -174,7 +174,7 @@ def test_server_error_is_one_line(fake_server: FakeLorax) -> None:
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.startswith("lorax: error: ValidationError: Input validation error: ")
-    assert proc.stderr.endswith(" (status 422)\n")
+    assert proc.stderr.endswith(f" (status 422, POST {fake_server.url}/generate)\n")
     assert proc.stderr.count("\n") == 1
 
     code, _, err = run_inproc(

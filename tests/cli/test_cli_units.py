@@ -196,7 +196,15 @@ def test_summary_lines() -> None:
     stats = BatchStats(done=8, failed=2, invalid=1, skipped=3, generated_tokens=160, started=0.0, finished=2.0)
     assert format_summary(stats) == (
         "lorax batch: done 8, failed 2 (1 invalid), skipped 3, tokens 160, elapsed 2.00 s, 80.0 tokens/s; "
-        "rerun the same command to retry the failed lines"
+        "rerun the same command to retry the failed lines; fix the 1 invalid line(s) in the input (their rows say why)"
+    )
+    only_invalid = BatchStats(done=1, failed=2, invalid=2, started=0.0, finished=1.0)
+    assert format_summary(only_invalid).endswith(
+        "tokens/s; fix the 2 invalid line(s) in the input (their rows say why)"
+    )
+    unreachable = BatchStats(aborted="cannot reach the server: refused", unreachable=True, started=0.0, finished=1.0)
+    assert format_summary(unreachable).endswith(
+        "tokens/s; stopped early: cannot reach the server: refused; rerun the same command to resume"
     )
     stats.interrupted = True
     assert format_summary(stats).endswith("; interrupted: rerun the same command to resume")

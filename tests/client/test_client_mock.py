@@ -29,6 +29,7 @@ from lorax.types import (
     ChatCompletionResponse,
     ChatCompletionStreamChoice,
     ChatCompletionStreamResponse,
+    ClassifyBatchResponse,
     ClassifyResponse,
     CompletionChoice,
     CompletionResponse,
@@ -43,7 +44,6 @@ from lorax.types import (
     HealthResponse,
     InfoRequest,
     InfoResponse,
-    MetricFamilies,
     MetricFamily,
     MetricSample,
     MetricsResponse,
@@ -54,7 +54,6 @@ from lorax.types import (
     TokenizeResponse,
     Usage,
 )
-from lorax.v1.embed_pb2 import ClassifyBatchResponse
 
 from .conftest import URL, Driver
 
@@ -70,7 +69,7 @@ def tok(i: int, text: str, *, final: str | None = None, finish: str | None = Non
     if final is not None:
         event.generated_text = final
         if finish is not None:
-            event.details.CopyFrom(StreamDetails(finish_reason=finish, generated_tokens=i))
+            event.details = StreamDetails(finish_reason=finish, generated_tokens=i)
     return event
 
 
@@ -80,7 +79,7 @@ def chunk(text: str, finish: str | None = None) -> ChatCompletionStreamResponse:
         choice.finish_reason = finish
     out = ChatCompletionStreamResponse(id="null", object="chat.completion.chunk", model="null", choices=[choice])
     if finish is not None:
-        out.usage.CopyFrom(Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5))
+        out.usage = Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5)
     return out
 
 
@@ -191,8 +190,8 @@ def test_generate(drv: Driver) -> None:
         assert list(params.stop) == ["\n"]
         assert params.details is True
         assert params.temperature == 0.0
-        assert params.HasField("temperature")
-        assert not params.HasField("do_sample")
+        assert params.temperature is not None
+        assert params.do_sample is None
         assert params.frequency_penalty == 0.5
         return GenerateResponse(
             generated_text=" Rayleigh",
@@ -263,9 +262,7 @@ def test_classify_batch(drv: Driver) -> None:
     def handler(method: Method, request: Any) -> ClassifyBatchResponse:
         assert method.name == "ClassifyBatch"
         assert list(request.inputs) == ["a", "b"]
-        return ClassifyBatchResponse(
-            results=[ClassifyResponse(entities=[Entity(word="a")]), ClassifyResponse(entities=[])]
-        )
+        return ClassifyBatchResponse(results=[[Entity(word="a")], []])
 
     result = drv.client(MockTransport(handler)).classify_batch(["a", "b"])
     assert type(result) is list
@@ -286,10 +283,10 @@ def test_tokenize(drv: Driver) -> None:
     assert type(result) is list
     assert [(t.id, t.text, t.start, t.stop) for t in result] == [(1, "he", 0, 2)]
     assert seen[0].inputs == "hello"
-    assert seen[0].HasField("add_special_tokens")
+    assert seen[0].add_special_tokens is not None
     assert seen[0].add_special_tokens is False
     client.tokenize("hello")
-    assert not seen[1].HasField("add_special_tokens")
+    assert seen[1].add_special_tokens is None
 
 
 def test_info(drv: Driver) -> None:
@@ -338,7 +335,7 @@ def test_metrics_prometheus(drv: Driver) -> None:
     def handler(method: Method, request: Any) -> MetricsResponse:
         assert method.name == "Metrics"
         assert request.format == "prometheus"
-        return MetricsResponse(text=text)
+        return MetricsResponse(body=text)
 
     client = drv.client(MockTransport(handler))
     result = client.metrics()
@@ -351,7 +348,7 @@ def test_metrics_json(drv: Driver) -> None:
     def handler(method: Method, request: Any) -> MetricsResponse:
         assert request.format == "json"
         family = MetricFamily(type="counter", data=[MetricSample(key="", value=3.0)])
-        return MetricsResponse(families=MetricFamilies(families={"lorax_request_count": family}))
+        return MetricsResponse(body={"lorax_request_count": family})
 
     result = drv.client(MockTransport(handler)).metrics(format="json")
     assert result == {"lorax_request_count": {"type": "counter", "data": [{"key": "", "value": 3.0}]}}
@@ -359,13 +356,13 @@ def test_metrics_json(drv: Driver) -> None:
 
 
 def test_metrics_json_answered_with_text_is_a_decode_error(drv: Driver) -> None:
-    client = drv.client(MockTransport(lambda m, r: MetricsResponse(text="x 1\n")))
+    client = drv.client(MockTransport(lambda m, r: MetricsResponse(body="x 1\n")))
     with pytest.raises(errors.ResponseDecodeError):
         client.metrics(format="json")
 
 
 def test_metrics_unknown_format_is_refused_before_sending(drv: Driver) -> None:
-    transport = MockTransport(lambda m, r: MetricsResponse(text=""))
+    transport = MockTransport(lambda m, r: MetricsResponse(body=""))
     with pytest.raises(errors.InvalidRequestError, match="format"):
         drv.client(transport).metrics(format="xml")
     assert transport.calls == []
@@ -376,11 +373,11 @@ def test_chat(drv: Driver) -> None:
         assert method.name == "ChatCompletions"
         assert method.path == "/v1/chat/completions"
         assert request.model == "my/adapter"
-        assert [(m.role, m.text) for m in request.messages] == [("system", "Be brief."), ("user", "Hi")]
-        assert request.HasField("temperature")
+        assert [(m.role, m.content) for m in request.messages] == [("system", "Be brief."), ("user", "Hi")]
+        assert request.temperature is not None
         assert request.temperature == 0.0
-        assert not request.HasField("stream")
-        assert request.tool_choice.function.function.name == "f"
+        assert request.stream is None
+        assert request.tool_choice.function.name == "f"
         return ChatCompletionResponse(
             id="null",
             object="text_completion",
@@ -435,8 +432,7 @@ def test_completions(drv: Driver) -> None:
 def test_embeddings(drv: Driver) -> None:
     def handler(method: Method, request: Any) -> EmbeddingsResponse:
         assert method.name == "Embeddings"
-        assert request.WhichOneof("input") == "texts"
-        assert list(request.texts.values) == ["a", "b"]
+        assert request.input == ["a", "b"]
         assert request.parameters.adapter_id == "emb"
         return EmbeddingsResponse(
             embeddings=[
@@ -454,8 +450,7 @@ def test_embeddings_single_string(drv: Driver) -> None:
     transport = MockTransport(lambda m, r: EmbeddingsResponse())
     drv.client(transport).embeddings("one")
     request = transport.requests("Embeddings")[0]
-    assert request.WhichOneof("input") == "text"
-    assert request.text == "one"
+    assert request.input == "one"
 
 
 def test_handler_error_reaches_caller_with_its_class(drv: Driver) -> None:
@@ -1090,10 +1085,23 @@ def test_from_predibase(drv: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
     client.generate("hi")
     assert transport.calls[-1].headers == {"authorization": "Bearer OWN"}
 
+    # No token at all: a typed error when the client is built, not a 401 on the first call.
     monkeypatch.delenv("PREDIBASE_API_TOKEN")
-    client = drv.wrap(drv.cls.from_predibase("t", "d", transport=transport))
-    client.generate("hi")
-    assert transport.calls[-1].headers == {}
+    calls = len(transport.calls)
+    with pytest.raises(errors.MissingCredentialsError) as info:
+        drv.cls.from_predibase("t", "d", transport=transport)
+    assert str(info.value) == (
+        f"{drv.cls.__name__}.from_predibase needs a Predibase API token: pass api_token=..., "
+        "or set the PREDIBASE_API_TOKEN environment variable"
+    )
+    monkeypatch.setenv("PREDIBASE_API_TOKEN", "")
+    with pytest.raises(
+        errors.MissingCredentialsError, match=r"PREDIBASE_API_TOKEN environment variable \(it is set, but empty\)$"
+    ):
+        drv.cls.from_predibase("t", "d", transport=transport)
+    with pytest.raises(errors.MissingCredentialsError, match="api_token is empty"):
+        drv.cls.from_predibase("t", "d", api_token=" ", transport=transport)
+    assert len(transport.calls) == calls
 
 
 def test_from_predibase_quotes_path_segments(drv: Driver) -> None:

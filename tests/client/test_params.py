@@ -232,9 +232,7 @@ CASES: list[Any] = [
         id="merged-density-zero-printed",
     ),
     pytest.param(
-        lambda: p.merged_adapters(
-            MergedAdapters(ids=["x"], weights=[1.0], merge_strategy=MergeStrategy.MERGE_STRATEGY_TIES)
-        ),
+        lambda: p.merged_adapters(MergedAdapters(ids=["x"], weights=[1.0], merge_strategy=MergeStrategy.TIES)),
         b'{"ids":["x"],"weights":[1.0],"merge_strategy":"ties"}',
         id="merged-message",
     ),
@@ -274,9 +272,7 @@ CASES: list[Any] = [
         id="format-openai-json-schema-form",
     ),
     pytest.param(
-        lambda: p.response_format(
-            ResponseFormat(type=ResponseFormatType.RESPONSE_FORMAT_TYPE_JSON_OBJECT, schema='{"a":1}')
-        ),
+        lambda: p.response_format(ResponseFormat(type=ResponseFormatType.JSON_OBJECT, schema={"a": 1})),
         b'{"type":"json_object","schema":{"a":1}}',
         id="format-message",
     ),
@@ -431,7 +427,7 @@ CASES: list[Any] = [
     ),
     pytest.param(
         lambda: p.chat(
-            [ChatMessage(role="user", text="w?")],
+            [ChatMessage(role="user", content="w?")],
             tools=[{"type": "function", "function": {"name": "f"}}],
             tool_choice={"type": "function", "function": {"name": "f"}},
         ),
@@ -550,7 +546,7 @@ def test_message_inputs_are_copied_not_aliased() -> None:
     assert built is not original
     built.ids.append("b")
     assert list(original.ids) == ["a"]
-    fmt = ResponseFormat(type=ResponseFormatType.RESPONSE_FORMAT_TYPE_TEXT)
+    fmt = ResponseFormat(type=ResponseFormatType.TEXT)
     assert p.response_format(fmt) is not fmt
 
 
@@ -755,7 +751,7 @@ def test_client_validation_is_never_stricter_than_the_server(kwargs: dict[str, A
         if name == "merged_adapters":
             assert list(params.merged_adapters.ids) == value["ids"]  # type: ignore[index]
         else:
-            assert params.HasField(name)
+            assert getattr(params, name) is not None
             assert getattr(params, name) == value
 
 

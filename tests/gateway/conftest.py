@@ -31,7 +31,7 @@ from aiohttp import web
 
 from lorax import codec
 from lorax.gateway import GatewayThread
-from lorax.v1.generate_pb2 import GenerateResponse, StreamDetails, StreamResponse, Token
+from lorax.types import GenerateResponse, StreamDetails, StreamResponse, Token
 
 VALIDATION_BODY = b'{"error":"Input validation error: `temperature` must be non-negative","error_type":"validation"}'
 TEXT_422_BODY = b"Failed to deserialize the JSON body into the target type: missing field `inputs` at line 1 column 17"

@@ -37,7 +37,7 @@ def test_unary_and_stream_roundtrip(gateway: Any) -> None:
             events = list(stream)
         assert [e.token.text for e in events] == [" t0", " t1", " t2", " t3"]
         assert events[-1].generated_text == " t0 t1 t2 t3"
-        assert not events[0].HasField("generated_text")
+        assert events[0].generated_text is None
         assert gateway.gateway.connections == 1
 
 

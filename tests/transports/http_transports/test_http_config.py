@@ -23,6 +23,7 @@ from lorax.transports import _http_common as common
 from lorax.transports.aiohttp import AsyncHTTPTransport
 from lorax.transports.base import CallOptions
 from lorax.transports.http import HTTPTransport
+from lorax.types import GenerateParameters
 
 from ._servers import AppServer, LoopThread, ProxyServer, free_port
 from .conftest import Driver
@@ -281,12 +282,11 @@ def test_no_credentials_in_logs_or_errors(
     app.reply("POST", "/plain", "rejected: " + CANARY, status=422, content_type="text/plain")
     d = driver(app.url, headers={"Authorization": f"Bearer {CANARY}"})
     options = CallOptions(headers={"X-Api-Key": CANARY + "-call", "Cookie": f"session={CANARY}"})
-    request = GENERATE.input_type(inputs="Hi")
-    request.parameters.api_token = CANARY + "-body"
+    request = GENERATE.input_type(inputs="Hi", parameters=GenerateParameters(api_token=CANARY + "-body"))
     d.unary(GENERATE, request, options)
     raised: list[errors.LoraxError] = []
     for path in ("/echo", "/plain"):
-        method = routes.Method(**{**GENERATE.__dict__, "path": path})
+        method = GENERATE._replace(path=path)
         with pytest.raises(errors.APIStatusError) as info:
             d.unary(method, request, options)
         raised.append(info.value)
@@ -380,7 +380,7 @@ def test_nothing_left_unclosed(app: AppServer, tls_app: AppServer, ca_file: str)
         from lorax.transports.base import CallOptions
 
         G, S, C = r.GENERATE, r.GENERATE_STREAM, r.CHAT_COMPLETIONS_STREAM
-        bad = r.Method(**{**G.__dict__, "path": "/bad"})
+        bad = G._replace(path="/bad")
         o = CallOptions()
 
         def sync(url, ca):
@@ -390,7 +390,7 @@ def test_nothing_left_unclosed(app: AppServer, tls_app: AppServer, ca_file: str)
                 next(s); s.close()
                 s = t.stream(S, S.input_type(inputs="x"), o)
                 next(s); del s; gc.collect()
-                list(t.stream(C, C.input_type(model=""), o))
+                list(t.stream(C, C.input_type(model="", messages=[]), o))
                 s = t.stream(S, S.input_type(inputs="x"), o)
                 next(s)  # left open: close() of the transport ends it
 
@@ -406,7 +406,7 @@ def test_nothing_left_unclosed(app: AppServer, tls_app: AppServer, ca_file: str)
             await s.__anext__(); await s.aclose()
             s = await t.stream(S, S.input_type(inputs="x"), o)
             await s.__anext__(); del s; gc.collect()
-            [m async for m in await t.stream(C, C.input_type(model=""), o)]
+            [m async for m in await t.stream(C, C.input_type(model="", messages=[]), o)]
             s = await t.stream(S, S.input_type(inputs="x"), o)
             task = asyncio.create_task(s.__anext__())
             await task

@@ -69,7 +69,7 @@ def test_stream_decodes_events_and_reuses_the_connection(app: AppServer, driver:
 def test_done_marker_ends_the_stream_and_keeps_the_connection(app: AppServer, driver: Callable[..., Driver]) -> None:
     app.sse("POST", "/v1/chat/completions", [CHAT_CHUNK, CHAT_CHUNK, b"data: [DONE]\n\n"])
     d = driver(app.url)
-    req = CHAT.input_type(model="", stream=True)
+    req = CHAT.input_type(model="", messages=[], stream=True)
     for _ in range(2):
         messages, error = d.collect(CHAT, req)
         assert error is None
@@ -81,7 +81,7 @@ def test_done_marker_ends_the_stream_and_keeps_the_connection(app: AppServer, dr
 def test_missing_done_marker_ends_at_eof(app: AppServer, driver: Callable[..., Driver]) -> None:
     app.sse("POST", "/v1/chat/completions", [CHAT_CHUNK, CHAT_CHUNK])
     d = driver(app.url)
-    messages, error = d.collect(CHAT, CHAT.input_type(model="", stream=True))
+    messages, error = d.collect(CHAT, CHAT.input_type(model="", messages=[], stream=True))
     assert error is None
     assert len(messages) == 2
 
