@@ -105,6 +105,9 @@ async def _gateway_main(args: argparse.Namespace) -> None:
         port=0,
         max_frame_bytes=args.max_frame_bytes,
         max_calls_per_connection=args.max_calls,
+        # The load phases measure capacity with many streams per connection, not the
+        # fairness cap (whose default, 16, would queue them at the gateway).
+        max_upstream_calls_per_connection=args.max_calls,
         max_connections=4096,
         idle_timeout=None,
         shutdown_grace=0,

@@ -8,6 +8,12 @@
 //   for await (const event of client.stream(
 //     "lorax.v1.LoraxService.GenerateStream", GenerateRequestSchema, request, StreamResponseSchema)) { ... }
 //   await client.close();
+//
+// Flow control (websocket.proto, FLOW CONTROL): every call asks for a window of
+// `windowBytes` (1 MiB by default; 0 switches it off) and, when FrameHeaders grants it,
+// gives back with FrameWindowUpdate what the caller consumed, once that reaches half the
+// window; so a slow `for await` loop buffers at most the window plus one message.
+// Heartbeats (LIVENESS) are asked for with `heartbeats: true`; they are counted, not queued.
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import WebSocket from "ws";
@@ -17,6 +23,7 @@ import { FrameSchema } from "./gen/lorax/v1/websocket_pb.js";
 export const SUBPROTOCOL = "lorax.v1";
 const PING_INTERVAL_MS = 20_000;
 const PONG_TIMEOUT_MS = 20_000;
+export const DEFAULT_WINDOW_BYTES = 1024 * 1024;
 
 /** A call that ended with FrameError (the fields mirror an HTTP error). */
 export class GatewayCallError extends Error {
@@ -41,10 +48,15 @@ export class GatewayConnectionError extends Error {
 }
 
 class Call {
-  constructor(id) {
+  constructor(id, client) {
     this.id = id;
+    this.client = client;
     this.headers = undefined;
     this.queue = []; // FrameMessage payloads not yet taken
+    this.window = 0; // the window FrameHeaders granted (0: no flow control)
+    this.consumed = 0; // message bytes taken since the last FrameWindowUpdate
+    this.updatesSent = 0;
+    this.heartbeats = 0;
     this.done = false;
     this.error = undefined;
     this.wake = undefined;
@@ -68,7 +80,15 @@ class Call {
   }
   async next() {
     for (;;) {
-      if (this.queue.length) return { value: this.queue.shift(), done: false };
+      if (this.queue.length) {
+        const value = this.queue.shift();
+        this.consumed += value.length;
+        if (this.window > 0 && this.consumed >= Math.ceil(this.window / 2)) {
+          this.client.grant(this, this.consumed);
+          this.consumed = 0;
+        }
+        return { value, done: false };
+      }
       if (this.error) throw this.error;
       if (this.done) return { value: undefined, done: true };
       await new Promise((resolve) => {
@@ -166,6 +186,8 @@ export class GatewayClient {
       case "headers":
         if (call.headers !== undefined) return this.protocolError("second FrameHeaders");
         call.headers = value;
+        // Flow control is on only when the gateway says so (an older one ignores the ask).
+        call.window = value.windowBytes === undefined ? 0 : Number(value.windowBytes);
         call.resolveHeaders(value);
         return;
       case "message":
@@ -182,6 +204,9 @@ export class GatewayClient {
       case "error":
         this.calls.delete(frame.callId);
         call.fail(new GatewayCallError(value));
+        return;
+      case "heartbeat":
+        call.heartbeats++; // the call is alive at the gateway
         return;
       default:
         this.protocolError(`a gateway may not send ${kind ?? "a frame without a kind"}`);
@@ -201,12 +226,24 @@ export class GatewayClient {
     this.ws.send(toBinary(FrameSchema, create(FrameSchema, frame)), { binary: true });
   }
 
-  start(method, requestSchema, request, { headers = {}, readTimeoutMs, deadlineMs } = {}) {
+  /** Give `bytes` more window to a flow-controlled call still in flight. */
+  grant(call, bytes) {
+    if (!this.calls.has(call.id) || this.ws.readyState !== WebSocket.OPEN) return;
+    call.updatesSent++;
+    this.send({ callId: call.id, kind: { case: "windowUpdate", value: { bytes: BigInt(bytes) } } });
+  }
+
+  start(
+    method,
+    requestSchema,
+    request,
+    { headers = {}, readTimeoutMs, deadlineMs, windowBytes = DEFAULT_WINDOW_BYTES, heartbeats = false } = {}
+  ) {
     if (this.closed !== undefined || this.ws.readyState !== WebSocket.OPEN) {
       throw new GatewayConnectionError("the connection is closed", this.closed?.code);
     }
     const id = this.nextId++;
-    const call = new Call(id);
+    const call = new Call(id, this);
     this.calls.set(id, call);
     this.used.push(id);
     this.send({
@@ -219,6 +256,8 @@ export class GatewayClient {
           headers,
           readTimeoutMs: readTimeoutMs === undefined ? undefined : BigInt(readTimeoutMs),
           deadlineMs: deadlineMs === undefined ? undefined : BigInt(deadlineMs),
+          windowBytes: windowBytes > 0 ? BigInt(windowBytes) : undefined,
+          heartbeats,
         },
       },
     });
@@ -252,7 +291,7 @@ export class GatewayClient {
     }
   }
 
-  /** A server-streaming call, collected: {headers, messages}. */
+  /** A server-streaming call, collected: {headers, messages, updatesSent, heartbeats}. */
   async serverStream(method, requestSchema, request, responseSchema, options) {
     const call = this.start(method, requestSchema, request, options);
     const messages = [];
@@ -261,7 +300,7 @@ export class GatewayClient {
       if (done) break;
       messages.push(fromBinary(responseSchema, value));
     }
-    return { headers: call.headers, messages };
+    return { headers: call.headers, messages, updatesSent: call.updatesSent, heartbeats: call.heartbeats };
   }
 
   /** A unary call: {headers, message}; exactly one FrameMessage on success. */

@@ -382,6 +382,15 @@ async function gatewayMode(url, casePath) {
       if (++seen === 2) break;
     }
     const again = await client.unary("lorax.v1.LoraxService.Generate", GenerateRequestSchema, request, GenerateResponseSchema);
+    // Flow control: a window smaller than one event, so every event needs a grant; and
+    // a call that does not ask for one (as an older client), which the gateway leaves unpaced.
+    const paced = await client.serverStream("lorax.v1.LoraxService.GenerateStream", GenerateRequestSchema, long, StreamResponseSchema, {
+      windowBytes: 8,
+      heartbeats: true,
+    });
+    const unpaced = await client.serverStream("lorax.v1.LoraxService.GenerateStream", GenerateRequestSchema, long, StreamResponseSchema, {
+      windowBytes: 0,
+    });
     // A handshake with a wrong token is refused.
     const refused = await GatewayClient.connect(url, { token: `${input.token ?? ""}-wrong` }).then(
       async (c) => {
@@ -406,6 +415,18 @@ async function gatewayMode(url, casePath) {
       unknown_method_error: unknown && { status: unknown.status, error_type: unknown.errorType ?? null },
       cancelled_after: seen,
       after_cancel_text: again.message.generatedText,
+      flow: {
+        window_granted: paced.headers.windowBytes === undefined ? null : String(paced.headers.windowBytes),
+        events: paced.messages.length,
+        updates_sent: paced.updatesSent,
+        generated_text: paced.messages.at(-1)?.generatedText ?? null,
+      },
+      unpaced: {
+        window_granted: unpaced.headers.windowBytes === undefined ? null : String(unpaced.headers.windowBytes),
+        events: unpaced.messages.length,
+        updates_sent: unpaced.updatesSent,
+        generated_text: unpaced.messages.at(-1)?.generatedText ?? null,
+      },
       wrong_token_status: refused,
       call_ids: client.callIdsUsed(),
     });

@@ -6,7 +6,15 @@ call to LoRAX with the upstream transport and writes the answer back as frames.
 Backpressure: a call's task awaits every ``send`` (websockets waits until the write
 buffer drains below its high-water mark) before it reads the next message from
 upstream, so a client that reads slowly slows its upstream streams down (through TCP)
-instead of making the gateway buffer: at most one frame per call is pending.
+instead of making the gateway buffer: at most one frame per call is pending. A call
+with flow control (FrameCall.window_bytes) also waits for its window before it reads
+the next upstream message, so one slow stream never stalls the connection's others.
+
+Limits (see websocket.proto, LIMITS AND FAIRNESS): the call's read timeout is capped
+at the gateway's; at most ``max_upstream_calls_per_connection`` calls of a connection
+have an upstream request open, the others wait for a slot in order; the request and
+response bytes held for a connection's calls count against its memory budget and the
+gateway's.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from lorax._message import Message
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
+from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
 from lorax.transports import _ws_frames as wsf
 from lorax.transports._http_common import Secrets
@@ -79,14 +88,26 @@ def forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class _CallState:
-    """How far one call got (for the error mapping and the log line)."""
+    """How far one call got (for the error mapping and the log line), and its extras."""
 
-    __slots__ = ("begun", "messages", "status")
+    __slots__ = ("begun", "flow", "heartbeat", "messages", "request_bytes", "status")
 
-    def __init__(self) -> None:
+    def __init__(self, request_bytes: int, flow: Flow | None) -> None:
         self.begun = False  # FrameHeaders was sent
         self.status: int | None = None
         self.messages = 0
+        # Held against the memory budgets until the call ends.
+        self.request_bytes = request_bytes
+        # The call's flow-control window; None without flow control.
+        self.flow = flow
+        # The task sending the call's FrameHeartbeat frames, if it asked for them.
+        self.heartbeat: asyncio.Task[None] | None = None
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeats: the call's last frame is about to be sent."""
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            self.heartbeat = None
 
 
 class Session:
@@ -98,6 +119,11 @@ class Session:
         self.number = number
         self._loop = asyncio.get_running_loop()
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._states: dict[int, _CallState] = {}
+        # Bytes held for this connection's calls (the gateway's total is gateway.memory).
+        self.memory = MemoryBudget(gateway.max_connection_bytes)
+        # Calls of this connection with an upstream request open; FIFO, so no call waits forever.
+        self._upstream_slots = asyncio.Semaphore(gateway.max_upstream_calls_per_connection)
         # Set while no call is in flight; the idle watchdog and the shutdown drain wait on it.
         self._idle = asyncio.Event()
         self._idle.set()
@@ -117,8 +143,11 @@ class Session:
                 self._last_activity = self._loop.time()
                 try:
                     frame = wsf.parse_frame(data, sender="client")
-                    if frame.WhichOneof("kind") == "call":
+                    kind = frame.WhichOneof("kind")
+                    if kind == "call":
                         await self._start(frame.call_id, frame.call)
+                    elif kind == "window_update":
+                        self._grant(frame.call_id, frame.window_update.bytes)
                     else:
                         self._cancel(frame.call_id)
                 except wsf.FrameViolation as violation:
@@ -139,6 +168,11 @@ class Session:
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            # Calls cancelled before their task ever ran skipped its cleanup: do it here.
+            for state in self._states.values():
+                state.stop_heartbeat()
+                self._release(state.request_bytes)
+            self._states.clear()
             if watchdog is not None:
                 await asyncio.gather(watchdog, return_exceptions=True)
             log(
@@ -167,6 +201,8 @@ class Session:
             raise wsf.FrameViolation(wsf.CLOSE_PROTOCOL_ERROR, f"call id {call_id} is already in flight")
         try:
             method, request, options = self._prepare(call)
+            request_bytes = len(call.request)
+            self._reserve(request_bytes, "the request")
         except GatewayRefusal as refusal:
             log(
                 logging.INFO,
@@ -178,8 +214,13 @@ class Session:
             )
             await self._send_error(call_id, refusal_frame(refusal))
             return
-        task = self._loop.create_task(self._run(call_id, method, request, options))
+        flow = Flow(call.window_bytes) if call.window_bytes else None
+        state = _CallState(request_bytes, flow)
+        if call.heartbeats:
+            state.heartbeat = self._loop.create_task(self._beat(call_id, options.timeout.read))
+        task = self._loop.create_task(self._run(call_id, method, request, options, state))
         self._calls[call_id] = task
+        self._states[call_id] = state
         self._idle.clear()
 
     def _prepare(self, call: FrameCall) -> tuple[Method, Message, CallOptions]:
@@ -206,6 +247,10 @@ class Session:
         headers = forward_headers(call.headers)
         upstream = gateway.upstream_timeout
         read = call.read_timeout_ms / 1000 if call.read_timeout_ms else upstream.read
+        if read is not None and upstream.read is not None:
+            # The operator's read timeout is also the most a client may ask for: a longer
+            # one would let a client hold upstream connections past what the operator allows.
+            read = min(read, upstream.read)
         deadline = call.deadline_ms / 1000 if call.deadline_ms else None
         options = CallOptions(
             headers=headers,
@@ -219,9 +264,50 @@ class Session:
         if task is not None:
             task.cancel()
 
-    async def _run(self, call_id: int, method: Method, request: Message, options: CallOptions) -> None:
+    def _grant(self, call_id: int, size: int) -> None:
+        state = self._states.get(call_id)
+        if state is not None and state.flow is not None:
+            state.flow.grant(size)
+
+    def _reserve(self, size: int, what: str, status: int = 503) -> None:
+        """Count `size` bytes against this connection's budget and the gateway's.
+
+        Raises:
+            GatewayRefusal: `status` ``memory_limit`` when either would go over its
+                limit: 503 for a new call (nothing went upstream: clients may retry),
+                502 for an answer that arrived (LoRAX did the work: no retry).
+        """
+        total = self._gateway.memory
+        for budget, whose in ((self.memory, "this connection's"), (total, "the gateway's")):
+            if not budget.fits(size):
+                raise GatewayRefusal(
+                    status,
+                    "memory_limit",
+                    f"{what} ({size} bytes) does not fit {whose} memory budget of {budget.limit} bytes "
+                    f"({budget.held} bytes in use); retry later",
+                )
+        self.memory.take(size)
+        total.take(size)
+
+    def _release(self, size: int) -> None:
+        self.memory.give(size)
+        self._gateway.memory.give(size)
+
+    async def _beat(self, call_id: int, read_timeout: float | None) -> None:
+        """Send the call's FrameHeartbeat frames until cancelled (see websocket.proto, LIVENESS)."""
+        interval = self._gateway.heartbeat_interval
+        if read_timeout is not None:
+            interval = min(interval, read_timeout / 4)
+        data = wsf.encode_heartbeat(call_id)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(interval)
+                await self._ws.send(data)
+
+    async def _run(
+        self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
+    ) -> None:
         started = time.monotonic()
-        state = _CallState()
         outcome = "ok"
         error: FrameError | None = None
         try:
@@ -241,9 +327,13 @@ class Session:
                 error = refusal_frame(GatewayRefusal(500, "internal_error", "internal gateway error"))
             if error is not None:
                 outcome = "error"
+                state.stop_heartbeat()
                 await self._send_error(call_id, error)
         finally:
+            state.stop_heartbeat()
+            self._release(state.request_bytes)
             self._calls.pop(call_id, None)
+            self._states.pop(call_id, None)
             if not self._calls:
                 self._last_activity = self._loop.time()
                 self._idle.set()
@@ -264,16 +354,47 @@ class Session:
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
     ) -> None:
         """Make the upstream request and send its answer as frames; raise its errors."""
+        # Wait for one of the connection's upstream slots (in order), no longer than the
+        # call's deadline: it stands for the time the call may take as a whole.
+        try:
+            await asyncio.wait_for(self._upstream_slots.acquire(), options.deadline.remaining())
+        except asyncio.TimeoutError:
+            raise errors.APITimeoutError(
+                "the call's deadline ran out while it waited for an upstream slot", phase="total"
+            ) from None
+        try:
+            await self._forward_upstream(call_id, method, request, options, state)
+        finally:
+            self._upstream_slots.release()
+        state.stop_heartbeat()
+        await self._send(wsf.encode_end(call_id))
+
+    async def _forward_upstream(
+        self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
+    ) -> None:
         upstream: AsyncTransport = self._gateway.upstream
+        flow = state.flow
+        window = flow.initial if flow is not None else None
         if method.server_streaming:
             stream = await upstream.stream(method, request, options)
             try:
                 state.status = stream.meta.status_code
                 headers = self._scrub(stream.meta.headers, options, request)
-                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers))
+                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers, window_bytes=window))
                 state.begun = True
-                async for message in stream:
-                    await self._send_message(call_id, message)
+                messages = stream.__aiter__()
+                while True:
+                    if flow is not None:
+                        # Wait for the window before reading on: LoRAX is slowed through
+                        # TCP, and the gateway holds nothing for the call meanwhile.
+                        await flow.wait_open()
+                    try:
+                        message = await messages.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    data = self._take_message(call_id, message, flow)
+                    del message  # only the frame is held (and counted) from here
+                    await self._send_taken(data)
                     state.messages += 1
             finally:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.
@@ -281,11 +402,21 @@ class Session:
         else:
             message, meta = await upstream.unary(method, request, options)
             state.status = meta.status_code
-            await self._send(wsf.encode_headers(call_id, meta.status_code, self._scrub(meta.headers, options, request)))
-            state.begun = True
-            await self._send_message(call_id, message)
+            # Counted before anything is sent: a client that does not read would
+            # otherwise leave the message held, uncounted, behind its FrameHeaders.
+            if flow is not None:
+                await flow.wait_open()  # open: nothing was sent yet
+            data = self._take_message(call_id, message, flow)
+            del message
+            try:
+                headers = self._scrub(meta.headers, options, request)
+                await self._send(wsf.encode_headers(call_id, meta.status_code, headers, window_bytes=window))
+                state.begun = True
+            except BaseException:
+                self._release(len(data))
+                raise
+            await self._send_taken(data)
             state.messages = 1
-        await self._send(wsf.encode_end(call_id))
 
     def _scrub(self, headers: Mapping[str, str], options: CallOptions, request: Message) -> dict[str, str]:
         """Upstream success headers with every credential value the gateway knows of
@@ -295,14 +426,37 @@ class Session:
         secrets = Secrets.of(self._gateway.secret_values, options.headers, request)
         return secrets.scrub_headers(dict(headers))
 
-    async def _send_message(self, call_id: int, message: Message) -> None:
-        await self._send(wsf.encode_message(call_id, to_binary(message)))
+    def _take_message(self, call_id: int, message: Message, flow: Flow | None) -> bytes:
+        """The message's frame, counted against the memory budgets and the call's window.
+
+        Raises GatewayRefusal: ``response_too_large`` above the frame limit,
+        ``memory_limit`` when a budget has no room for it. The caller must hand the
+        frame to :meth:`_send_taken`, which gives the bytes back.
+        """
+        payload = to_binary(message)
+        data = wsf.encode_message(call_id, payload)
+        self._check_size(data)
+        self._reserve(len(data), "a response message", 502)
+        if flow is not None:
+            flow.spend(len(payload))
+        return data
+
+    async def _send_taken(self, data: bytes) -> None:
+        """Send a frame from :meth:`_take_message`; its bytes are held until the socket took it."""
+        try:
+            await self._ws.send(data)
+        finally:
+            self._release(len(data))
 
     async def _send(self, data: bytes) -> None:
         """Send a frame, waiting for the write buffer to drain (the backpressure).
 
         Raises GatewayRefusal (502 ``response_too_large``) for a frame above the limit.
         """
+        self._check_size(data)
+        await self._ws.send(data)
+
+    def _check_size(self, data: bytes) -> None:
         limit = self._gateway.max_frame_bytes
         if len(data) > limit:
             raise GatewayRefusal(
@@ -310,7 +464,6 @@ class Session:
                 "response_too_large",
                 f"a response frame of {len(data)} bytes exceeds the gateway's frame limit of {limit} bytes",
             )
-        await self._ws.send(data)
 
     async def _send_error(self, call_id: int, error: FrameError) -> None:
         """Send a FrameError unless the client is gone; shrink it to fit the frame limit."""

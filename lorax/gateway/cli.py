@@ -83,9 +83,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="the largest upstream response body read, counted while reading (default %(default)s)",
     )
     parser.add_argument(
-        "--max-calls-per-connection", type=_positive(int), default=server.DEFAULT_MAX_CALLS_PER_CONNECTION
+        "--max-calls-per-connection",
+        type=_positive(int),
+        default=server.DEFAULT_MAX_CALLS_PER_CONNECTION,
+        help="calls in flight per connection; more are refused with too_many_calls (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-upstream-calls-per-connection",
+        type=_positive(int),
+        default=server.DEFAULT_MAX_UPSTREAM_CALLS_PER_CONNECTION,
+        help="calls of one connection with an upstream request open at once; the others wait (default %(default)s)",
     )
     parser.add_argument("--max-connections", type=_positive(int), default=server.DEFAULT_MAX_CONNECTIONS)
+    parser.add_argument(
+        "--max-connection-bytes",
+        type=_positive(int),
+        default=server.DEFAULT_MAX_CONNECTION_BYTES,
+        help="memory budget per connection, bytes of messages held; over it: memory_limit (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-total-bytes",
+        type=_positive(int),
+        default=server.DEFAULT_MAX_TOTAL_BYTES,
+        help="memory budget of the whole gateway, bytes of messages held (default %(default)s)",
+    )
+    parser.add_argument(
+        "--upstream-pool-size",
+        type=_positive(int),
+        default=server.DEFAULT_UPSTREAM_POOL_SIZE,
+        help="connections to LoRAX, shared by all clients (default %(default)s)",
+    )
     parser.add_argument(
         "--idle-timeout",
         type=float,
@@ -99,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds calls in flight get to finish on shutdown (default %(default)s)",
     )
     parser.add_argument("--upstream-connect-timeout", type=_positive(float), default=10.0)
-    parser.add_argument("--upstream-read-timeout", type=_positive(float), default=60.0)
+    parser.add_argument(
+        "--upstream-read-timeout",
+        type=_positive(float),
+        default=60.0,
+        help="seconds LoRAX may stay silent during a call; also the most a client may ask for (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -126,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             max_frame_bytes=args.max_frame_bytes,
             max_response_bytes=args.max_response_bytes,
             max_calls_per_connection=args.max_calls_per_connection,
+            max_upstream_calls_per_connection=args.max_upstream_calls_per_connection,
             max_connections=args.max_connections,
+            max_connection_bytes=args.max_connection_bytes,
+            max_total_bytes=args.max_total_bytes,
+            upstream_pool_size=args.upstream_pool_size,
             idle_timeout=args.idle_timeout or None,
             shutdown_grace=args.shutdown_grace,
             upstream_timeout=Timeout(connect=args.upstream_connect_timeout, read=args.upstream_read_timeout),

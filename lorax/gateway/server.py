@@ -38,6 +38,7 @@ from websockets.protocol import State
 
 from lorax._redact import HeaderRedactingLogger, redact_url
 from lorax._timeout import Timeout
+from lorax.gateway._limits import MemoryBudget
 from lorax.gateway._log import log, peer
 from lorax.gateway._session import Session
 from lorax.transports import _ws_frames as wsf
@@ -49,8 +50,16 @@ __all__ = ["DEFAULT_PORT", "Gateway", "GatewayThread"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8765
-DEFAULT_MAX_CALLS_PER_CONNECTION: Final = 1024
+# A gateway may face many clients: no single connection may take much of its
+# upstream capacity or memory (see websocket.proto, LIMITS AND FAIRNESS).
+DEFAULT_MAX_CALLS_PER_CONNECTION: Final = 256
+DEFAULT_MAX_UPSTREAM_CALLS_PER_CONNECTION: Final = 16
 DEFAULT_MAX_CONNECTIONS: Final = 1024
+DEFAULT_MAX_CONNECTION_BYTES: Final = 128 * 1024 * 1024
+DEFAULT_MAX_TOTAL_BYTES: Final = 1024 * 1024 * 1024
+DEFAULT_UPSTREAM_POOL_SIZE: Final = 100
+# The longest time between two FrameHeartbeat frames of a call that asked for them.
+DEFAULT_HEARTBEAT_INTERVAL: Final = 5.0
 DEFAULT_IDLE_TIMEOUT: Final = 300.0
 DEFAULT_SHUTDOWN_GRACE: Final = 10.0
 DEFAULT_UPSTREAM_TIMEOUT: Final = Timeout(connect=10.0, read=60.0)
@@ -73,18 +82,29 @@ class Gateway:
             ``response_too_large``).
         max_calls_per_connection: calls in flight per connection; more are refused
             with a FrameError (429, ``too_many_calls``).
+        max_upstream_calls_per_connection: calls of one connection with an upstream
+            request open at once; the connection's other calls wait for a slot, in
+            order, so one client cannot hold the whole upstream pool.
+        max_connection_bytes, max_total_bytes: memory budgets, in bytes of request and
+            response messages held for one connection's calls and for all of them
+            (see websocket.proto, LIMITS AND FAIRNESS); a call that does not fit is
+            refused or failed with a FrameError (503, ``memory_limit``). Each must be
+            at least ``max_frame_bytes``, and the total at least the per-connection one.
         max_connections: open connections; more handshakes get HTTP 503.
         idle_timeout: seconds without a call in flight and without a frame received
             after which a connection is closed with code 4000; None: never.
         shutdown_grace: how long :meth:`stop` lets calls in flight finish.
         upstream_timeout: connect and read timeouts of the upstream requests; a call's
-            own read timeout (from its call frame) replaces ``read``.
+            own read timeout (from its call frame) replaces ``read`` when shorter
+            (``read`` is the most a client may ask for).
         upstream_pool_size: the upstream connection pool's limit.
         max_response_bytes: the largest upstream response body read (64 MiB by
             default), counted while reading: a larger one, or a compressed one, fails
             its call with a FrameError (502, ``response_too_large``) and the upstream
             connection is closed. It bounds each upstream stream event too (a larger
             one fails the call with 502 ``upstream_error``).
+        heartbeat_interval: the longest time between two FrameHeartbeat frames of a
+            call that asked for them (a quarter of the call's read timeout when shorter).
         ping_interval: seconds between keepalive pings to clients; None: none.
         ssl_context: serve ``wss://`` with this context.
         upstream_transport: the transport calls go through, instead of the default
@@ -102,23 +122,39 @@ class Gateway:
         auth_token: str | None = None,
         max_frame_bytes: int = wsf.DEFAULT_MAX_FRAME_BYTES,
         max_calls_per_connection: int = DEFAULT_MAX_CALLS_PER_CONNECTION,
+        max_upstream_calls_per_connection: int = DEFAULT_MAX_UPSTREAM_CALLS_PER_CONNECTION,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connection_bytes: int = DEFAULT_MAX_CONNECTION_BYTES,
+        max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         upstream_timeout: Timeout = DEFAULT_UPSTREAM_TIMEOUT,
-        upstream_pool_size: int = 100,
+        upstream_pool_size: int = DEFAULT_UPSTREAM_POOL_SIZE,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         ping_interval: float | None = 20.0,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         ssl_context: ssl.SSLContext | None = None,
         upstream_transport: AsyncTransport | None = None,
     ) -> None:
         for name, value in (
             ("max_frame_bytes", max_frame_bytes),
             ("max_calls_per_connection", max_calls_per_connection),
+            ("max_upstream_calls_per_connection", max_upstream_calls_per_connection),
             ("max_connections", max_connections),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1; got {value!r}")
+        # A budget below the frame limit would refuse a message of an allowed size forever.
+        if max_connection_bytes < max_frame_bytes:
+            raise ValueError(
+                f"max_connection_bytes ({max_connection_bytes}) must be at least max_frame_bytes ({max_frame_bytes})"
+            )
+        if max_total_bytes < max_connection_bytes:
+            raise ValueError(
+                f"max_total_bytes ({max_total_bytes}) must be at least max_connection_bytes ({max_connection_bytes})"
+            )
+        if heartbeat_interval <= 0:
+            raise ValueError(f"heartbeat_interval must be above 0; got {heartbeat_interval!r}")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be above 0 or None; got {idle_timeout!r}")
         if shutdown_grace < 0:
@@ -135,7 +171,12 @@ class Gateway:
         )
         self.max_frame_bytes = max_frame_bytes
         self.max_calls_per_connection = max_calls_per_connection
+        self.max_upstream_calls_per_connection = max_upstream_calls_per_connection
         self.max_connections = max_connections
+        self.max_connection_bytes = max_connection_bytes
+        self.heartbeat_interval = heartbeat_interval
+        # Bytes held for every connection's calls (each session has its own budget too).
+        self.memory = MemoryBudget(max_total_bytes)
         self.idle_timeout = idle_timeout
         self.shutdown_grace = shutdown_grace
         self.upstream_timeout = upstream_timeout
@@ -209,6 +250,9 @@ class Gateway:
                 process_request=self._process_request,
                 compression=None,
                 max_size=self.max_frame_bytes,
+                # Frames received but not yet read, per connection: uncounted memory, so
+                # few (websockets' default is 16, up to 16 frames of max_size each).
+                max_queue=4,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_interval,
                 close_timeout=5.0,
@@ -227,6 +271,9 @@ class Gateway:
             auth="on" if self._auth else "off",
             max_connections=self.max_connections,
             max_calls_per_connection=self.max_calls_per_connection,
+            max_upstream_calls_per_connection=self.max_upstream_calls_per_connection,
+            max_connection_bytes=self.max_connection_bytes,
+            max_total_bytes=self.memory.limit,
         )
 
     async def serve_forever(self) -> None:

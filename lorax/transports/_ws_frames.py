@@ -46,7 +46,9 @@ __all__ = [
     "encode_end",
     "encode_error",
     "encode_headers",
+    "encode_heartbeat",
     "encode_message",
+    "encode_window_update",
     "error_frame_fields",
     "DEADLINE_EXCEEDED",
     "READ_TIMEOUT",
@@ -69,8 +71,8 @@ CLOSE_INTERNAL_ERROR: Final = int(websocket_pb2.CLOSE_CODE_INTERNAL_ERROR)
 CLOSE_IDLE_TIMEOUT: Final = int(websocket_pb2.CLOSE_CODE_IDLE_TIMEOUT)
 
 #: Frame kinds (members of ``Frame.kind``) each side may send.
-CLIENT_KINDS: Final = frozenset({"call", "cancel"})
-GATEWAY_KINDS: Final = frozenset({"headers", "message", "end", "error"})
+CLIENT_KINDS: Final = frozenset({"call", "cancel", "window_update"})
+GATEWAY_KINDS: Final = frozenset({"headers", "message", "end", "error", "heartbeat"})
 
 _CLOSE_NAMES = {
     1000: "normal closure",
@@ -167,12 +169,17 @@ def encode_call(
     *,
     read_timeout: float | None,
     deadline: float | None,
+    window_bytes: int | None = None,
+    heartbeats: bool = False,
 ) -> bytes:
     """A FrameCall for `method` (full name) with a serialized `request`.
 
-    `read_timeout` and `deadline` are in seconds (None: unset).
+    `read_timeout` and `deadline` are in seconds (None: unset). `window_bytes` opts the
+    call in to flow control, `heartbeats` to FrameHeartbeat frames.
     """
-    call = websocket_pb2.FrameCall(method=method, request=request, headers=dict(headers))
+    call = websocket_pb2.FrameCall(method=method, request=request, headers=dict(headers), heartbeats=heartbeats)
+    if window_bytes:
+        call.window_bytes = window_bytes
     read_ms = _ms(read_timeout)
     if read_ms is not None:
         call.read_timeout_ms = read_ms
@@ -187,11 +194,22 @@ def encode_cancel(call_id: int) -> bytes:
     return Frame(call_id=call_id, cancel=websocket_pb2.FrameCancel()).SerializeToString()
 
 
-def encode_headers(call_id: int, status: int, headers: Mapping[str, str]) -> bytes:
-    """A FrameHeaders."""
-    return Frame(
-        call_id=call_id, headers=websocket_pb2.FrameHeaders(status=status, headers=dict(headers))
-    ).SerializeToString()
+def encode_window_update(call_id: int, size: int) -> bytes:
+    """A FrameWindowUpdate adding `size` bytes to the call's window."""
+    return Frame(call_id=call_id, window_update=websocket_pb2.FrameWindowUpdate(bytes=size)).SerializeToString()
+
+
+def encode_headers(call_id: int, status: int, headers: Mapping[str, str], *, window_bytes: int | None = None) -> bytes:
+    """A FrameHeaders; `window_bytes` says the call's flow control is on (the granted window)."""
+    frame = websocket_pb2.FrameHeaders(status=status, headers=dict(headers))
+    if window_bytes:
+        frame.window_bytes = window_bytes
+    return Frame(call_id=call_id, headers=frame).SerializeToString()
+
+
+def encode_heartbeat(call_id: int) -> bytes:
+    """A FrameHeartbeat."""
+    return Frame(call_id=call_id, heartbeat=websocket_pb2.FrameHeartbeat()).SerializeToString()
 
 
 def encode_message(call_id: int, message: bytes) -> bytes:
@@ -277,7 +295,8 @@ class CallProgress:
     """Checks that the frames of one call arrive in an order the protocol allows.
 
     ``headers`` first; then ``message`` frames (exactly one for a unary call); then
-    ``end``. ``error`` is allowed at any point. Anything else is a violation (1002).
+    ``end``. ``error`` is allowed at any point, ``heartbeat`` at any point before the
+    end. Anything else is a violation (1002).
     """
 
     __slots__ = ("_messages", "_state", "streaming")
@@ -306,6 +325,8 @@ class CallProgress:
         state = self._state
         if state == self._DONE:
             raise self._bad(call_id, f"{kind} frame after the call ended")
+        if kind == "heartbeat":
+            return
         if kind == "error":
             self._state = self._DONE
         elif state == self._WAIT_HEADERS:

@@ -16,8 +16,12 @@ How the HTTP rules (see :mod:`lorax.transports.base`) carry over:
   (``phase="connect"``) with ``request_sent = False``. A handshake refused with an HTTP
   status (401 without the right token, 503 when the gateway is full) raises what
   that HTTP response would raise (also with ``request_sent = False``).
-* **read timeout**: the longest wait for the next frame of *this* call; the deadline
-  caps every wait. On timeout the call is cancelled at the gateway.
+* **read timeout**: enforced by the gateway on LoRAX's bytes (it answers a silent
+  LoRAX with a read-timeout error). Every call asks the gateway for heartbeat frames;
+  once one came, a call silent for the read timeout plus min(read timeout, 1 s)
+  raises the read timeout itself (a dead gateway); until then (an older gateway
+  sends none) the transport waits the read timeout plus max(read timeout, 30 s). The
+  deadline caps every wait. On timeout the call is cancelled at the gateway.
 * **errors**: a ``FrameError`` raises exactly the class the HTTP transport raises for
   the same upstream answer (:func:`lorax.transports._ws_frames.error_from_frame`).
 * **cancellation**: closing a stream, or dropping it unclosed (garbage collection),
@@ -33,9 +37,11 @@ How the HTTP rules (see :mod:`lorax.transports.base`) carry over:
   :class:`~lorax.errors.ProtocolError`.
 
 The sync transport is safe to share between threads: a reader thread dispatches
-frames to per-call queues and a writer thread sends frames in order. Per-call queues
-are not bounded: frames wait there until the caller reads them, so the connection
-never stalls on one slow reader (a stream's frames are at most its response).
+frames to per-call queues and a writer thread sends frames in order. The reader never
+blocks on a call's queue, so the connection never stalls on one slow reader; instead
+each stream is flow-controlled (``stream_window_bytes``, see websocket.proto, FLOW
+CONTROL): the gateway sends no more than the window ahead of what the caller has
+consumed, so a slow caller buffers at most the window plus one message.
 """
 
 from __future__ import annotations
@@ -80,6 +86,9 @@ __all__ = ["AsyncWebSocketTransport", "WebSocketTransport"]
 
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_PING_INTERVAL: Final = 20.0
+#: The flow-control window of each stream: bytes of messages the gateway may send
+#: ahead of what the caller has consumed (see websocket.proto, FLOW CONTROL).
+DEFAULT_STREAM_WINDOW_BYTES: Final = 1024 * 1024
 # How long closing waits for the gateway's close frame before dropping the socket.
 _CLOSE_TIMEOUT: Final = 5.0
 # How long close() waits for the transport's own threads to end.
@@ -292,24 +301,38 @@ def _call_error(call: _Call, frame: Frame) -> errors.LoraxError:
     return err
 
 
-def _frame_wait(options: CallOptions) -> float | None:
+def _frame_wait(options: CallOptions, call: _Call) -> float | None:
     """How long to wait for a call's next frame.
 
     The read timeout is idle time between bytes from LoRAX, which only the gateway
     sees: it enforces the timeout upstream (the call frame carries it) and answers a
     silent LoRAX with a read_timeout error frame. Bytes that complete no event (a slow
-    trickle, LoRAX's keep-alive comments) send no frame, so the client's own timer is
-    only a backstop for a gateway that stopped answering, with room beyond the read
-    timeout; a dead connection is caught sooner by the WebSocket pings.
+    trickle, LoRAX's keep-alive comments) send no frame, but a gateway that knows
+    heartbeats sends one at least every quarter of the read timeout while the call is
+    alive: once the call has seen one, a silence of the read timeout (plus a margin
+    for the network) means the gateway is gone. Before that (an older gateway sends
+    none), the client's timer is only a backstop, with room beyond the read timeout.
     """
     read = options.timeout.read
-    backstop = None if read is None else read + max(read, _BACKSTOP_MIN)
-    return options.deadline.cap(backstop)
+    if read is None:
+        return options.deadline.cap(None)
+    if call.alive:
+        return options.deadline.cap(read + min(read, _LIVE_MARGIN))
+    return options.deadline.cap(read + max(read, _BACKSTOP_MIN))
 
 
 # Seconds added at least to the read timeout before the client gives up on a call's
-# next frame by itself (see _frame_wait).
+# next frame by itself while the gateway has sent no heartbeat (see _frame_wait).
 _BACKSTOP_MIN = 30.0
+# Seconds added at most to the read timeout once heartbeats came (see _frame_wait).
+_LIVE_MARGIN = 1.0
+
+
+class _Alive:
+    """Put in a call's queue for a heartbeat: wakes its waiter, which waits afresh."""
+
+
+_ALIVE: Final = _Alive()
 
 
 def _read_timeout(timeout: float | None) -> errors.APITimeoutError:
@@ -317,9 +340,9 @@ def _read_timeout(timeout: float | None) -> errors.APITimeoutError:
 
 
 class _Call:
-    """One call in flight: its frames' queue and how far it got."""
+    """One call in flight: its frames' queue, how far it got, its flow control."""
 
-    __slots__ = ("id", "origin", "progress", "queue", "sent")
+    __slots__ = ("alive", "consumed", "id", "origin", "progress", "queue", "sent", "window")
 
     def __init__(self, call_id: int, streaming: bool, frames: Any, origin: tuple[Mapping[str, str], Message]) -> None:
         self.id = call_id
@@ -331,6 +354,37 @@ class _Call:
         self.queue = frames
         # The call frame was handed to the socket (it may have reached the gateway).
         self.sent = False
+        # A FrameHeartbeat came: the gateway sends them (see _frame_wait).
+        self.alive = False
+        # The flow-control window the gateway granted in FrameHeaders (0: none), and
+        # the message bytes consumed since the last FrameWindowUpdate.
+        self.window = 0
+        self.consumed = 0
+
+    def note_consumed(self, frame: Frame) -> int:
+        """Count a message frame the caller took; the bytes to grant now, or 0."""
+        if not self.window or frame.WhichOneof("kind") != "message":
+            return 0
+        self.consumed += len(frame.message.message)
+        # Granted in halves of the window, as HTTP/2 implementations do: few updates,
+        # and the gateway never waits while the caller keeps up.
+        if self.consumed < (self.window + 1) // 2:
+            return 0
+        grant, self.consumed = self.consumed, 0
+        return grant
+
+
+def _deliver(call: _Call, frame: Frame, put: Callable[[Any], None], empty: Callable[[], bool]) -> None:
+    """Hand a routed frame to its call's queue (a heartbeat only as a wake-up)."""
+    kind = frame.WhichOneof("kind")
+    if kind == "heartbeat":
+        call.alive = True
+        if empty():  # a waiter, if any, restarts its timer; a backlog needs no wake-up
+            put(_ALIVE)
+        return
+    if kind == "headers":
+        call.window = frame.headers.window_bytes
+    put(frame)
 
 
 class _Registry:
@@ -383,15 +437,17 @@ class _Registry:
 
 _SEND = 0
 _CANCEL = 1
+_CREDIT = 2
 
 
 class _SyncConnection:
     """One WebSocket connection with its reader and writer threads."""
 
-    def __init__(self, ws: SyncClientConnection, url: str, max_frame_bytes: int) -> None:
+    def __init__(self, ws: SyncClientConnection, url: str, max_frame_bytes: int, window: int | None) -> None:
         self._ws = ws
         self._url = url
         self._max_frame_bytes = max_frame_bytes
+        self._window = window
         self._lock = threading.Lock()
         self._registry = _Registry()
         # (op, call, data) items, or None to stop. SimpleQueue.put is reentrant, so a
@@ -423,6 +479,8 @@ class _SyncConnection:
             options.headers,
             read_timeout=options.timeout.read,
             deadline=options.deadline.remaining(),
+            window_bytes=self._window if method.server_streaming else None,
+            heartbeats=True,
         )
         if len(data) > self._max_frame_bytes:
             self._forget(call)
@@ -432,14 +490,21 @@ class _SyncConnection:
 
     def wait(self, call: _Call, options: CallOptions) -> Frame | None:
         """The call's next frame; None once the caller closed it. Raises on failures."""
-        timeout = _frame_wait(options)
-        try:
-            item = call.queue.get(timeout=timeout)
-        except queue.Empty:
-            options.deadline.check()
-            raise _read_timeout(timeout) from None
+        while True:
+            timeout = _frame_wait(options, call)
+            try:
+                item = call.queue.get(timeout=timeout)
+            except queue.Empty:
+                options.deadline.check()
+                raise _read_timeout(timeout) from None
+            if item is not _ALIVE:
+                break
         if isinstance(item, _Failure):
             raise item.error_for(call.progress, call.sent)
+        if item is not None:
+            grant = call.note_consumed(item)
+            if grant:
+                self._out.put((_CREDIT, call, wsf.encode_window_update(call.id, grant)))
         return item  # type: ignore[no-any-return]
 
     def cancel(self, call: _Call) -> None:
@@ -488,7 +553,7 @@ class _SyncConnection:
                         self._ws.close(violation.code, violation.close_reason)
                     return
                 if call is not None:
-                    call.queue.put(frame)
+                    _deliver(call, frame, call.queue.put, call.queue.empty)
         finally:
             self._fail(failure)
 
@@ -502,6 +567,10 @@ class _SyncConnection:
                 if not self._forget(call):
                     continue
                 data = wsf.encode_cancel(call.id)
+            elif op == _CREDIT:
+                with self._lock:
+                    if call.id not in self._registry.calls:
+                        continue  # it ended or was cancelled: no window needed
             else:
                 call.sent = True
             try:
@@ -573,6 +642,9 @@ class WebSocketTransport(Transport):
         max_frame_bytes: the largest frame accepted from the gateway or sent to it.
         ping_interval: seconds between keepalive pings (the connection is dropped when
             a pong takes as long); None switches them off.
+        stream_window_bytes: each stream's flow-control window: bytes of messages the
+            gateway may send ahead of what the caller consumed (so what a slow caller
+            buffers, plus one message); None switches flow control off.
 
     Raises:
         ValueError: `url` is not a ws:// or wss:// URL, its port is invalid, or it has
@@ -588,6 +660,7 @@ class WebSocketTransport(Transport):
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         max_frame_bytes: int = wsf.DEFAULT_MAX_FRAME_BYTES,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        stream_window_bytes: int | None = DEFAULT_STREAM_WINDOW_BYTES,
     ) -> None:
         self._url = _check_url(url)
         self._headers = dict(headers or {})
@@ -595,6 +668,9 @@ class WebSocketTransport(Transport):
         self._open_timeout = open_timeout
         self._max_frame_bytes = max_frame_bytes
         self._ping_interval = ping_interval
+        if stream_window_bytes is not None and stream_window_bytes < 1:
+            raise ValueError(f"stream_window_bytes must be at least 1 or None; got {stream_window_bytes!r}")
+        self._window = stream_window_bytes
         self._lock = threading.Lock()
         self._conn: _SyncConnection | None = None
         self._closed = False
@@ -702,7 +778,7 @@ class WebSocketTransport(Transport):
         if ws.subprotocol != wsf.SUBPROTOCOL:
             ws.close()
             raise _no_subprotocol(self._url)
-        return _SyncConnection(ws, self._url, self._max_frame_bytes)
+        return _SyncConnection(ws, self._url, self._max_frame_bytes, self._window)
 
 
 # ---------------------------------------------------------------------------------
@@ -712,10 +788,11 @@ class WebSocketTransport(Transport):
 class _AsyncConnection:
     """One WebSocket connection with its reader task."""
 
-    def __init__(self, ws: AsyncClientConnection, url: str, max_frame_bytes: int) -> None:
+    def __init__(self, ws: AsyncClientConnection, url: str, max_frame_bytes: int, window: int | None) -> None:
         self._ws = ws
         self._url = url
         self._max_frame_bytes = max_frame_bytes
+        self._window = window
         self._loop = asyncio.get_running_loop()
         self._registry = _Registry()
         self._cancels: set[asyncio.Task[None]] = set()
@@ -737,6 +814,8 @@ class _AsyncConnection:
             options.headers,
             read_timeout=options.timeout.read,
             deadline=options.deadline.remaining(),
+            window_bytes=self._window if method.server_streaming else None,
+            heartbeats=True,
         )
         if len(data) > self._max_frame_bytes:
             raise _too_big(len(data), self._max_frame_bytes)
@@ -750,18 +829,25 @@ class _AsyncConnection:
 
     async def wait(self, call: _Call, options: CallOptions) -> Frame | None:
         """The call's next frame; None once the caller closed it. Raises on failures."""
-        frames: asyncio.Queue[Frame | _Failure | None] = call.queue
-        if frames.empty():
-            timeout = _frame_wait(options)
-            try:
-                item = await asyncio.wait_for(frames.get(), timeout)
-            except asyncio.TimeoutError:
-                options.deadline.check()
-                raise _read_timeout(timeout) from None
-        else:
-            item = frames.get_nowait()
+        frames: asyncio.Queue[Frame | _Failure | _Alive | None] = call.queue
+        while True:
+            if frames.empty():
+                timeout = _frame_wait(options, call)
+                try:
+                    item = await asyncio.wait_for(frames.get(), timeout)
+                except asyncio.TimeoutError:
+                    options.deadline.check()
+                    raise _read_timeout(timeout) from None
+            else:
+                item = frames.get_nowait()
+            if not isinstance(item, _Alive):
+                break
         if isinstance(item, _Failure):
             raise item.error_for(call.progress, call.sent)
+        if item is not None:
+            grant = call.note_consumed(item)
+            if grant and call.id in self._registry.calls:
+                await self._send_quietly(wsf.encode_window_update(call.id, grant))
         return item
 
     def cancel(self, call: _Call) -> None:
@@ -816,7 +902,7 @@ class _AsyncConnection:
                         await self._ws.close(violation.code, violation.close_reason)
                     return
                 if call is not None:
-                    call.queue.put_nowait(frame)
+                    _deliver(call, frame, call.queue.put_nowait, call.queue.empty)
         finally:
             self._fail(failure)
 
@@ -881,6 +967,7 @@ class AsyncWebSocketTransport(AsyncTransport):
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         max_frame_bytes: int = wsf.DEFAULT_MAX_FRAME_BYTES,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        stream_window_bytes: int | None = DEFAULT_STREAM_WINDOW_BYTES,
     ) -> None:
         self._url = _check_url(url)
         self._headers = dict(headers or {})
@@ -888,6 +975,9 @@ class AsyncWebSocketTransport(AsyncTransport):
         self._open_timeout = open_timeout
         self._max_frame_bytes = max_frame_bytes
         self._ping_interval = ping_interval
+        if stream_window_bytes is not None and stream_window_bytes < 1:
+            raise ValueError(f"stream_window_bytes must be at least 1 or None; got {stream_window_bytes!r}")
+        self._window = stream_window_bytes
         self._lock: asyncio.Lock | None = None
         self._conn: _AsyncConnection | None = None
         self._closed = False
@@ -995,4 +1085,4 @@ class AsyncWebSocketTransport(AsyncTransport):
         if ws.subprotocol != wsf.SUBPROTOCOL:
             await ws.close()
             raise _no_subprotocol(self._url)
-        return _AsyncConnection(ws, self._url, self._max_frame_bytes)
+        return _AsyncConnection(ws, self._url, self._max_frame_bytes, self._window)

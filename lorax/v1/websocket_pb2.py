@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lorax/v1/websocket.proto\x12\x08lorax.v1\"\x8e\x02\n\x05\x46rame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12#\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x13.lorax.v1.FrameCallH\x00\x12)\n\x07headers\x18\x03 \x01(\x0b\x32\x16.lorax.v1.FrameHeadersH\x00\x12)\n\x07message\x18\x04 \x01(\x0b\x32\x16.lorax.v1.FrameMessageH\x00\x12!\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x12.lorax.v1.FrameEndH\x00\x12%\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.lorax.v1.FrameErrorH\x00\x12\'\n\x06\x63\x61ncel\x18\x07 \x01(\x0b\x32\x15.lorax.v1.FrameCancelH\x00\x42\x06\n\x04kind\"\xeb\x01\n\tFrameCall\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\x12\x31\n\x07headers\x18\x03 \x03(\x0b\x32 .lorax.v1.FrameCall.HeadersEntry\x12\x1c\n\x0fread_timeout_ms\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\x04H\x01\x88\x01\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x12\n\x10_read_timeout_msB\x0e\n\x0c_deadline_ms\"\x84\x01\n\x0c\x46rameHeaders\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.lorax.v1.FrameHeaders.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0c\x46rameMessage\x12\x0f\n\x07message\x18\x01 \x01(\x0c\"\n\n\x08\x46rameEnd\"\xd5\x01\n\nFrameError\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x17\n\nerror_type\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x32\n\x07headers\x18\x04 \x03(\x0b\x32!.lorax.v1.FrameError.HeadersEntry\x12\x11\n\x04\x62ody\x18\x05 \x01(\tH\x01\x88\x01\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_error_typeB\x07\n\x05_body\"\r\n\x0b\x46rameCancel*\x84\x02\n\tCloseCode\x12\x1a\n\x16\x43LOSE_CODE_UNSPECIFIED\x10\x00\x12\x1e\n\x19\x43LOSE_CODE_NORMAL_CLOSURE\x10\xe8\x07\x12\x1a\n\x15\x43LOSE_CODE_GOING_AWAY\x10\xe9\x07\x12\x1e\n\x19\x43LOSE_CODE_PROTOCOL_ERROR\x10\xea\x07\x12 \n\x1b\x43LOSE_CODE_UNSUPPORTED_DATA\x10\xeb\x07\x12\x1f\n\x1a\x43LOSE_CODE_MESSAGE_TOO_BIG\x10\xf1\x07\x12\x1e\n\x19\x43LOSE_CODE_INTERNAL_ERROR\x10\xf3\x07\x12\x1c\n\x17\x43LOSE_CODE_IDLE_TIMEOUT\x10\xa0\x1f\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lorax/v1/websocket.proto\x12\x08lorax.v1\"\xf3\x02\n\x05\x46rame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12#\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x13.lorax.v1.FrameCallH\x00\x12)\n\x07headers\x18\x03 \x01(\x0b\x32\x16.lorax.v1.FrameHeadersH\x00\x12)\n\x07message\x18\x04 \x01(\x0b\x32\x16.lorax.v1.FrameMessageH\x00\x12!\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x12.lorax.v1.FrameEndH\x00\x12%\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x14.lorax.v1.FrameErrorH\x00\x12\'\n\x06\x63\x61ncel\x18\x07 \x01(\x0b\x32\x15.lorax.v1.FrameCancelH\x00\x12\x34\n\rwindow_update\x18\x08 \x01(\x0b\x32\x1b.lorax.v1.FrameWindowUpdateH\x00\x12-\n\theartbeat\x18\t \x01(\x0b\x32\x18.lorax.v1.FrameHeartbeatH\x00\x42\x06\n\x04kind\"\xab\x02\n\tFrameCall\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\x12\x31\n\x07headers\x18\x03 \x03(\x0b\x32 .lorax.v1.FrameCall.HeadersEntry\x12\x1c\n\x0fread_timeout_ms\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\x04H\x01\x88\x01\x01\x12\x19\n\x0cwindow_bytes\x18\x06 \x01(\x04H\x02\x88\x01\x01\x12\x12\n\nheartbeats\x18\x07 \x01(\x08\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x12\n\x10_read_timeout_msB\x0e\n\x0c_deadline_msB\x0f\n\r_window_bytes\"\xb0\x01\n\x0c\x46rameHeaders\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x34\n\x07headers\x18\x02 \x03(\x0b\x32#.lorax.v1.FrameHeaders.HeadersEntry\x12\x19\n\x0cwindow_bytes\x18\x03 \x01(\x04H\x00\x88\x01\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_window_bytes\"\x1f\n\x0c\x46rameMessage\x12\x0f\n\x07message\x18\x01 \x01(\x0c\"\n\n\x08\x46rameEnd\"\xd5\x01\n\nFrameError\x12\x0e\n\x06status\x18\x01 \x01(\r\x12\x17\n\nerror_type\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x32\n\x07headers\x18\x04 \x03(\x0b\x32!.lorax.v1.FrameError.HeadersEntry\x12\x11\n\x04\x62ody\x18\x05 \x01(\tH\x01\x88\x01\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_error_typeB\x07\n\x05_body\"\r\n\x0b\x46rameCancel\"\"\n\x11\x46rameWindowUpdate\x12\r\n\x05\x62ytes\x18\x01 \x01(\x04\"\x10\n\x0e\x46rameHeartbeat*\x84\x02\n\tCloseCode\x12\x1a\n\x16\x43LOSE_CODE_UNSPECIFIED\x10\x00\x12\x1e\n\x19\x43LOSE_CODE_NORMAL_CLOSURE\x10\xe8\x07\x12\x1a\n\x15\x43LOSE_CODE_GOING_AWAY\x10\xe9\x07\x12\x1e\n\x19\x43LOSE_CODE_PROTOCOL_ERROR\x10\xea\x07\x12 \n\x1b\x43LOSE_CODE_UNSUPPORTED_DATA\x10\xeb\x07\x12\x1f\n\x1a\x43LOSE_CODE_MESSAGE_TOO_BIG\x10\xf1\x07\x12\x1e\n\x19\x43LOSE_CODE_INTERNAL_ERROR\x10\xf3\x07\x12\x1c\n\x17\x43LOSE_CODE_IDLE_TIMEOUT\x10\xa0\x1f\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +37,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAMEHEADERS_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_FRAMEERROR_HEADERSENTRY']._loaded_options = None
   _globals['_FRAMEERROR_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_CLOSECODE']._serialized_start=961
-  _globals['_CLOSECODE']._serialized_end=1221
+  _globals['_CLOSECODE']._serialized_start=1224
+  _globals['_CLOSECODE']._serialized_end=1484
   _globals['_FRAME']._serialized_start=39
-  _globals['_FRAME']._serialized_end=309
-  _globals['_FRAMECALL']._serialized_start=312
-  _globals['_FRAMECALL']._serialized_end=547
-  _globals['_FRAMECALL_HEADERSENTRY']._serialized_start=465
-  _globals['_FRAMECALL_HEADERSENTRY']._serialized_end=511
-  _globals['_FRAMEHEADERS']._serialized_start=550
-  _globals['_FRAMEHEADERS']._serialized_end=682
-  _globals['_FRAMEHEADERS_HEADERSENTRY']._serialized_start=465
-  _globals['_FRAMEHEADERS_HEADERSENTRY']._serialized_end=511
-  _globals['_FRAMEMESSAGE']._serialized_start=684
-  _globals['_FRAMEMESSAGE']._serialized_end=715
-  _globals['_FRAMEEND']._serialized_start=717
-  _globals['_FRAMEEND']._serialized_end=727
-  _globals['_FRAMEERROR']._serialized_start=730
-  _globals['_FRAMEERROR']._serialized_end=943
-  _globals['_FRAMEERROR_HEADERSENTRY']._serialized_start=465
-  _globals['_FRAMEERROR_HEADERSENTRY']._serialized_end=511
-  _globals['_FRAMECANCEL']._serialized_start=945
-  _globals['_FRAMECANCEL']._serialized_end=958
+  _globals['_FRAME']._serialized_end=410
+  _globals['_FRAMECALL']._serialized_start=413
+  _globals['_FRAMECALL']._serialized_end=712
+  _globals['_FRAMECALL_HEADERSENTRY']._serialized_start=613
+  _globals['_FRAMECALL_HEADERSENTRY']._serialized_end=659
+  _globals['_FRAMEHEADERS']._serialized_start=715
+  _globals['_FRAMEHEADERS']._serialized_end=891
+  _globals['_FRAMEHEADERS_HEADERSENTRY']._serialized_start=613
+  _globals['_FRAMEHEADERS_HEADERSENTRY']._serialized_end=659
+  _globals['_FRAMEMESSAGE']._serialized_start=893
+  _globals['_FRAMEMESSAGE']._serialized_end=924
+  _globals['_FRAMEEND']._serialized_start=926
+  _globals['_FRAMEEND']._serialized_end=936
+  _globals['_FRAMEERROR']._serialized_start=939
+  _globals['_FRAMEERROR']._serialized_end=1152
+  _globals['_FRAMEERROR_HEADERSENTRY']._serialized_start=613
+  _globals['_FRAMEERROR_HEADERSENTRY']._serialized_end=659
+  _globals['_FRAMECANCEL']._serialized_start=1154
+  _globals['_FRAMECANCEL']._serialized_end=1167
+  _globals['_FRAMEWINDOWUPDATE']._serialized_start=1169
+  _globals['_FRAMEWINDOWUPDATE']._serialized_end=1203
+  _globals['_FRAMEHEARTBEAT']._serialized_start=1205
+  _globals['_FRAMEHEARTBEAT']._serialized_end=1221
 # @@protoc_insertion_point(module_scope)

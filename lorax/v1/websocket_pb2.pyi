@@ -26,7 +26,8 @@ CONNECTION
     be compressed with permessage-deflate when both sides negotiate it.
   * Keepalive: both sides answer WebSocket pings. The Python client and the gateway
     ping every 20 s by default and close the connection when no pong comes back
-    within 20 s; clients in other languages should do likewise.
+    within 20 s; clients in other languages should do likewise. (Pings show that
+    the connection is alive; heartbeat frames, see LIVENESS, that a call is.)
 
 CALLS
 
@@ -35,9 +36,14 @@ its `call_id`: any non-zero uint64 never used before on this connection (a count
 starting at 1 is the simplest). Ids are never reused, not even after the call ended:
 frames of a cancelled call may still be in flight. call_id 0 is reserved.
 
-  client -> gateway: FrameCall, then optionally one FrameCancel.
+  client -> gateway: FrameCall, then FrameWindowUpdate frames (only for a call whose
+                     FrameHeaders granted flow control), then optionally one
+                     FrameCancel.
   gateway -> client: FrameHeaders, zero or more FrameMessage, then FrameEnd;
-                     or FrameError at any point, which ends the call.
+                     or FrameError at any point, which ends the call. FrameHeartbeat
+                     frames (only for a call that asked for them) may come at any
+                     point before the last frame; they are not part of the sequences
+                     below.
 
 That is, for every call the gateway sends exactly one of:
 
@@ -70,6 +76,73 @@ not even a FrameEnd; frames already on the way may still arrive and the client
 ignores them. Cancelling an unknown or finished call is not an error; the gateway
 ignores it. Closing the WebSocket cancels every call in flight on it.
 
+FLOW CONTROL
+
+A client that reads a stream more slowly than LoRAX writes it would otherwise have
+to buffer the difference. Flow control bounds that buffer per call, without
+stalling the other calls on the connection (as in HTTP/2 and gRPC):
+
+  * The client opts a call in with FrameCall.window_bytes = W > 0, the initial
+    window: how many bytes of FrameMessage.message it is ready to buffer.
+  * A gateway that applies it says so in FrameHeaders.window_bytes (= W). Only then
+    may the client send FrameWindowUpdate frames for the call; when FrameHeaders
+    lacks the field (an older gateway), it sends none, and messages come unpaced.
+  * The gateway sends a FrameMessage only while the call's window is above zero, and
+    subtracts the length of its `message` field. (A message larger than what is left
+    is still sent, so the window goes negative by at most one message: a window
+    smaller than a message never deadlocks.) With the window at zero or below, the
+    gateway stops reading the call's upstream response, so LoRAX is slowed through
+    TCP, and waits.
+  * The client adds to the window with FrameWindowUpdate.bytes as its caller
+    consumes messages. The Python client grants the bytes consumed once they reach
+    half the initial window. A client therefore buffers at most W bytes plus one
+    message per call.
+  * FrameHeaders, FrameEnd, FrameError and FrameHeartbeat are not flow-controlled.
+    A FrameWindowUpdate for an unknown, finished or not flow-controlled call is
+    ignored.
+
+A client that never sets window_bytes gets the behaviour of older gateways: the
+gateway's only pacing is the WebSocket connection's own backpressure (TCP).
+
+LIVENESS
+
+LoRAX may be silent for a long time while a call is alive (queueing, a long
+prefill, keep-alive comments that complete no message and so produce no frame),
+and only the gateway sees LoRAX's bytes and enforces the read timeout on them. So
+that a client can tell a live call from a dead gateway:
+
+  * The client opts a call in with FrameCall.heartbeats = true.
+  * The gateway then sends a FrameHeartbeat for the call at least every heartbeat
+    interval while the call is in flight: a quarter of the call's read timeout,
+    at most 5 s (5 s when the call has none), from when the FrameCall arrived until
+    it sends the call's last frame. A heartbeat says "the gateway is alive and still
+    working on the call"; whether LoRAX itself is alive is the gateway's read
+    timeout, which answers "read_timeout".
+  * Once a client has seen a FrameHeartbeat for a call, it may treat a silence of
+    the read timeout (plus a small margin for the network) as a dead gateway. Until
+    then it must allow for an older gateway that sends none: the Python client
+    waits up to the read timeout plus max(read timeout, 30 s) for a frame.
+
+LIMITS AND FAIRNESS
+
+The gateway's limits (README "Gateway"; every one has a command-line flag):
+
+  * read timeout: a call's read_timeout_ms is capped at the gateway's upstream read
+    timeout (60 s by default), which is also the default for calls without one.
+  * upstream calls per connection (16 by default): the calls of one connection that
+    have an upstream request open at the same time. A call beyond it waits at the
+    gateway, in order, for one of them to end (its deadline and heartbeats still
+    run), so no connection can hold all of the gateway's upstream connections.
+  * calls in flight per connection (256 by default): beyond it, "too_many_calls".
+  * memory: the bytes of request and response messages the gateway holds for the
+    calls of one connection (128 MiB by default) and for all connections (1 GiB by
+    default). A request is held from its FrameCall to the end of its call, a
+    response message from its arrival from LoRAX until the WebSocket has taken its
+    frame. A new call that would go over either budget is refused (503
+    "memory_limit"); a call whose answer would is failed (502 "memory_limit"). A
+    budget is never below the frame limit, so a single message of any allowed
+    size fits a connection that holds nothing.
+
 ERRORS
 
 A FrameError carries what an HTTP error carries, so a client raises the same
@@ -84,6 +157,11 @@ unchanged. Errors made by the gateway itself use these `error_type` values:
   status 429 "too_many_calls"        the connection already has the gateway's maximum
                                      of calls in flight (not sent upstream: retry
                                      later or open another connection)
+  status 503 "memory_limit"          the connection's or the gateway's memory budget
+                                     has no room for the call's request (see LIMITS
+                                     AND FAIRNESS); not sent upstream: retry later
+  status 502 "memory_limit"          ... nor for a message of its answer; LoRAX did
+                                     the work, so a client does not retry
   status 503 "shutting_down"         the gateway is draining for shutdown (not sent
                                      upstream)
   status 503 "upstream_unavailable"  LoRAX could not be reached; nothing was sent to it
@@ -198,6 +276,8 @@ class Frame(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    WINDOW_UPDATE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     """The call this frame belongs to: non-zero, chosen by the client in its FrameCall,
     never reused on the connection.
@@ -226,6 +306,14 @@ class Frame(_message.Message):
     def cancel(self) -> Global___FrameCancel:
         """Client -> gateway: stop the call."""
 
+    @_builtins.property
+    def window_update(self) -> Global___FrameWindowUpdate:
+        """Client -> gateway: more flow-control window for the call (see FLOW CONTROL)."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___FrameHeartbeat:
+        """Gateway -> client: the call is still in flight at the gateway (see LIVENESS)."""
+
     def __init__(
         self,
         *,
@@ -236,12 +324,14 @@ class Frame(_message.Message):
         end: Global___FrameEnd | None = ...,
         error: Global___FrameError | None = ...,
         cancel: Global___FrameCancel | None = ...,
+        window_update: Global___FrameWindowUpdate | None = ...,
+        heartbeat: Global___FrameHeartbeat | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "cancel", b"cancel", "end", b"end", "error", b"error", "headers", b"headers", "kind", b"kind", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "cancel", b"cancel", "end", b"end", "error", b"error", "headers", b"headers", "heartbeat", b"heartbeat", "kind", b"kind", "message", b"message", "window_update", b"window_update"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "call_id", b"call_id", "cancel", b"cancel", "end", b"end", "error", b"error", "headers", b"headers", "kind", b"kind", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "call_id", b"call_id", "cancel", b"cancel", "end", b"end", "error", b"error", "headers", b"headers", "heartbeat", b"heartbeat", "kind", b"kind", "message", b"message", "window_update", b"window_update"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["call", "headers", "message", "end", "error", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["call", "headers", "message", "end", "error", "cancel", "window_update", "heartbeat"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -278,6 +368,8 @@ class FrameCall(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     READ_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    WINDOW_BYTES_FIELD_NUMBER: _builtins.int
+    HEARTBEATS_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """The method's full name, for example "lorax.v1.LoraxService.GenerateStream"."""
     request: _builtins.bytes
@@ -285,16 +377,25 @@ class FrameCall(_message.Message):
     read_timeout_ms: _builtins.int
     """The caller's read timeout: the longest idle time, in milliseconds, between two
     pieces of the upstream answer. Unset (or 0): the gateway's own default. The gateway
-    enforces it on LoRAX's bytes and answers "read_timeout" when it runs out; bytes
-    that complete no message (keep-alive comments) produce no frame, so a client waits
-    for frames longer than this (read timeout plus a margin) and relies on WebSocket
-    pings to notice a dead connection.
+    caps it at its own maximum, enforces it on LoRAX's bytes and answers
+    "read_timeout" when it runs out; bytes that complete no message (keep-alive
+    comments) produce no frame, so a client either waits for frames longer than this
+    (read timeout plus a margin), or asks for heartbeats (see LIVENESS).
     """
     deadline_ms: _builtins.int
     """What is left of the caller's total deadline when the frame was sent, in
     milliseconds. The gateway abandons the upstream request when it runs out and
     answers "deadline_exceeded". Unset (or 0): no deadline. The client enforces
     its deadline itself too; this lets the gateway stop work nobody waits for.
+    """
+    window_bytes: _builtins.int
+    """Opts the call in to flow control (see FLOW CONTROL): the initial window, in bytes
+    of FrameMessage.message. Unset (or 0): no flow control, the gateway sends messages
+    as fast as the connection takes them.
+    """
+    heartbeats: _builtins.bool
+    """Opts the call in to FrameHeartbeat frames (see LIVENESS). A gateway that does not
+    know this field sends none.
     """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -313,19 +414,25 @@ class FrameCall(_message.Message):
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         read_timeout_ms: _builtins.int | None = ...,
         deadline_ms: _builtins.int | None = ...,
+        window_bytes: _builtins.int | None = ...,
+        heartbeats: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_deadline_ms", b"_deadline_ms", "_read_timeout_ms", b"_read_timeout_ms", "deadline_ms", b"deadline_ms", "read_timeout_ms", b"read_timeout_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_deadline_ms", b"_deadline_ms", "_read_timeout_ms", b"_read_timeout_ms", "_window_bytes", b"_window_bytes", "deadline_ms", b"deadline_ms", "read_timeout_ms", b"read_timeout_ms", "window_bytes", b"window_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_deadline_ms", b"_deadline_ms", "_read_timeout_ms", b"_read_timeout_ms", "deadline_ms", b"deadline_ms", "headers", b"headers", "method", b"method", "read_timeout_ms", b"read_timeout_ms", "request", b"request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_deadline_ms", b"_deadline_ms", "_read_timeout_ms", b"_read_timeout_ms", "_window_bytes", b"_window_bytes", "deadline_ms", b"deadline_ms", "headers", b"headers", "heartbeats", b"heartbeats", "method", b"method", "read_timeout_ms", b"read_timeout_ms", "request", b"request", "window_bytes", b"window_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__deadline_ms: _TypeAlias = _typing.Literal["deadline_ms"]  # noqa: Y015
     _WhichOneofArgType__deadline_ms: _TypeAlias = _typing.Literal["_deadline_ms", b"_deadline_ms"]  # noqa: Y015
     _WhichOneofReturnType__read_timeout_ms: _TypeAlias = _typing.Literal["read_timeout_ms"]  # noqa: Y015
     _WhichOneofArgType__read_timeout_ms: _TypeAlias = _typing.Literal["_read_timeout_ms", b"_read_timeout_ms"]  # noqa: Y015
+    _WhichOneofReturnType__window_bytes: _TypeAlias = _typing.Literal["window_bytes"]  # noqa: Y015
+    _WhichOneofArgType__window_bytes: _TypeAlias = _typing.Literal["_window_bytes", b"_window_bytes"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__deadline_ms) -> _WhichOneofReturnType__deadline_ms | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__read_timeout_ms) -> _WhichOneofReturnType__read_timeout_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__window_bytes) -> _WhichOneofReturnType__window_bytes | None: ...
 
 Global___FrameCall: _TypeAlias = FrameCall  # noqa: Y015
 
@@ -357,8 +464,15 @@ class FrameHeaders(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
+    WINDOW_BYTES_FIELD_NUMBER: _builtins.int
     status: _builtins.int
     """The upstream HTTP status, 200 for every successful call."""
+    window_bytes: _builtins.int
+    """Set when the gateway applies the call's flow control (the call asked for it with
+    FrameCall.window_bytes): the initial window it granted, the one asked for. Unset:
+    the gateway does not know flow control (an older gateway), and the client must
+    send no FrameWindowUpdate for the call.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The upstream response headers, names in lower case, credentials (set-cookie)
@@ -370,12 +484,15 @@ class FrameHeaders(_message.Message):
         *,
         status: _builtins.int = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        window_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_window_bytes", b"_window_bytes", "window_bytes", b"window_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_window_bytes", b"_window_bytes", "headers", b"headers", "status", b"status", "window_bytes", b"window_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__window_bytes: _TypeAlias = _typing.Literal["window_bytes"]  # noqa: Y015
+    _WhichOneofArgType__window_bytes: _TypeAlias = _typing.Literal["_window_bytes", b"_window_bytes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__window_bytes) -> _WhichOneofReturnType__window_bytes | None: ...
 
 Global___FrameHeaders: _TypeAlias = FrameHeaders  # noqa: Y015
 
@@ -511,3 +628,46 @@ class FrameCancel(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FrameCancel: _TypeAlias = FrameCancel  # noqa: Y015
+
+@_typing.final
+class FrameWindowUpdate(_message.Message):
+    """More window for a flow-controlled call: the client consumed `bytes` more bytes of
+    FrameMessage.message (see FLOW CONTROL).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BYTES_FIELD_NUMBER: _builtins.int
+    bytes: _builtins.int
+    """Added to the call's window; 0 is allowed and does nothing."""
+    def __init__(
+        self,
+        *,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrameWindowUpdate: _TypeAlias = FrameWindowUpdate  # noqa: Y015
+
+@_typing.final
+class FrameHeartbeat(_message.Message):
+    """The call is in flight at the gateway, which is still waiting for (or forwarding)
+    LoRAX's answer; sent only to calls that asked for it (FrameCall.heartbeats).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrameHeartbeat: _TypeAlias = FrameHeartbeat  # noqa: Y015

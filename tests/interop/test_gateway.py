@@ -139,5 +139,23 @@ def test_cancel_and_handshake(node: dict[str, Any]) -> None:
     assert node["cancelled_after"] == 2
     assert node["after_cancel_text"] == node["generate"]["generated_text"]
     assert node["wrong_token_status"] == 401
-    # A counter from 1, never reused: Generate, GenerateStream, error, unknown, cancelled, again.
-    assert node["call_ids"] == ["1", "2", "3", "4", "5", "6"]
+    # A counter from 1, never reused: Generate, GenerateStream, error, unknown, cancelled,
+    # again, and the two streams of test_flow_control.
+    assert node["call_ids"] == ["1", "2", "3", "4", "5", "6", "7", "8"]
+
+
+def test_flow_control(node: dict[str, Any]) -> None:
+    """Node's flow control against the gateway: a window below one event still delivers everything."""
+    paced, unpaced = node["flow"], node["unpaced"]
+    assert paced["window_granted"] == "8"
+    # Every event is above 8 bytes: the window closes after each one, and only the
+    # grant of its bytes opens it again (the last grant may come after the end).
+    assert paced["events"] > 10
+    assert paced["updates_sent"] >= paced["events"] - 1
+    assert unpaced == {
+        "window_granted": None,
+        "events": paced["events"],
+        "updates_sent": 0,
+        "generated_text": paced["generated_text"],
+    }
+    assert paced["generated_text"]

@@ -14,6 +14,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -309,3 +310,160 @@ def test_bad_urls_are_refused() -> None:
 def test_import_lorax_does_not_import_websockets() -> None:
     code = "import sys, lorax, lorax.transports; assert 'websockets' not in sys.modules, 'websockets imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------
+# Flow control and liveness (websocket.proto: FLOW CONTROL, LIVENESS)
+
+
+def test_streams_ask_for_a_window_and_every_call_for_heartbeats() -> None:
+    seen: queue.Queue[Frame] = queue.Queue()
+
+    def handler(ws: ServerConnection) -> None:
+        for _ in range(2):
+            frame = next_call(ws)
+            seen.put(frame)
+            answer_unary(ws, frame.call_id) if frame.call_id == 1 else ws.send(wsf.encode_end(frame.call_id))
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            ws.recv(timeout=5)
+
+    with fake_gateway(handler) as url, WebSocketTransport(url, stream_window_bytes=4096) as transport:
+        transport.unary(_routes.GENERATE, REQUEST, OPTS)
+        with contextlib.suppress(errors.ProtocolError):  # an end without headers: fine here
+            transport.stream(_routes.GENERATE_STREAM, REQUEST, OPTS)
+    unary, stream = seen.get(timeout=5).call, seen.get(timeout=5).call
+    assert (unary.HasField("window_bytes"), unary.heartbeats) == (False, True)
+    assert (stream.window_bytes, stream.heartbeats) == (4096, True)
+
+
+def _window_recorder(
+    granted: int | None, payloads: list[bytes]
+) -> tuple[Callable[[ServerConnection], None], queue.Queue[list[int]]]:
+    """A gateway that answers a stream with `payloads` and records the window updates.
+
+    With `granted`, it keeps to the window as the protocol says (sends while it is
+    above zero, then waits for an update); without, it sends everything at once.
+    """
+    updates: queue.Queue[list[int]] = queue.Queue()
+
+    def handler(ws: ServerConnection) -> None:
+        frame = next_call(ws)
+        got: list[int] = []
+
+        def take_update() -> None:
+            update = Frame.FromString(ws.recv(timeout=5))
+            assert update.WhichOneof("kind") == "window_update"
+            got.append(update.window_update.bytes)
+
+        ws.send(wsf.encode_headers(frame.call_id, 200, {}, window_bytes=granted))
+        window = granted or 0
+        for payload in payloads:
+            while granted and window <= 0:
+                take_update()
+                window += got[-1]
+            ws.send(wsf.encode_message(frame.call_id, payload))
+            window -= len(payload)
+        ws.send(wsf.encode_end(frame.call_id))
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            while True:
+                take_update()
+        updates.put(got)
+
+    return handler, updates
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_window_updates_grant_what_the_caller_consumed(flavour: str) -> None:
+    payloads = [token(i) for i in range(1, 10)]  # ids 1..9 serialize to equal sizes
+    size = len(payloads[0])
+    window = 2 * size  # a grant each time the consumed bytes reach half of it: each message
+    handler, updates = _window_recorder(window, payloads)
+    with fake_gateway(handler) as url:
+        if flavour == "sync":
+            with WebSocketTransport(url, stream_window_bytes=window) as transport:
+                assert [m.token.id for m in transport.stream(_routes.GENERATE_STREAM, REQUEST, OPTS)] == list(
+                    range(1, 10)
+                )
+        else:
+
+            async def main() -> None:
+                async with AsyncWebSocketTransport(url, stream_window_bytes=window) as transport:
+                    stream = await transport.stream(_routes.GENERATE_STREAM, REQUEST, OPTS)
+                    assert [m.token.id async for m in stream] == list(range(1, 10))
+
+            asyncio.run(main())
+        got = updates.get(timeout=10)
+    assert all(len(p) == size for p in payloads)
+    # Two messages fit the window; each one consumed is granted back, which lets the
+    # next one through. Grants of the last messages are not sent when the end frame
+    # came first (the call needs no window then).
+    assert got[:7] == [size] * 7, got
+    assert len(got) in (7, 8, 9), got
+
+
+def test_no_window_updates_to_a_gateway_that_did_not_grant_a_window() -> None:
+    """An older gateway (no window in FrameHeaders) would close on an unknown frame kind."""
+    payloads = [token(i) for i in range(10)]
+    handler, updates = _window_recorder(None, payloads)
+    with fake_gateway(handler) as url, WebSocketTransport(url, stream_window_bytes=len(payloads[0])) as transport:
+        assert len(list(transport.stream(_routes.GENERATE_STREAM, REQUEST, OPTS))) == 10
+    assert updates.get(timeout=10) == []
+
+
+def _heartbeats_then_silence(beats: int, answer_after: float | None) -> Callable[[ServerConnection], None]:
+    """Send `beats` heartbeats 0.1 s apart, then nothing; answer after `answer_after` s if set."""
+
+    def handler(ws: ServerConnection) -> None:
+        frame = next_call(ws)
+        for _ in range(beats):
+            ws.send(wsf.encode_heartbeat(frame.call_id))
+            time.sleep(0.1)
+        if answer_after is not None:
+            time.sleep(answer_after)
+            answer_unary(ws, frame.call_id)
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            while True:
+                ws.recv(timeout=10)
+
+    return handler
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_gateway_that_stops_heartbeats_is_noticed_within_the_read_timeout(flavour: str) -> None:
+    # WebSocket pings still get their pongs: only the heartbeats tell the call is dead.
+    options = CallOptions(timeout=Timeout(connect=5, read=0.5))
+    with fake_gateway(_heartbeats_then_silence(3, None)) as url:
+
+        def sync_call() -> None:
+            with WebSocketTransport(url) as transport:
+                transport.unary(_routes.GENERATE, REQUEST, options)
+
+        async def async_call() -> None:
+            async with AsyncWebSocketTransport(url) as transport:
+                await transport.unary(_routes.GENERATE, REQUEST, options)
+
+        started = time.monotonic()
+        with pytest.raises(errors.APITimeoutError) as info:
+            sync_call() if flavour == "sync" else asyncio.run(async_call())
+        elapsed = time.monotonic() - started
+    assert info.value.phase == "read"
+    # Heartbeats for 0.3 s, then the read timeout plus a margin (0.5 s + 0.5 s); an
+    # older client waited the read timeout plus 30 s.
+    assert 0.3 + 1.0 - 0.1 <= elapsed < 4.0
+
+
+@pytest.mark.parametrize("beats", [0, 3], ids=["older-gateway", "heartbeats"])
+def test_heartbeats_keep_a_call_alive_and_older_gateways_get_the_backstop(beats: int) -> None:
+    # With heartbeats, a silence is measured from the last one; without (an older
+    # gateway), the client allows the read timeout plus max(read timeout, 30 s).
+    options = CallOptions(timeout=Timeout(connect=5, read=0.5))
+    answer_after = 0.5 if beats else 1.5
+    with fake_gateway(_heartbeats_then_silence(beats, answer_after)) as url, WebSocketTransport(url) as transport:
+        message, _ = transport.unary(_routes.GENERATE, REQUEST, options)
+    assert message.generated_text == "ok"
+
+
+@pytest.mark.parametrize("cls", [WebSocketTransport, AsyncWebSocketTransport])
+def test_a_window_below_one_byte_is_refused(cls: Any) -> None:
+    with pytest.raises(ValueError, match=r"^stream_window_bytes must be at least 1 or None; got 0$"):
+        cls("ws://127.0.0.1:1", stream_window_bytes=0)
