@@ -78,7 +78,11 @@ def struct_class(cls: type[ProtoMessage]) -> type[Message]:
 def to_proto(message: Message) -> Any:
     """The upb message equal to `message`."""
     cls = type(message)
-    return proto_class(cls)(**_to_kwargs(cls)(message))
+    try:
+        return proto_class(cls)(**_to_kwargs(cls)(message))
+    except (ValueError, TypeError) as exc:
+        # A value the binary form cannot hold (assignment is not checked): typed, like JSON's.
+        raise errors.InvalidRequestError(f"{cls.__name__} cannot be written as protobuf: {exc}") from None
 
 
 def from_proto(message: ProtoMessage) -> Any:
@@ -342,6 +346,9 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any]:
         for spec in cls.__lorax_fields__
         if cls.__lorax_request__ and not spec.presence and not (spec.label and spec.omit_empty)
     }
+    # A free-form JSON reader says UNSET itself; its None is JSON null, which must not
+    # fall back to the field's default (UNSET where null differs from absent).
+    required |= {spec.name for spec in cls.__lorax_fields__ if spec.kind == KIND_RAW}
 
     def build(message: Any) -> Any:
         kwargs = {}

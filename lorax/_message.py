@@ -82,6 +82,8 @@ class WireEnum(str, enum.Enum):
 
 
 _REPR_ITEMS = 6
+# Fields holding credentials: a repr (logs, tracebacks) shows that one is set, never its value.
+_SECRET_FIELDS = frozenset({"api_token"})
 
 
 def _short(value: Any) -> str:
@@ -102,6 +104,16 @@ def _short(value: Any) -> str:
     return repr(value)
 
 
+_NULL_IS_SET: dict[type[Any], frozenset[str]] = {}
+
+
+def _null_is_set(cls: type[Any]) -> frozenset[str]:
+    names = _NULL_IS_SET.get(cls)
+    if names is None:
+        names = _NULL_IS_SET[cls] = frozenset(f.name for f in msgspec.structs.fields(cls) if f.default is UNSET)
+    return names
+
+
 class Message(msgspec.Struct, kw_only=True, gc=False):
     """The base of every generated request and response class.
 
@@ -118,9 +130,14 @@ class Message(msgspec.Struct, kw_only=True, gc=False):
     def __repr__(self) -> str:
         parts = []
         quiet = self.__lorax_request__  # requests: only what was set
+        # Where absent is UNSET, None is JSON null and was set: show it.
+        null_is_set = _null_is_set(type(self)) if quiet else frozenset()
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if value is UNSET or (quiet and (value is None or value in ([], {}))):
+            if value is UNSET or (quiet and ((value is None and name not in null_is_set) or value in ([], {}))):
+                continue
+            if name in _SECRET_FIELDS and value is not None:
+                parts.append(f"{name}='<redacted>'")
                 continue
             parts.append(f"{name}={_short(value)}")
         return f"{type(self).__name__}({', '.join(parts)})"
@@ -129,7 +146,7 @@ class Message(msgspec.Struct, kw_only=True, gc=False):
         for name in self.__struct_fields__:
             value = getattr(self, name)
             if value is not UNSET:
-                yield name, value
+                yield name, ("<redacted>" if name in _SECRET_FIELDS and value is not None else value)
 
     # -- conversions ---------------------------------------------------------------
 

@@ -1,22 +1,19 @@
-"""Property tests of lorax.codec: generated messages of every type round-trip through JSON.
+"""Property tests of lorax.codec: generated messages of every class round-trip, through JSON
+and through the upb (binary protobuf) twins.
 
-The strategies are built from the descriptors, field by field, so a field added to a .proto is
-covered without touching this file:
+The strategies are built from each generated class's ``__lorax_fields__`` table, field by
+field, so a field added to a .proto is covered without touching this file:
 
 * f32 fields hold f32 values (``st.floats(width=32)``), other doubles any finite double;
 * integers span their proto type's whole range (seeds up to 2**64 - 1);
 * strings are arbitrary Unicode (no lone surrogates, which UTF-8 cannot carry);
-* raw_json fields hold the JSON text of a generated JSON value, in serde_json's form (the form
-  the decoder re-prints free-form JSON in);
-* enums take the values that have a LoRAX spelling;
-* oneofs take one member or none.
+* free-form JSON fields hold a parsed JSON value (``UNSET`` too where absent differs from null),
+  but not a string that starts like JSON text (``{``/``[``), which construction parses;
+* enums take every member; oneofs one member's value or None;
+* optional fields also None.
 
-Two things cannot round-trip by design and are not generated: a oneof wrapper set as a field
-with no member chosen (it prints as ``null``, which reads as unset), and the text ``null`` in a
-raw_json field that also prints ``null`` when unset (``CompletionChoice.logprobs``).
-
-``google.protobuf.json_format`` serves as an oracle where it agrees with LoRAX; see
-``test_json_format_agrees_on_plain_types`` for the documented differences.
+``google.protobuf.json_format`` (on ``to_proto()``) serves as an oracle where it agrees with
+LoRAX; see ``test_json_format_agrees_on_plain_types`` for the documented differences.
 
 The default run is quick; set LORAX_HYPOTHESIS_EXAMPLES to run more examples per test.
 """
@@ -28,27 +25,31 @@ import struct
 from fractions import Fraction
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
-from google.protobuf import json_format, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf import json_format
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lorax import codec
-from lorax._f32 import format_f32, to_f32
-from lorax._jsonmap import (
+from lorax._convert import from_proto, proto_class, to_proto
+from lorax._f32 import format_f32, format_f64, to_f32
+from lorax._message import (
     KIND_BOOL,
     KIND_ENUM,
     KIND_FLOAT,
     KIND_INT,
     KIND_MESSAGE,
+    KIND_ONEOF,
+    KIND_OPEN_ENUM,
+    KIND_RAW,
     KIND_STRING,
-    FieldMap,
-    message_map,
+    UNSET,
+    FieldSpec,
+    Message,
 )
-from lorax.v1 import embed_pb2, generate_pb2, openai_pb2, server_pb2, service_pb2, tokenize_pb2
+from lorax.v1 import messages as M
 
 # The hot types (stream events, the generate bodies, the chat request) get EXAMPLES examples
 # per test; the other route types a fifth; nested types a tenth; the secondary properties
@@ -62,56 +63,49 @@ SETTINGS = settings(
 SETTINGS_SOME = settings(SETTINGS, max_examples=max(EXAMPLES // 5, 10))
 SETTINGS_FEW = settings(SETTINGS, max_examples=max(EXAMPLES // 10, 10))
 SETTINGS_FEWER = settings(SETTINGS, max_examples=max(EXAMPLES // 20, 10))
-HOT = {
-    "lorax.v1.StreamResponse",
-    "lorax.v1.GenerateResponse",
-    "lorax.v1.GenerateRequest",
-    "lorax.v1.ChatCompletionRequest",
-    "lorax.v1.ChatCompletionStreamResponse",
-}
+HOT = {"StreamResponse", "GenerateResponse", "GenerateRequest", "ChatCompletionRequest", "ChatCompletionStreamResponse"}
 
-MODULES = (generate_pb2, embed_pb2, openai_pb2, server_pb2, tokenize_pb2)
-ALL_MESSAGES: list[Descriptor] = sorted(
-    (d for module in MODULES for d in module.DESCRIPTOR.message_types_by_name.values()),
-    key=lambda d: d.full_name,
+ALL_CLASSES: list[type[Message]] = sorted(
+    (
+        obj
+        for obj in vars(M).values()
+        if isinstance(obj, type) and issubclass(obj, Message) and obj is not Message and obj.__module__ == M.__name__
+    ),
+    key=lambda c: c.__name__,
 )
+BY_NAME = {cls.__name__: cls for cls in ALL_CLASSES}
 
 
-def _route_messages() -> list[Descriptor]:
-    found: dict[str, Descriptor] = {}
-    for service in service_pb2.DESCRIPTOR.services_by_name.values():
-        for method in service.methods:
-            found[method.input_type.full_name] = method.input_type
-            found[method.output_type.full_name] = method.output_type
+def _route_classes() -> list[type[Message]]:
+    found = {}
+    for route in M.ROUTES:
+        found[route.input_type.__name__] = route.input_type
+        found[route.output_type.__name__] = route.output_type
     return [found[name] for name in sorted(found)]
 
 
-ROUTE_MESSAGES = _route_messages()
-OTHER_MESSAGES = [d for d in ALL_MESSAGES if d not in ROUTE_MESSAGES]
-
-
-def cls_of(descriptor: Descriptor) -> type[Message]:
-    return message_factory.GetMessageClass(descriptor)
+ROUTE_CLASSES = _route_classes()
+OTHER_CLASSES = [c for c in ALL_CLASSES if c not in ROUTE_CLASSES]
 
 
 # ---------------------------------------------------------------------------------------------
-# Strategies from descriptors.
+# Strategies from the __lorax_fields__ tables.
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 F32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 F64 = st.floats(allow_nan=False, allow_infinity=False)
 
 INT_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
-    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "sint32": (-(2**31), 2**31 - 1),
+    "sfixed32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "fixed32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "sint64": (-(2**63), 2**63 - 1),
+    "sfixed64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+    "fixed64": (0, 2**64 - 1),
 }
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | F64 | TEXT
@@ -121,98 +115,83 @@ JSON_VALUES = st.recursive(
     max_leaves=10,
 )
 
-
-def serde_float_text(value: float) -> bytes:
-    """serde_json's text for an f64: orjson's, without the "+" of a positive exponent."""
-    return orjson.dumps(value).replace(b"e+", b"e")
-
-
-def serde_json_text(value: Any) -> str:
-    """The text serde_json's Value::to_string() prints for a parsed JSON value."""
-
-    def convert(v: Any) -> Any:
-        if type(v) is float:
-            return orjson.Fragment(serde_float_text(v))
-        if type(v) is list:
-            return [convert(x) for x in v]
-        if type(v) is dict:
-            return {k: convert(x) for k, x in v.items()}
-        return v
-
-    return orjson.dumps(convert(value)).decode()
+# A free-form string that starts like an object or array is JSON text (parsed on
+# construction, as the 0.8 API took text): the one string that cannot round-trip as itself.
+RAW_VALUES = JSON_VALUES.filter(lambda v: not (isinstance(v, str) and v.lstrip()[:1] in ("{", "[")))
 
 
-def _descriptor_field(descriptor: Descriptor, fm: FieldMap) -> FieldDescriptor:
-    fd: FieldDescriptor = descriptor.fields_by_name[fm.name]
-    return fd
-
-
-def _scalar(fm: FieldMap, fd: FieldDescriptor) -> st.SearchStrategy[Any]:
-    if fm.raw_json:
-        values = JSON_VALUES.filter(lambda v: v is not None) if fm.null_if_unset else JSON_VALUES
-        return values.map(serde_json_text)
-    if fm.kind == KIND_STRING:
+def _value(spec: FieldSpec) -> st.SearchStrategy[Any]:
+    """One value of the field's kind (one item of a list or map)."""
+    kind = spec.kind
+    if kind in (KIND_STRING, KIND_OPEN_ENUM):
         return TEXT
-    if fm.kind == KIND_INT:
-        low, high = INT_RANGES[fd.type]
+    if kind == KIND_INT:
+        low, high = INT_RANGES[spec.proto_type]
         return st.integers(low, high)
-    if fm.kind == KIND_FLOAT:
-        return F32 if fm.f32 else F64
-    if fm.kind == KIND_BOOL:
+    if kind == KIND_FLOAT:
+        return F32 if spec.f32 else F64
+    if kind == KIND_BOOL:
         return st.booleans()
-    if fm.kind == KIND_ENUM:
-        assert fm.enum is not None
-        return st.sampled_from(sorted(fm.enum.to_wire))
-    if fm.kind == KIND_MESSAGE:
-        assert fd.message_type is not None
-        return messages(fd.message_type, as_field=True)
-    raise AssertionError(f"unhandled kind {fm.kind}")
+    if kind == KIND_ENUM:
+        return st.sampled_from(list(getattr(M, spec.target)))
+    if kind == KIND_RAW:
+        return RAW_VALUES
+    if kind == KIND_MESSAGE:
+        target = BY_NAME[spec.target]
+        if spec.unwrap:
+            (only,) = target.__lorax_fields__
+            return _bare(only)
+        return st.deferred(lambda: messages(target))
+    if kind == KIND_ONEOF:
+        return st.one_of([_bare(m) for m in spec.members])
+    raise AssertionError(f"unhandled kind {kind}")
 
 
-def _field(descriptor: Descriptor, fm: FieldMap) -> st.SearchStrategy[Any]:
-    fd = _descriptor_field(descriptor, fm)
-    if fm.is_map:
-        value_fd = fd.message_type.fields_by_name["value"]
-        assert fm.map_value is not None
-        return st.dictionaries(TEXT, _scalar(fm.map_value, value_fd), max_size=3)
-    if fm.repeated:
-        return st.lists(_scalar(fm, fd), max_size=3)
-    return _scalar(fm, fd)
+def _bare(spec: FieldSpec) -> st.SearchStrategy[Any]:
+    """The field's value, without None."""
+    if spec.label == "list":
+        return st.lists(_value(spec), max_size=3)
+    if spec.label == "map":
+        return st.dictionaries(TEXT, _value(spec), max_size=3)
+    return _value(spec)
 
 
-_cache: dict[tuple[str, bool], st.SearchStrategy[Any]] = {}
+# LoRAX copies these into response headers: request classes refuse control characters.
+HEADER_TEXT = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=12)
 
 
-def messages(descriptor: Descriptor, *, as_field: bool = False) -> st.SearchStrategy[Any]:
-    """Messages of this type; `as_field` when the message is the value of a field."""
-    key = (descriptor.full_name, as_field)
-    cached = _cache.get(key)
+def _field(cls: type[Message], spec: FieldSpec) -> st.SearchStrategy[Any]:
+    value = HEADER_TEXT if spec.name in ("adapter_id", "adapter_source") else _bare(spec)
+    if spec.kind == KIND_RAW and spec.presence and not spec.null_if_unset:
+        return value | st.just(UNSET)  # absent differs from null (None is in JSON_VALUES)
+    if spec.presence and not spec.label:
+        return value | st.none()
+    return value
+
+
+_cache: dict[type[Message], st.SearchStrategy[Any]] = {}
+
+
+def _required(cls: type[Message]) -> set[str]:
+    return {
+        f.name
+        for f in msgspec.structs.fields(cls)
+        if f.default is msgspec.NODEFAULT and f.default_factory is msgspec.NODEFAULT
+    }
+
+
+def messages(cls: type[Message]) -> st.SearchStrategy[Any]:
+    """Instances of `cls`, every field drawn from its spec."""
+    cached = _cache.get(cls)
     if cached is not None:
         return cached
-    mm = message_map(descriptor)
-    cls = cls_of(descriptor)
-    required: dict[str, st.SearchStrategy[Any]] = {}
-    optional: dict[str, st.SearchStrategy[Any]] = {}
-    for fm in mm.fields:
-        if fm.oneof is not None:
-            continue
-        strategy = _field(descriptor, fm)
-        # A non-optional enum must hold a value with a LoRAX spelling (0 cannot be sent), and a
-        # non-optional raw_json field JSON text ("" is not JSON).
-        must_set = (fm.kind == KIND_ENUM or fm.raw_json) and not fm.presence and not fm.repeated
-        (required if must_set else optional)[fm.name] = strategy
-    oneof_choices: list[st.SearchStrategy[dict[str, Any]]] = []
-    for members in mm.oneofs.values():
-        member_strategies = [st.fixed_dictionaries({fm.name: _field(descriptor, fm)}) for fm in members]
-        # A unwrapped oneof with no member prints as null: as a field value that reads as unset.
-        if not (mm.unwrap and as_field):
-            member_strategies.insert(0, st.just({}))
-        oneof_choices.append(st.one_of(member_strategies))
-    base = st.fixed_dictionaries(required, optional=optional)  # type: ignore[arg-type]
-    for choice in oneof_choices:
-        base = st.tuples(base, choice).map(lambda pair: {**pair[0], **pair[1]})
-    strategy = base.map(lambda kwargs: cls(**kwargs))
-    _cache[key] = strategy
+    required = _required(cls)
+    must: dict[str, st.SearchStrategy[Any]] = {}
+    may: dict[str, st.SearchStrategy[Any]] = {}
+    for spec in cls.__lorax_fields__:
+        (must if spec.name in required else may)[spec.name] = _field(cls, spec)
+    strategy = st.fixed_dictionaries(must, optional=may).map(lambda kwargs: cls(**kwargs))  # type: ignore[arg-type]
+    _cache[cls] = strategy
     return strategy
 
 
@@ -220,126 +199,79 @@ def messages(descriptor: Descriptor, *, as_field: bool = False) -> st.SearchStra
 # Helpers.
 
 
-def f32_rounded(message: Any) -> Any:
-    """A copy with every f32 field rounded to f32 (what LoRAX holds); other fields untouched."""
-    copy = type(message)()
-    copy.CopyFrom(message)
-    _round_in_place(copy)
-    return copy
+def _has_map(cls: type[Message], seen: frozenset[str] = frozenset()) -> bool:
+    for spec in cls.__lorax_fields__:
+        for s in spec.members or (spec,):
+            if s.label == "map":
+                return True
+            if s.kind == KIND_MESSAGE and s.target not in seen and _has_map(BY_NAME[s.target], seen | {cls.__name__}):
+                return True
+    return False
 
 
-def _round_in_place(message: Any) -> None:
-    mm = message_map(message.DESCRIPTOR)
-    for fm in mm.fields:
-        if fm.is_map:
-            assert fm.map_value is not None
-            values = getattr(message, fm.name)
-            if fm.map_value.kind == KIND_MESSAGE:
-                for key in list(values):
-                    _round_in_place(values[key])
-            elif fm.map_value.kind == KIND_FLOAT and fm.map_value.f32:
-                for key in list(values):
-                    values[key] = to_f32(values[key])
-        elif fm.kind == KIND_FLOAT and fm.f32:
-            if fm.repeated:
-                values = getattr(message, fm.name)
-                rounded = [to_f32(v) for v in values]
-                del values[:]
-                values.extend(rounded)
-            elif not fm.presence or message.HasField(fm.name):
-                setattr(message, fm.name, to_f32(getattr(message, fm.name)))
-        elif fm.kind == KIND_MESSAGE:
-            if fm.repeated:
-                for sub in getattr(message, fm.name):
-                    _round_in_place(sub)
-            elif message.HasField(fm.name):
-                _round_in_place(getattr(message, fm.name))
-
-
-def with_unknown_keys(message: Any, obj: Any, extra: Any) -> Any:
-    """`obj` (the parsed JSON of `message`) with an unknown key added to every JSON object
-    that stands for a message. Free-form JSON values are left alone."""
-    mm = message_map(message.DESCRIPTOR)
-    if mm.unwrap:
-        if mm.oneofs:
-            ((oneof, members),) = mm.oneofs.items()
-            which = message.WhichOneof(oneof)
-            if which is None:
-                return obj
-            fm = next(m for m in members if m.name == which)
-            return _with_unknown_in_field(fm, getattr(message, which), obj, extra)
-        fm = mm.fields[0]
-        return _with_unknown_in_field(fm, getattr(message, fm.name), obj, extra)
-    out: dict[str, Any] = {"zz_unknown_first": extra}
-    for key, value in obj.items():
-        fm = mm.by_key.get(key)
-        if fm is None:  # a oneof, printed under its own name
-            which = message.WhichOneof(key)
-            fm = next(m for m in mm.oneofs[key] if m.name == which)
-            out[key] = _with_unknown_in_field(fm, getattr(message, which), value, extra)
-        elif value is None:
-            out[key] = None
-        else:
-            out[key] = _with_unknown_in_field(fm, getattr(message, fm.name), value, extra)
-    out["zz_unknown_last"] = [extra, {"error": "not at the top"}]
-    return out
-
-
-def _with_unknown_in_field(fm: FieldMap, value: Any, obj: Any, extra: Any) -> Any:
-    if fm.is_map:
-        assert fm.map_value is not None
-        if fm.map_value.kind != KIND_MESSAGE:
-            return obj
-        return {k: with_unknown_keys(value[k], v, extra) for k, v in obj.items()}
-    if fm.kind != KIND_MESSAGE or fm.raw_json:
-        return obj
-    if fm.repeated:
-        return [with_unknown_keys(m, o, extra) for m, o in zip(value, obj, strict=True)]
-    return with_unknown_keys(value, obj, extra)
-
-
-# ---------------------------------------------------------------------------------------------
-# Round trips.
-
-
-def _check_roundtrip(cls: type[Message], message: Any) -> None:
+def _check_json_roundtrip(cls: type[Message], message: Any) -> None:
     data = codec.to_json(message)
     back = codec.from_json(cls, data)
-    assert f32_rounded(back) == message  # message already holds f32 values in f32 fields
-    if "map" in _flags(cls.DESCRIPTOR):
-        # A protobuf map keeps no order (nor do LoRAX's HashMaps): compare as JSON values.
-        assert orjson.loads(codec.to_json(back)) == orjson.loads(data)
-    else:
-        assert codec.to_json(back) == data
+    # `message` holds f32 values in f32 fields; ryu's shortest text reads back as the same f32.
+    assert f32_rounded(back) == message
+    # Python dicts keep order, so even maps print back byte for byte.
+    assert codec.to_json(back) == data
     assert codec.from_json(cls, data.decode()) == back
+    assert codec.from_obj(cls, orjson.loads(data)) == back
 
 
-@pytest.mark.parametrize("descriptor", ROUTE_MESSAGES, ids=lambda d: d.name)
-def test_route_messages_roundtrip(descriptor: Descriptor) -> None:
-    cls = cls_of(descriptor)
+def _check_proto_roundtrip(cls: type[Message], message: Any) -> None:
+    """Struct -> upb -> binary -> upb -> Struct -> LoRAX JSON: the same message, the same bytes."""
+    pb = message.to_proto()
+    assert type(pb) is proto_class(cls)
+    wire = pb.SerializeToString()
+    again = proto_class(cls).FromString(wire)
+    back = cls.from_proto(again)
+    assert type(back) is cls
+    assert back == message
+    if _has_map(cls):
+        # A protobuf map keeps no order (nor do LoRAX's HashMaps): the same JSON, as values.
+        assert orjson.loads(codec.to_json(back)) == orjson.loads(codec.to_json(message))
+        assert orjson.loads(codec.to_json(again)) == orjson.loads(codec.to_json(message))
+    else:
+        assert codec.to_json(back) == codec.to_json(message)
+        # The codec's upb support agrees.
+        assert codec.to_json(again) == codec.to_json(message)
+    assert from_proto(to_proto(message)) == message
 
-    @(SETTINGS if descriptor.full_name in HOT else SETTINGS_SOME)
-    @given(messages(descriptor))
+
+@pytest.mark.parametrize("cls", ROUTE_CLASSES, ids=lambda c: c.__name__)
+def test_route_messages_roundtrip(cls: type[Message]) -> None:
+    @(SETTINGS if cls.__name__ in HOT else SETTINGS_SOME)
+    @given(messages(cls))
     def run(message: Any) -> None:
-        _check_roundtrip(cls, message)
+        _check_json_roundtrip(cls, message)
 
     run()
 
 
-@pytest.mark.parametrize("descriptor", OTHER_MESSAGES, ids=lambda d: d.name)
-def test_nested_messages_roundtrip(descriptor: Descriptor) -> None:
-    cls = cls_of(descriptor)
-
+@pytest.mark.parametrize("cls", OTHER_CLASSES, ids=lambda c: c.__name__)
+def test_nested_messages_roundtrip(cls: type[Message]) -> None:
     @SETTINGS_FEW
-    @given(messages(descriptor))
+    @given(messages(cls))
     def run(message: Any) -> None:
-        _check_roundtrip(cls, message)
+        _check_json_roundtrip(cls, message)
+
+    run()
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_struct_upb_binary_roundtrip(cls: type[Message]) -> None:
+    @(SETTINGS_SOME if cls.__name__ in HOT else SETTINGS_FEW)
+    @given(messages(cls))
+    def run(message: Any) -> None:
+        _check_proto_roundtrip(cls, message)
 
     run()
 
 
 def test_every_message_type_is_covered() -> None:
-    assert {d.name for d in ROUTE_MESSAGES} >= {
+    assert {c.__name__ for c in ROUTE_CLASSES} >= {
         "GenerateRequest",
         "CompatGenerateRequest",
         "GenerateResponse",
@@ -359,18 +291,61 @@ def test_every_message_type_is_covered() -> None:
         "InfoResponse",
         "MetricsResponse",
     }
-    assert {d.full_name for d in ROUTE_MESSAGES} | {d.full_name for d in OTHER_MESSAGES} == {
-        d.full_name for d in ALL_MESSAGES
+    # One Struct per message of the .proto files (websocket.proto's frames stay upb-only).
+    from lorax.v1 import embed_pb2, generate_pb2, openai_pb2, server_pb2, tokenize_pb2
+
+    proto_names = {
+        d.full_name
+        for module in (generate_pb2, embed_pb2, openai_pb2, server_pb2, tokenize_pb2)
+        for d in module.DESCRIPTOR.message_types_by_name.values()
     }
-    assert not {d.full_name for d in ROUTE_MESSAGES} & {d.full_name for d in OTHER_MESSAGES}
+    assert {c.__lorax_full_name__ for c in ALL_CLASSES} == proto_names
+    assert not set(ROUTE_CLASSES) & set(OTHER_CLASSES)
 
 
-@pytest.mark.parametrize("descriptor", ROUTE_MESSAGES, ids=lambda d: d.name)
-def test_unknown_keys_change_nothing(descriptor: Descriptor) -> None:
-    cls = cls_of(descriptor)
+def with_unknown_keys(message: Any, obj: Any, extra: Any) -> Any:
+    """`obj` (the parsed JSON of `message`) with an unknown key added to every JSON object
+    that stands for a message. Free-form JSON values are left alone."""
+    cls = type(message)
+    if cls.__lorax_unwrap__:
+        (only,) = cls.__lorax_fields__
+        return _with_unknown_in_field(only, getattr(message, only.name), obj, extra)
+    out: dict[str, Any] = {"zz_unknown_first": extra}
+    by_key = {spec.key: spec for spec in cls.__lorax_fields__}
+    for key, value in obj.items():
+        spec = by_key[key]
+        out[key] = None if value is None else _with_unknown_in_field(spec, getattr(message, spec.name), value, extra)
+    out["zz_unknown_last"] = [extra, {"error": "not at the top"}]
+    return out
 
+
+def _with_unknown_in_field(spec: FieldSpec, value: Any, obj: Any, extra: Any) -> Any:
+    if spec.kind == KIND_ONEOF:
+        for member in spec.members:
+            if member.kind == KIND_MESSAGE and not member.unwrap and isinstance(value, BY_NAME[member.target]):
+                return with_unknown_keys(value, obj, extra)
+            if member.kind == KIND_MESSAGE and member.unwrap and isinstance(value, (list, dict)):
+                (only,) = BY_NAME[member.target].__lorax_fields__
+                return _with_unknown_in_field(only, value, obj, extra)
+        return obj
+    if spec.kind != KIND_MESSAGE:
+        return obj
+    if spec.unwrap:
+        (only,) = BY_NAME[spec.target].__lorax_fields__
+        if spec.label == "list":
+            return [_with_unknown_in_field(only, v, o, extra) for v, o in zip(value, obj, strict=True)]
+        return _with_unknown_in_field(only, value, obj, extra)
+    if spec.label == "map":
+        return {k: with_unknown_keys(value[k], v, extra) for k, v in obj.items()}
+    if spec.label == "list":
+        return [with_unknown_keys(m, o, extra) for m, o in zip(value, obj, strict=True)]
+    return with_unknown_keys(value, obj, extra)
+
+
+@pytest.mark.parametrize("cls", ROUTE_CLASSES, ids=lambda c: c.__name__)
+def test_unknown_keys_change_nothing(cls: type[Message]) -> None:
     @SETTINGS_FEWER
-    @given(messages(descriptor), JSON_VALUES)
+    @given(messages(cls), JSON_VALUES)
     def run(message: Any, extra: Any) -> None:
         data = codec.to_json(message)
         noisy = orjson.dumps(with_unknown_keys(message, orjson.loads(data), extra))
@@ -380,7 +355,7 @@ def test_unknown_keys_change_nothing(descriptor: Descriptor) -> None:
 
 
 @SETTINGS_SOME
-@given(messages(generate_pb2.StreamResponse.DESCRIPTOR))
+@given(messages(M.StreamResponse))
 def test_stream_events_survive_sse_framing(event: Any) -> None:
     """serde_json never prints a raw newline, so an event is always one `data:` line."""
     data = codec.to_json(event)
@@ -389,7 +364,7 @@ def test_stream_events_survive_sse_framing(event: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# json_format as an oracle, where it agrees with LoRAX.
+# json_format (on the upb twin) as an oracle, where it agrees with LoRAX.
 #
 # Where json_format differs from LoRAX (wire spec §8), by design:
 #   * 64-bit integers: json_format prints strings ("seed":"42"); LoRAX and we print numbers.
@@ -397,55 +372,59 @@ def test_stream_events_survive_sse_framing(event: Any) -> None:
 #   * null: json_format omits an unset optional; LoRAX prints null for some (null_if_unset).
 #   * omit_empty: with always_print_fields_with_no_presence, json_format prints "stop":[].
 #   * f32: json_format prints the widened double (-0.3400000035762787); LoRAX prints -0.34.
-#   * raw_json, oneofs printed under the oneof's name, unwrapped messages (bare arrays),
+#   * raw JSON, oneofs printed under the oneof's name, unwrapped messages (bare arrays),
 #     renamed keys ("Function"): no json_format equivalent.
 #   * floats: json_format's Python float printing is not serde_json's (1e-05 against 0.00001);
 #     both are compared as parsed numbers here.
 
 
-def _flags(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> set[str]:
+def _flags(cls: type[Message], seen: frozenset[str] = frozenset()) -> set[str]:
     """Which LoRAX-specific mapping features a message uses, itself or below."""
-    mm = message_map(descriptor)
     flags: set[str] = set()
-    if mm.unwrap:
+    if cls.__lorax_unwrap__:
         flags.add("unwrap")
-    if mm.oneofs:
-        flags.add("oneof")
-    for fm in mm.fields:
-        value = fm.map_value if fm.map_value is not None else fm
-        if value.kind == KIND_ENUM:
-            flags.add("enum")
-        if value.raw_json:
-            flags.add("raw_json")
-        if value.f32:
-            flags.add("f32")
-        if fm.null_if_unset:
-            flags.add("null_if_unset")
-        if fm.omit_empty:
-            flags.add("omit_empty")
-        if fm.key != fm.name:
-            flags.add("wire_name")
-        if fm.is_map:
-            flags.add("map")
-        sub = descriptor.fields_by_name[fm.name].message_type
-        if fm.is_map:
-            sub = sub.fields_by_name["value"].message_type
-        if sub is not None and sub.full_name not in seen:
-            flags |= _flags(sub, seen | {descriptor.full_name})
+    for spec in cls.__lorax_fields__:
+        if spec.kind == KIND_ONEOF:
+            flags.add("oneof")
+        for s in spec.members or (spec,):
+            if s.kind == KIND_ENUM:
+                flags.add("enum")
+            if s.kind == KIND_RAW:
+                flags.add("raw_json")
+            if s.f32:
+                flags.add("f32")
+            if s.null_if_unset:
+                flags.add("null_if_unset")
+            if s.omit_empty:
+                flags.add("omit_empty")
+            if s.key != s.name and spec.kind != KIND_ONEOF:
+                flags.add("wire_name")
+            if s.label == "map":
+                flags.add("map")
+            if s.unwrap:
+                flags.add("unwrap")
+            if s.kind == KIND_MESSAGE and s.target not in seen:
+                flags |= _flags(BY_NAME[s.target], seen | {cls.__name__})
     return flags
 
 
-PLAIN = [d for d in ALL_MESSAGES if not _flags(d) - {"map"}]
+PLAIN = [c for c in ALL_CLASSES if not _flags(c) - {"map"}]
 NEAR_PLAIN = [
-    d
-    for d in ALL_MESSAGES
-    if _flags(d) - {"map"} and not _flags(d) & {"enum", "raw_json", "oneof", "unwrap", "wire_name"}
+    c
+    for c in ALL_CLASSES
+    if _flags(c) - {"map"} and not _flags(c) & {"enum", "raw_json", "oneof", "unwrap", "wire_name"}
 ]
 
 
 def test_oracle_subsets() -> None:
-    assert {d.name for d in PLAIN} >= {"SimpleToken", "MetricFamily", "ErrorResponse", "TokenizeRequest", "ImageUrl"}
-    assert {d.name for d in NEAR_PLAIN} >= {
+    assert {c.__name__ for c in PLAIN} >= {
+        "SimpleToken",
+        "MetricFamily",
+        "ErrorResponse",
+        "TokenizeRequest",
+        "ImageUrl",
+    }
+    assert {c.__name__ for c in NEAR_PLAIN} >= {
         "Token",
         "Details",
         "GenerateResponse",
@@ -457,89 +436,152 @@ def test_oracle_subsets() -> None:
     }
 
 
-def _json_format_normalized(message: Any, printed: Any) -> Any:
+def _json_format_normalized(cls: type[Message], printed: Any) -> Any:
     """json_format's dict made comparable with ours: 64-bit strings to ints, empty
     omit_empty lists dropped, f32 values rounded to f32."""
-    mm = message_map(message.DESCRIPTOR)
     out: dict[str, Any] = {}
-    for fm in mm.fields:
-        if fm.name not in printed:
+    for spec in cls.__lorax_fields__:
+        if spec.name not in printed:
             continue
-        value = printed[fm.name]
-        fd = message.DESCRIPTOR.fields_by_name[fm.name]
-        if fm.omit_empty and value in ([], {}):
+        value = printed[spec.name]
+        if spec.omit_empty and value in ([], {}):
             continue
-        out[fm.name] = _normalize_value(fm, fd, getattr(message, fm.name), value, theirs=True)
+        out[spec.name] = _normalize_value(spec, value, theirs=True)
     return out
 
 
-def _our_normalized(message: Any, printed: Any) -> Any:
+def _our_normalized(cls: type[Message], printed: Any) -> Any:
     """Our dict made comparable: null_if_unset nulls dropped, f32 values rounded to f32."""
-    mm = message_map(message.DESCRIPTOR)
     out: dict[str, Any] = {}
-    for fm in mm.fields:
-        if fm.key not in printed or (printed[fm.key] is None and fm.null_if_unset):
+    for spec in cls.__lorax_fields__:
+        if spec.key not in printed or (printed[spec.key] is None and spec.null_if_unset):
             continue
-        fd = message.DESCRIPTOR.fields_by_name[fm.name]
-        out[fm.name] = _normalize_value(fm, fd, getattr(message, fm.name), printed[fm.key], theirs=False)
+        out[spec.name] = _normalize_value(spec, printed[spec.key], theirs=False)
     return out
 
 
-def _normalize_value(fm: FieldMap, fd: FieldDescriptor, value: Any, printed: Any, *, theirs: bool) -> Any:
-    normalize = _json_format_normalized if theirs else _our_normalized
-    if fm.is_map:
-        assert fm.map_value is not None
-        value_fd = fd.message_type.fields_by_name["value"]
-        return {k: _normalize_value(fm.map_value, value_fd, value[k], v, theirs=theirs) for k, v in printed.items()}
-    if fm.repeated:
-        return [_normalize_one(fm, fd, value[i], v, normalize) for i, v in enumerate(printed)]
-    return _normalize_one(fm, fd, value, printed, normalize)
+def _normalize_value(spec: FieldSpec, printed: Any, *, theirs: bool) -> Any:
+    if spec.label == "map":
+        return {k: _normalize_one(spec, v, theirs) for k, v in printed.items()}
+    if spec.label == "list":
+        return [_normalize_one(spec, v, theirs) for v in printed]
+    return _normalize_one(spec, printed, theirs)
 
 
-def _normalize_one(fm: FieldMap, fd: FieldDescriptor, value: Any, printed: Any, normalize: Any) -> Any:
-    if fm.kind == KIND_MESSAGE:
-        return normalize(value, printed)
-    if fm.kind == KIND_INT and isinstance(printed, str):
+def _normalize_one(spec: FieldSpec, printed: Any, theirs: bool) -> Any:
+    if spec.kind == KIND_MESSAGE:
+        target = BY_NAME[spec.target]
+        return (_json_format_normalized if theirs else _our_normalized)(target, printed)
+    if spec.kind == KIND_INT and isinstance(printed, str):
         return int(printed)
-    if fm.kind == KIND_FLOAT and fm.f32:
+    if spec.kind == KIND_FLOAT and spec.f32:
         return to_f32(float(printed))
     return printed
 
 
-@pytest.mark.parametrize("descriptor", PLAIN, ids=lambda d: d.name)
-def test_json_format_agrees_on_plain_types(descriptor: Descriptor) -> None:
+@pytest.mark.parametrize("cls", PLAIN, ids=lambda c: c.__name__)
+def test_json_format_agrees_on_plain_types(cls: type[Message]) -> None:
     """No LoRAX-specific mapping anywhere below: json_format's output is ours, as values."""
-    cls = cls_of(descriptor)
 
     @SETTINGS_FEWER
-    @given(messages(descriptor))
+    @given(messages(cls))
     def run(message: Any) -> None:
         ours = orjson.loads(codec.to_json(message))
         theirs = json_format.MessageToDict(
-            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            message.to_proto(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
         assert ours == theirs
-        assert json_format.Parse(codec.to_json(message), cls()) == message
+        assert cls.from_proto(json_format.Parse(codec.to_json(message), proto_class(cls)())) == message
 
     run()
 
 
-@pytest.mark.parametrize("descriptor", NEAR_PLAIN, ids=lambda d: d.name)
-def test_json_format_agrees_modulo_documented_differences(descriptor: Descriptor) -> None:
-    cls = cls_of(descriptor)
-
+@pytest.mark.parametrize("cls", NEAR_PLAIN, ids=lambda c: c.__name__)
+def test_json_format_agrees_modulo_documented_differences(cls: type[Message]) -> None:
     @SETTINGS_FEWER
-    @given(messages(descriptor))
+    @given(messages(cls))
     def run(message: Any) -> None:
-        ours = _our_normalized(message, orjson.loads(codec.to_json(message)))
+        ours = _our_normalized(cls, orjson.loads(codec.to_json(message)))
         printed = json_format.MessageToDict(
-            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            message.to_proto(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-        assert ours == _json_format_normalized(message, printed)
-        parsed = json_format.Parse(codec.to_json(message), cls())
+        assert ours == _json_format_normalized(cls, printed)
+        parsed = cls.from_proto(json_format.Parse(codec.to_json(message), proto_class(cls)()))
         assert f32_rounded(parsed) == message
 
     run()
+
+
+def f32_rounded(message: Any) -> Any:
+    """A copy with every f32 field rounded to f32 (what LoRAX holds); other fields untouched."""
+    changes = {spec.name: _rounded(spec, getattr(message, spec.name)) for spec in type(message).__lorax_fields__}
+    return msgspec.structs.replace(message, **changes)
+
+
+def _rounded(spec: FieldSpec, value: Any) -> Any:
+    if value is None or value is UNSET:
+        return value
+    if spec.label == "list":
+        return [_rounded_one(spec, v) for v in value]
+    if spec.label == "map":
+        return {k: _rounded_one(spec, v) for k, v in value.items()}
+    return _rounded_one(spec, value)
+
+
+def _rounded_one(spec: FieldSpec, value: Any) -> Any:
+    if spec.kind == KIND_FLOAT and spec.f32:
+        return to_f32(value)
+    if spec.kind == KIND_MESSAGE:
+        if spec.unwrap:
+            (only,) = BY_NAME[spec.target].__lorax_fields__
+            return _rounded(only, value)
+        return f32_rounded(value)
+    if spec.kind == KIND_ONEOF:
+        for member in spec.members:
+            if member.kind == KIND_MESSAGE and isinstance(value, Message if not member.unwrap else (list, dict)):
+                return _rounded_one(member, value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Float text: msgspec's printing of an f64 (request classes and free-form JSON go through
+# msgspec's encoder) is serde_json's (ryu's), which lorax._f32.format_f64 models.
+
+F64_EDGES = [1e16, 1e-7, 0.000012, 1e21, 5e-324, 1.7976931348623157e308, 2.2250738585072014e-308, 1e15, 1e-5]
+
+
+@SETTINGS
+@given(st.integers(0, 2**64 - 1))
+def test_msgspec_prints_any_double_like_serde_json(bits: int) -> None:
+    (value,) = struct.unpack("<d", bits.to_bytes(8, "little"))
+    expected = format_f64(value)
+    printed = msgspec.json.encode(value).decode()
+    assert printed == ("null" if expected is None else expected)
+
+
+@pytest.mark.parametrize("value", F64_EDGES + [-v for v in F64_EDGES] + [0.0, -0.0], ids=repr)
+def test_msgspec_prints_edge_doubles_like_serde_json(value: float) -> None:
+    texts = {
+        1e16: "1e16",
+        1e-7: "1e-7",
+        0.000012: "0.000012",
+        1e21: "1e21",
+        5e-324: "5e-324",
+        1.7976931348623157e308: "1.7976931348623157e308",
+        2.2250738585072014e-308: "2.2250738585072014e-308",
+        1e15: "1000000000000000.0",
+        1e-5: "0.00001",
+        0.0: "0.0",
+    }
+    expected = texts[abs(value)]
+    if value < 0 or str(value).startswith("-"):
+        expected = "-" + expected
+    assert format_f64(value) == expected
+    assert msgspec.json.encode(value).decode() == expected
+    # In a request's f64 field, a free-form schema and a response's f64 field alike.
+    assert codec.to_json(M.MetricSample(key="", value=value)) == b'{"key":"","value":' + expected.encode() + b"}"
+    rf = M.ResponseFormat(type="json_object", schema={"minimum": value})
+    assert codec.to_json(rf) == b'{"type":"json_object","schema":{"minimum":' + expected.encode() + b"}}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,19 +30,21 @@ from typing import Any
 
 import orjson
 import pytest
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lorax import _routes as routes
 from lorax import codec, errors
-from lorax._jsonmap import message_map
+from lorax._convert import proto_class
+from lorax._message import Message
 from lorax._sse import SSEDecoder, SSEEvent
 from lorax.gateway._errors import GatewayRefusal
 from lorax.gateway._session import forward_headers
 from lorax.transports import _ws_frames as wsf
 from lorax.transports import websocket as ws_transport
-from lorax.v1 import embed_pb2, generate_pb2, openai_pb2, server_pb2, tokenize_pb2, websocket_pb2
+from lorax.v1 import messages as M
+from lorax.v1 import websocket_pb2
 
 FUZZ_EXAMPLES = int(os.environ.get("LORAX_FUZZ_EXAMPLES", "100000"))
 
@@ -92,15 +94,10 @@ def _wire_examples() -> dict[str, Any]:
 
 
 WIRE = _wire_examples()
-MODULES = (generate_pb2, embed_pb2, openai_pb2, server_pb2, tokenize_pb2)
+# Every generated message class (the public Structs of lorax.types).
 MESSAGES: list[type[Message]] = sorted(
-    (
-        message_map(d).cls
-        for module in MODULES
-        for d in module.DESCRIPTOR.message_types_by_name.values()
-        if not d.GetOptions().map_entry
-    ),
-    key=lambda c: c.DESCRIPTOR.full_name,
+    (c for c in vars(M).values() if isinstance(c, type) and issubclass(c, Message) and c.__module__ == M.__name__),
+    key=lambda c: c.__lorax_full_name__,
 )
 
 
@@ -128,7 +125,7 @@ SSE_SEEDS: list[bytes] = [
 ] or [b'data: {"token":{"id":1,"text":"a"}}\n\n']
 
 # Every JSON key the schemas know, so that generated objects hit real fields.
-KEYS = sorted({key for cls in MESSAGES for key in message_map(cls.DESCRIPTOR).by_key} | {"error", "error_type"})
+KEYS = sorted({spec.key for cls in MESSAGES for spec in cls.__lorax_fields__} | {"error", "error_type"})
 
 
 # ---------------------------------------------------------------------------------
@@ -330,10 +327,8 @@ def test_every_wire_example_is_a_seed() -> None:
 
 
 def _valid_frames() -> list[bytes]:
-    stream_event = codec.from_json(
-        generate_pb2.StreamResponse, orjson.dumps(WIRE["generate_stream.event.token"]["body"])
-    )
-    request = generate_pb2.GenerateRequest(inputs="Hi", parameters=generate_pb2.GenerateParameters(max_new_tokens=5))
+    stream_event = codec.from_json(M.StreamResponse, orjson.dumps(WIRE["generate_stream.event.token"]["body"]))
+    request = M.GenerateRequest(inputs="Hi", parameters=M.GenerateParameters(max_new_tokens=5)).to_proto()
     error = wsf.error_frame_fields(
         status=422, message="Input validation error", error_type="validation", headers={"x": "1"}, body="{}"
     )
@@ -343,7 +338,7 @@ def _valid_frames() -> list[bytes]:
         ),
         wsf.encode_cancel(1),
         wsf.encode_headers(1, 200, {"content-type": "text/event-stream", "x-model-id": "m"}),
-        wsf.encode_message(1, stream_event.SerializeToString()),
+        wsf.encode_message(1, stream_event.to_proto().SerializeToString()),
         wsf.encode_end(1),
         wsf.encode_error(1, error),
         wsf.encode_error(1, wsf.error_frame_fields(status=502, message="bad", body="<html>")),
@@ -375,7 +370,7 @@ def _client_frames(datas: list[bytes], streaming: bool) -> None:
     method = routes.GENERATE_STREAM if streaming else routes.GENERATE
     registry = ws_transport._Registry()
     call = ws_transport._Call(
-        registry.new_id(), streaming, None, ({"authorization": "Bearer t0ken"}, method.input_type())
+        registry.new_id(), streaming, None, ({"authorization": "Bearer t0ken"}, method.input_type(inputs=""))
     )
     registry.calls[call.id] = call
     for data in datas:
@@ -419,7 +414,7 @@ def _ws_parse(data: bytes, sender: str) -> None:
             method = routes.BY_FULL_NAME.get(frame.call.method)
             if method is not None:
                 try:
-                    method.input_type.FromString(frame.call.request)
+                    proto_class(method.input_type).FromString(frame.call.request)
                 except DecodeError:
                     pass
             forward_headers(frame.call.headers)

@@ -62,6 +62,27 @@ _INT_RANGES = {
     "fixed64": (0, 2**64 - 1),
 }
 
+# The integer types as constrained msgspec types, so that the C decoder refuses an
+# out-of-range number (the codec's careful path then names the field).
+_INT_ALIASES = {
+    "int32": "_I32",
+    "sint32": "_I32",
+    "sfixed32": "_I32",
+    "uint32": "_U32",
+    "fixed32": "_U32",
+    "int64": "_I64",
+    "sint64": "_I64",
+    "sfixed64": "_I64",
+    "uint64": "_U64",
+    "fixed64": "_U64",
+}
+_INT_ALIAS_SOURCE = """
+_I32 = Annotated[int, msgspec.Meta(ge=-2147483648, le=2147483647)]
+_U32 = Annotated[int, msgspec.Meta(ge=0, le=4294967295)]
+_I64 = Annotated[int, msgspec.Meta(ge=-9223372036854775808, le=9223372036854775807)]
+_U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgspec bounds stop at i64; it reads at most a u64
+"""
+
 
 @dataclass
 class Field:
@@ -312,6 +333,8 @@ class Generator:
             return "Any"
         if f.kind == "open_enum":
             return "str"
+        if f.kind == "int":
+            return _INT_ALIASES[f.proto_type]
         if f.kind == "oneof":
             return " | ".join(self.value_type(m) for m in f.members)
         return _PY[f.kind]
@@ -400,6 +423,10 @@ class Generator:
                 # JSON text given for free-form JSON (the 0.8 API took text) is parsed.
                 lines.append("        if v.__class__ is str:")
                 lines.append(f"            self.{f.name} = _v.check(self, {f.name!r}, v, _v.RAW)")
+                # A value msgspec cannot print, or a non-finite float (msgspec prints NaN
+                # as null, a different request), is refused here, not at the server.
+                lines.append("        elif v is not UNSET and v is not None:")
+                lines.append(f"            _v.check_json_value({f.name!r}, v)")
                 continue
             if f.kind == "int":
                 lo, hi = _INT_RANGES[f.proto_type]
@@ -576,13 +603,15 @@ The public names are re-exported, with the official client's aliases, by lorax.t
 # ruff: noqa
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
 from lorax import _validate as _v
 from lorax._message import UNSET, FieldSpec as _F, Message, WireEnum
-from lorax._route import Route as _Route'''
+from lorax._route import Route as _Route
+'''
+HEADER += _INT_ALIAS_SOURCE
 
 
 def main() -> None:

@@ -7,13 +7,19 @@ The public names are re-exported, with the official client's aliases, by lorax.t
 # ruff: noqa
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
 from lorax import _validate as _v
 from lorax._message import UNSET, FieldSpec as _F, Message, WireEnum
 from lorax._route import Route as _Route
+
+_I32 = Annotated[int, msgspec.Meta(ge=-2147483648, le=2147483647)]
+_U32 = Annotated[int, msgspec.Meta(ge=0, le=4294967295)]
+_I64 = Annotated[int, msgspec.Meta(ge=-9223372036854775808, le=9223372036854775807)]
+_U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgspec bounds stop at i64; it reads at most a u64
+
 
 
 class MergeStrategy(WireEnum):
@@ -232,26 +238,26 @@ class GenerateParameters(Message, kw_only=True, omit_defaults=True):
     adapter_source: str | None = None
     merged_adapters: MergedAdapters | None = None
     api_token: str | None = None
-    best_of: int | None = None
+    best_of: _U32 | None = None
     temperature: float | None = None
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    top_k: int | None = None
+    top_k: _I32 | None = None
     top_p: float | None = None
     typical_p: float | None = None
     do_sample: bool | None = None
-    max_new_tokens: int | None = None
+    max_new_tokens: _U32 | None = None
     ignore_eos_token: bool | None = None
     return_full_text: bool | None = None
     stop: list[str] = msgspec.field(default_factory=list)
-    truncate: int | None = None
+    truncate: _U32 | None = None
     watermark: bool | None = None
     details: bool | None = None
     decoder_input_details: bool | None = None
-    return_k_alternatives: int | None = None
+    return_k_alternatives: _I32 | None = None
     apply_chat_template: bool | None = None
-    seed: int | None = None
+    seed: _U64 | None = None
     response_format: ResponseFormat | None = None
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.GenerateParameters'
@@ -439,6 +445,8 @@ class ResponseFormat(Message, kw_only=True, omit_defaults=True):
         v = self.schema
         if v.__class__ is str:
             self.schema = _v.check(self, 'schema', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('schema', v)
 
 
 class GenerateResponse(Message, kw_only=True):
@@ -483,10 +491,10 @@ class Details(Message, kw_only=True):
     """
 
     finish_reason: str = ""
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    skipped_tokens: int = 0
-    seed: int | None = None
+    prompt_tokens: _U32 = 0
+    generated_tokens: _U32 = 0
+    skipped_tokens: _U32 = 0
+    seed: _U64 | None = None
     prefill: list[PrefillToken] = msgspec.field(default_factory=list)
     tokens: list[Token] = msgspec.field(default_factory=list)
     best_of_sequences: list[BestOfSequence] = msgspec.field(default_factory=list)
@@ -509,8 +517,8 @@ class BestOfSequence(Message, kw_only=True):
 
     generated_text: str = ""
     finish_reason: str = ""
-    generated_tokens: int = 0
-    seed: int | None = None
+    generated_tokens: _U32 = 0
+    seed: _U64 | None = None
     prefill: list[PrefillToken] = msgspec.field(default_factory=list)
     tokens: list[Token] = msgspec.field(default_factory=list)
 
@@ -532,7 +540,7 @@ class PrefillToken(Message, kw_only=True):
         logprob: null for the first token and for non-finite values; never read it as 0.0.
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
     logprob: float | None = None
 
@@ -553,7 +561,7 @@ class Token(Message, kw_only=True):
         skipped: True for the second and later tokens accepted in one speculative step.
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
     logprob: float | None = None
     special: bool = False
@@ -578,7 +586,7 @@ class AlternativeToken(Message, kw_only=True):
         logprob: Often null (-inf).
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
     logprob: float | None = None
 
@@ -615,9 +623,9 @@ class StreamDetails(Message, kw_only=True):
     """Details on the last stream event."""
 
     finish_reason: str = ""
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    seed: int | None = None
+    prompt_tokens: _U32 = 0
+    generated_tokens: _U32 = 0
+    seed: _U64 | None = None
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.StreamDetails'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (
@@ -775,8 +783,8 @@ class Entity(Message, kw_only=True):
     entity_group: str = ""
     score: float = 0.0
     word: str = ""
-    start: int = 0
-    end: int = 0
+    start: _U32 = 0
+    end: _U32 = 0
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.Entity'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (
@@ -803,22 +811,22 @@ class CompletionRequest(Message, kw_only=True, omit_defaults=True):
     model: str
     prompt: str
     suffix: str | None = None
-    max_tokens: int | None = None
+    max_tokens: _I32 | None = None
     temperature: float | None = None
     top_p: float | None = None
-    n: int | None = None
+    n: _I32 | None = None
     stream: bool | None = None
-    logprobs: int | None = None
+    logprobs: _I32 | None = None
     echo: bool | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    best_of: int | None = None
+    best_of: _I32 | None = None
     logit_bias: dict[str, float] = msgspec.field(default_factory=dict)
     user: str | None = None
-    seed: int | None = None
+    seed: _U64 | None = None
     repetition_penalty: float | None = None
-    top_k: int | None = None
+    top_k: _I32 | None = None
     ignore_eos_token: bool | None = None
     adapter_source: str | None = None
     api_token: str | None = None
@@ -930,7 +938,7 @@ class CompletionResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[CompletionChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -955,7 +963,7 @@ class CompletionChoice(Message, kw_only=True):
             CompletionFinishReason.
     """
 
-    index: int = 0
+    index: _I32 = 0
     text: str = ""
     logprobs: Any = None
     finish_reason: str | None = None
@@ -972,9 +980,9 @@ class CompletionChoice(Message, kw_only=True):
 class Usage(Message, kw_only=True):
     """Token counts."""
 
-    prompt_tokens: int = 0
-    total_tokens: int = 0
-    completion_tokens: int | None = None
+    prompt_tokens: _U32 = 0
+    total_tokens: _U32 = 0
+    completion_tokens: _U32 | None = None
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.Usage'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (
@@ -991,7 +999,7 @@ class CompletionStreamResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[CompletionChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -1021,17 +1029,17 @@ class ChatCompletionRequest(Message, kw_only=True, omit_defaults=True):
     messages: list[ChatMessage]
     temperature: float | None = None
     top_p: float | None = None
-    n: int | None = None
-    max_tokens: int | None = None
+    n: _I32 | None = None
+    max_tokens: _I32 | None = None
     stop: list[str] = msgspec.field(default_factory=list)
     stream: bool | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] = msgspec.field(default_factory=dict)
     user: str | None = None
-    seed: int | None = None
+    seed: _U64 | None = None
     repetition_penalty: float | None = None
-    top_k: int | None = None
+    top_k: _I32 | None = None
     ignore_eos_token: bool | None = None
     response_format: ChatResponseFormat | None = None
     tools: list[Tool] = msgspec.field(default_factory=list)
@@ -1318,6 +1326,8 @@ class FunctionDefinition(Message, kw_only=True, omit_defaults=True):
         v = self.parameters
         if v.__class__ is str:
             self.parameters = _v.check(self, 'parameters', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('parameters', v)
 
 
 class ToolChoice(Message, kw_only=True, omit_defaults=True):
@@ -1414,6 +1424,8 @@ class ChatResponseFormat(Message, kw_only=True, omit_defaults=True):
         v = self.schema
         if v.__class__ is str:
             self.schema = _v.check(self, 'schema', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('schema', v)
 
 
 class JsonSchema(Message, kw_only=True, omit_defaults=True):
@@ -1449,6 +1461,8 @@ class JsonSchema(Message, kw_only=True, omit_defaults=True):
         v = self.schema
         if v.__class__ is str:
             self.schema = _v.check(self, 'schema', v, _v.RAW)
+        elif v is not UNSET and v is not None:
+            _v.check_json_value('schema', v)
         v = self.strict
         if v is not None and v.__class__ is not bool:
             self.strict = _v.check(self, 'strict', v, _v.BOOL)
@@ -1464,7 +1478,7 @@ class ChatCompletionResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[ChatCompletionChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -1485,7 +1499,7 @@ class ChatCompletionResponse(Message, kw_only=True):
 class ChatCompletionChoice(Message, kw_only=True):
     """A chat choice."""
 
-    index: int = 0
+    index: _I32 = 0
     message: AssistantMessage | None = None
     finish_reason: str | None = None
 
@@ -1556,7 +1570,7 @@ class ChatCompletionStreamResponse(Message, kw_only=True):
 
     id: str = ""
     object: str = ""
-    created: int = 0
+    created: _I64 = 0
     model: str = ""
     choices: list[ChatCompletionStreamChoice] = msgspec.field(default_factory=list)
     usage: Usage | None = None
@@ -1579,7 +1593,7 @@ class ChatCompletionStreamChoice(Message, kw_only=True):
         delta: {"role":"assistant","content":…} on each event; {} on a final EOS event.
     """
 
-    index: int = 0
+    index: _I32 = 0
     delta: AssistantMessage | None = None
     finish_reason: str | None = None
 
@@ -1602,7 +1616,7 @@ class EmbeddingsRequest(Message, kw_only=True, omit_defaults=True):
     input: str | list[str] | None = None
     model: str
     encoding_format: str | None = None
-    dimensions: int | None = None
+    dimensions: _I32 | None = None
     user: str | None = None
     parameters: EmbedParameters | None = None
 
@@ -1681,7 +1695,7 @@ class Embedding(Message, kw_only=True):
         object: "embedding".
     """
 
-    index: int = 0
+    index: _I32 = 0
     embedding: list[float] = msgspec.field(default_factory=list)
     object: str = ""
 
@@ -1715,15 +1729,15 @@ class InfoResponse(Message, kw_only=True):
     model_dtype: str = ""
     model_device_type: str = ""
     model_pipeline_tag: str | None = None
-    max_concurrent_requests: int = 0
-    max_best_of: int = 0
-    max_stop_sequences: int = 0
-    max_input_length: int = 0
-    max_total_tokens: int = 0
+    max_concurrent_requests: _U32 = 0
+    max_best_of: _U32 = 0
+    max_stop_sequences: _U32 = 0
+    max_input_length: _U32 = 0
+    max_total_tokens: _U32 = 0
     waiting_served_ratio: float = 0.0
-    max_batch_total_tokens: int = 0
-    max_waiting_tokens: int = 0
-    validation_workers: int = 0
+    max_batch_total_tokens: _U32 = 0
+    max_waiting_tokens: _U32 = 0
+    validation_workers: _U32 = 0
     eager_prefill: bool = False
     version: str = ""
     sha: str | None = None
@@ -1917,10 +1931,10 @@ class SimpleToken(Message, kw_only=True):
         start: Character offsets into the input; special tokens have 0, 0.
     """
 
-    id: int = 0
+    id: _U32 = 0
     text: str = ""
-    start: int = 0
-    stop: int = 0
+    start: _U32 = 0
+    stop: _U32 = 0
 
     __lorax_full_name__: ClassVar[str] = 'lorax.v1.SimpleToken'
     __lorax_fields__: ClassVar[tuple[_F, ...]] = (

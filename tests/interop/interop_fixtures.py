@@ -6,6 +6,9 @@ both sides must agree on every field.
 
 from __future__ import annotations
 
+import json
+
+from lorax import types as T
 from lorax.v1 import generate_pb2 as g
 from lorax.v1 import websocket_pb2 as ws
 
@@ -61,6 +64,69 @@ def generate_request() -> g.GenerateRequest:
             response_format=g.ResponseFormat(type=g.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, schema=SCHEMA_TEXT),
         ),
     )
+
+
+def generate_request_struct() -> T.GenerateRequest:
+    """generate_request() built with the public Struct classes (what users write)."""
+    return T.GenerateRequest(
+        inputs=INPUTS,
+        parameters=T.GenerateParameters(
+            adapter_id="acme/adapter-a",
+            adapter_source="s3",
+            merged_adapters=T.MergedAdapters(
+                ids=["acme/a", "acme/b"],
+                weights=[0.7, 0.3],
+                merge_strategy="ties",
+                density=0.5,
+                majority_sign_method=T.MajoritySignMethod.FREQUENCY,
+            ),
+            api_token="tok-123",
+            best_of=2,
+            temperature=0.7,
+            repetition_penalty=1.1,
+            frequency_penalty=-0.5,
+            presence_penalty=0.0,
+            top_k=50,
+            top_p=0.95,
+            typical_p=0.9,
+            do_sample=True,
+            max_new_tokens=64,
+            ignore_eos_token=False,
+            return_full_text=False,
+            stop=["</s>", "\n\n"],
+            truncate=1024,
+            watermark=False,
+            details=True,
+            decoder_input_details=True,
+            return_k_alternatives=3,
+            apply_chat_template=False,
+            seed=SEED,
+            response_format=T.ResponseFormat(type="json_schema", schema=json.loads(SCHEMA_TEXT)),
+        ),
+    )
+
+
+def stream_responses_struct() -> list[T.StreamResponse]:
+    """stream_responses() built with the public Struct classes."""
+    tokens = [
+        T.Token(id=22557, text="Hello", logprob=-0.25, special=False),
+        T.Token(
+            id=28725,
+            text=",",
+            logprob=-1.5,
+            alternative_tokens=[
+                T.AlternativeToken(id=28723, text=".", logprob=-2.0),
+                T.AlternativeToken(id=28808, text="!"),
+            ],
+        ),
+        T.Token(id=1526, text=" world", skipped=True),
+        T.Token(id=28808, text="!", logprob=-0.0),
+        T.Token(id=2, text="</s>", logprob=-0.125, special=True),
+    ]
+    events = [T.StreamResponse(token=t) for t in tokens]
+    events[-1].generated_text = "Hello, world!"
+    events[-1].details = T.StreamDetails(finish_reason="eos_token", prompt_tokens=7, generated_tokens=5, seed=SEED)
+    return events
 
 
 def stream_responses() -> list[g.StreamResponse]:

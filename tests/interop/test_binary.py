@@ -12,12 +12,15 @@ from interop_fixtures import (
     SEED,
     frames,
     generate_request,
+    generate_request_struct,
     read_size_delimited,
     size_delimited,
     stream_responses,
+    stream_responses_struct,
 )
 from interop_helpers import b64, run_node, unb64
 
+from lorax import types as T
 from lorax.v1 import generate_pb2 as g
 from lorax.v1 import websocket_pb2 as ws
 
@@ -42,6 +45,13 @@ def test_generate_request(node_result: dict, side: str) -> None:
     assert got.parameters.HasField("ignore_eos_token")
     assert got.parameters.HasField("presence_penalty")
     assert got.parameters.merged_adapters.merge_strategy == g.MERGE_STRATEGY_TIES
+    # What Node wrote, as the public Struct: presence survives (False and 0.0, not None).
+    struct = T.GenerateRequest.from_proto(got)
+    assert struct == generate_request_struct()
+    assert struct.parameters.ignore_eos_token is False
+    assert struct.parameters.presence_penalty == 0.0
+    assert struct.parameters.seed == SEED
+    assert struct.parameters.merged_adapters.merge_strategy == T.MergeStrategy.TIES == "ties"
 
 
 @pytest.mark.parametrize("side", ["echo", "built"])
@@ -50,6 +60,9 @@ def test_stream_size_delimited(node_result: dict, side: str) -> None:
     assert got == stream_responses()
     assert not got[2].token.HasField("logprob")
     assert got[4].details.seed == SEED
+    structs = [T.StreamResponse.from_proto(e) for e in got]
+    assert structs == stream_responses_struct()
+    assert structs[2].token.logprob is None  # unset in binary: None, never 0.0
 
 
 @pytest.mark.parametrize("side", ["echo", "built"])

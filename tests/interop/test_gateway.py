@@ -23,7 +23,7 @@ import pytest
 from interop_helpers import run_node
 
 from lorax import Client, codec, errors
-from lorax.v1 import generate_pb2 as g
+from lorax import types as T
 
 TOKEN = "interop-token"
 PROMPT = "[INST] What is the capital of France? [/INST]"
@@ -84,9 +84,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         _stop(fake)
 
 
-def request() -> g.GenerateRequest:
-    return g.GenerateRequest(
-        inputs=PROMPT, parameters=g.GenerateParameters(max_new_tokens=MAX_NEW_TOKENS, details=True)
+def request() -> T.GenerateRequest:
+    return T.GenerateRequest(
+        inputs=PROMPT, parameters=T.GenerateParameters(max_new_tokens=MAX_NEW_TOKENS, details=True)
     )
 
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import orjson
 import pytest
-from google.protobuf import message_factory
-from google.protobuf.descriptor_pool import Default as default_pool
-from google.protobuf.message import Message
-from interop_fixtures import generate_request, stream_responses
+from interop_fixtures import generate_request, generate_request_struct, stream_responses, stream_responses_struct
 from interop_helpers import ROOT, run_node, unb64
 
-import lorax.v1.service_pb2  # noqa: F401  (registers every lorax.v1 message in the pool)
 from lorax import codec, errors
+from lorax import types as T
+from lorax._convert import from_proto, proto_class
+from lorax._message import Message
+from lorax.v1 import messages as M
 
 EXAMPLES = json.loads((ROOT / "tests" / "fixtures" / "wire-examples.json").read_text(encoding="utf-8"))
 
@@ -68,7 +68,8 @@ TYPES = {
 
 
 def message_class(type_name: str) -> type[Message]:
-    return message_factory.GetMessageClass(default_pool().FindMessageTypeByName(f"lorax.v1.{type_name}"))
+    cls: type[Message] = getattr(M, type_name)
+    return cls
 
 
 def type_for(name: str) -> str | None:
@@ -112,13 +113,13 @@ def build_cases() -> list[dict[str, Any]]:
         )
     # The fixtures of the binary test, and f32 values at every layout threshold of
     # Rust's float printing, through LoRAX JSON.
-    for i, msg in enumerate([generate_request(), *stream_responses(), *f32_edge_cases()]):
+    for i, msg in enumerate([from_proto(generate_request()), *map(from_proto, stream_responses()), *f32_edge_cases()]):
         text = codec.to_json(msg)
         # f32 fields are rounded on the wire: compare with what Python itself reads back.
         cases.append(
             {
                 "name": f"fixture.{i}",
-                "type": msg.DESCRIPTOR.full_name,
+                "type": msg.__lorax_full_name__,
                 "json": text.decode(),
                 "message": codec.from_json(type(msg), text),
             }
@@ -127,17 +128,21 @@ def build_cases() -> list[dict[str, Any]]:
 
 
 def f32_edge_cases() -> list[Message]:
-    from lorax.v1 import embed_pb2, generate_pb2
-
     logprobs = [-0.000012, -3.5762787e-7, -1.0, 1e13, 1.4e-45, 0.1 + 0.2, -0.34, 123456.79, 1e-6, 9.999999e-7]
-    tokens = [generate_pb2.Token(id=i, text=str(i), logprob=v) for i, v in enumerate(logprobs)]
-    details = generate_pb2.Details(finish_reason="length", prompt_tokens=1, generated_tokens=len(tokens), tokens=tokens)
-    details.prefill.add(id=1, text="<s>")  # logprob null
+    tokens = [T.Token(id=i, text=str(i), logprob=v) for i, v in enumerate(logprobs)]
+    details = T.Details(
+        finish_reason="length",
+        prompt_tokens=1,
+        generated_tokens=len(tokens),
+        tokens=tokens,
+        prefill=[T.PrefillToken(id=1, text="<s>")],  # logprob null
+    )
     embeddings = [1e13, 1.5e-6, -0.0, 0.0, 3.4e38, 1e-7, 16777217.0, 2.5, -7.0]
-    return [
-        generate_pb2.GenerateResponse(generated_text="x", details=details),
-        embed_pb2.EmbedResponse(embeddings=embeddings),
-    ]
+    return [T.GenerateResponse(generated_text="x", details=details), T.EmbedResponse(embeddings=embeddings)]
+
+
+def has_map_struct(cls: type[Message]) -> bool:
+    return has_map(proto_class(cls).DESCRIPTOR)
 
 
 CASES = build_cases()
@@ -175,9 +180,11 @@ def test_node_reads_and_writes_lorax_json(node_json: dict[str, Any], case: dict[
         assert result["error_type"] == case["error_type"]
         return
     message = case["message"]
-    got = type(message).FromString(unb64(result["binary"]))
-    assert got == message
-    if has_map(message.DESCRIPTOR):
+    cls = type(message)
+    got = proto_class(cls).FromString(unb64(result["binary"]))
+    assert got == message.to_proto()
+    assert cls.from_proto(got) == message
+    if has_map_struct(cls):
         # protobuf maps have no order (and JS objects move integer-like keys first).
         assert orjson.loads(result["lorax_json"]) == orjson.loads(case["json"])
     else:
@@ -187,7 +194,9 @@ def test_node_reads_and_writes_lorax_json(node_json: dict[str, Any], case: dict[
 def test_node_built_fixtures_print_like_python(node_json: dict[str, Any]) -> None:
     built = node_json["built"]
     assert built["generate_request"] == codec.to_json(generate_request()).decode()
+    assert built["generate_request"] == codec.to_json(generate_request_struct()).decode()
     assert built["stream"] == [codec.to_json(m).decode() for m in stream_responses()]
+    assert built["stream"] == [codec.to_json(m).decode() for m in stream_responses_struct()]
     # The parts of the request that a canonical proto3 JSON printer gets wrong for LoRAX.
     assert '"seed":18446744073709551557' in built["generate_request"]
     assert '"merge_strategy":"ties"' in built["generate_request"]
@@ -198,17 +207,24 @@ def test_node_built_fixtures_print_like_python(node_json: dict[str, Any]) -> Non
 
 
 def test_f64_exponent_spelling(tmp_path: Path) -> None:
-    from lorax.v1 import server_pb2
-
-    sample = server_pb2.MetricSample(key="k", value=1.25e17)
+    sample = T.MetricSample(key="k", value=1.25e17)
     assert codec.to_json(sample) == b'{"key":"k","value":1.25e17}'
+    assert codec.to_json(sample.to_proto()) == b'{"key":"k","value":1.25e17}'
 
 
 def test_f32_max() -> None:
-    from lorax.v1 import embed_pb2
-
-    largest = embed_pb2.EmbedResponse(embeddings=[3.4028234663852886e38])
+    largest = T.EmbedResponse(embeddings=[3.4028234663852886e38])
     assert codec.to_json(largest) == b'{"embeddings":[3.4028235e38]}'
+    assert codec.to_json(largest.to_proto()) == b'{"embeddings":[3.4028235e38]}'
+
+
+def test_fixtures_convert_between_struct_and_upb() -> None:
+    """The Struct fixtures (users' spelling) and the upb ones (binary tests) are the same messages."""
+    assert T.GenerateRequest.from_proto(generate_request()) == generate_request_struct()
+    assert generate_request_struct().to_proto() == generate_request()
+    assert generate_request_struct().to_proto().SerializeToString() == generate_request().SerializeToString()
+    assert [T.StreamResponse.from_proto(e) for e in stream_responses()] == stream_responses_struct()
+    assert [e.to_proto() for e in stream_responses_struct()] == stream_responses()
 
 
 # ---------------------------------------------------------------------------------
@@ -253,22 +269,29 @@ def test_readme_differences_table_matches_protobuf_es(tmp_path: Path) -> None:
 
 def test_python_codec_agrees_with_the_lorax_column() -> None:
     """The LoRAX column is what lorax.codec prints too (spot checks of the same values)."""
-    from lorax.v1 import generate_pb2 as g
     from lorax.v1 import openai_pb2 as o
 
-    assert b'"seed":9007199254740993' in codec.to_json(g.GenerateParameters(seed=2**53 + 1))
-    token = g.Token(id=1, text="a", logprob=-0.3400000035762787)
+    assert b'"seed":9007199254740993' in codec.to_json(T.GenerateParameters(seed=2**53 + 1))
+    token = T.Token(id=1, text="a", logprob=-0.3400000035762787)
     assert b'"logprob":-0.34' in codec.to_json(token)
-    assert b'"temperature":1.0' in codec.to_json(g.GenerateParameters(temperature=1.0))
-    assert b'"logprob":null' in codec.to_json(g.Token(id=1, text="a", logprob=float("-inf")))
-    assert codec.to_json(g.CompatGenerateResponse(responses=[g.GenerateResponse(generated_text="hi")])) == (
+    assert b'"temperature":1.0' in codec.to_json(T.GenerateParameters(temperature=1.0))
+    assert b'"logprob":null' in codec.to_json(T.Token(id=1, text="a", logprob=float("-inf")))
+    assert codec.to_json(T.CompatGenerateResponse(responses=[T.GenerateResponse(generated_text="hi")])) == (
         b'[{"generated_text":"hi"}]'
     )
-    chat = o.ChatCompletionRequest(
-        messages=[o.ChatMessage(role="user", text="hi")],
-        tool_choice=o.ToolChoice(function=o.NamedToolChoice(function=o.FunctionName(name="get_weather"))),
+    chat = T.ChatCompletionRequest(
+        model="",
+        messages=[T.ChatMessage(role="user", content="hi")],
+        tool_choice=T.NamedToolChoice(function=T.FunctionName(name="get_weather")),
     )
     assert b'"content":"hi"' in codec.to_json(chat)
     assert b'"tool_choice":{"Function":{"name":"get_weather"}}' in codec.to_json(chat)
+    # The upb twin (what a binary frame carries) prints the same bytes.
+    upb_chat = o.ChatCompletionRequest(
+        messages=[o.ChatMessage(role="user", text="hi")],
+        tool_choice=o.ToolChoice(function=o.NamedToolChoice(function=o.FunctionName(name="get_weather"))),
+    )
+    assert codec.to_json(upb_chat) == codec.to_json(chat)
+    assert chat.to_proto() == upb_chat
     with pytest.raises(errors.ValidationError):
-        codec.from_json(g.StreamResponse, b'{"error":"Input validation error","error_type":"validation"}')
+        codec.from_json(T.StreamResponse, b'{"error":"Input validation error","error_type":"validation"}')
