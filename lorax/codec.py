@@ -383,7 +383,8 @@ def _build_decoder(message_class: type[Any]) -> Callable[[Any], Any]:
 
     else:
         fast = msgspec.json.Decoder(cls).decode  # type: ignore[assignment]
-    fast_errors = (msgspec.ValidationError, msgspec.DecodeError)
+    # msgspec before 0.19 raises UnicodeDecodeError for invalid UTF-8 inside a string.
+    fast_errors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
     def decode(data: Any) -> Any:
         if type(data) is memoryview:
@@ -408,7 +409,7 @@ def _build_decoder(message_class: type[Any]) -> Callable[[Any], Any]:
 def _loads(name: str, data: Any) -> Any:
     try:
         return msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise errors.ResponseDecodeError(f"{name}: invalid JSON: {exc}", body=_preview(data)) from None
 
 
