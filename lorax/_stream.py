@@ -32,6 +32,10 @@ AsyncOpened = tuple[AsyncMessageStream, Any]
 # close() from another thread can interrupt that wait and no attempt starts after it.
 # It raises ClientClosedError once the stream was closed.
 Attach = Callable[[MessageStream | None], None]
+# The async opener is handed the same (so both clients' openers are one source); an
+# AsyncStream stops an opening by cancelling it instead, so its attach only refuses
+# to start an attempt after aclose().
+AsyncAttach = Callable[[AsyncMessageStream | None], None]
 
 
 class Stream(Generic[T]):
@@ -184,7 +188,7 @@ class AsyncStream(Generic[T]):
     that iterates closes the HTTP response, so LoRAX stops generating.
     """
 
-    def __init__(self, opener: Callable[[], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
+    def __init__(self, opener: Callable[[AsyncAttach], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
         self._opener = opener
         self._tracker = tracker
         self._inner: AsyncMessageStream | None = None
@@ -231,8 +235,14 @@ class AsyncStream(Generic[T]):
             raise
         return self._deliver(message)
 
+    def _attach(self, inner: AsyncMessageStream | None) -> None:
+        # Reached only while the opening task runs; aclose() cancels that task, which
+        # closes the attempt's stream, so there is nothing to record here.
+        if self._closed:
+            raise errors.ClientClosedError("the stream was closed")
+
     async def _start(self) -> None:
-        opening = self._opening = asyncio.ensure_future(self._opener())
+        opening = self._opening = asyncio.ensure_future(self._opener(self._attach))
         try:
             inner, first = await opening
         except asyncio.CancelledError:
