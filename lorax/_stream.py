@@ -38,7 +38,42 @@ Attach = Callable[[MessageStream | None], None]
 AsyncAttach = Callable[[AsyncMessageStream | None], None]
 
 
-class Stream(Generic[T]):
+class _StreamBase(Generic[T]):
+    """What Stream and AsyncStream share: the state, the end rules and the reporting."""
+
+    _inner: Any
+
+    def __init__(self, tracker: StreamTracker) -> None:
+        self._tracker = tracker
+        self._inner = None
+        self._pending: Any = None
+        self._closed = False
+        self.meta: ResponseMeta | None = None
+        self.final: T | None = None
+
+    def _take_pending(self) -> Any:
+        """The first event, read while opening and not handed out yet (or None)."""
+        message, self._pending = self._pending, None
+        return message
+
+    def _deliver(self, message: Any) -> T:
+        self._tracker.observe(message)
+        if self._tracker.finished and self.final is None:
+            self.final = message
+        result: T = message
+        return result
+
+    def _dropped_late_event(self) -> None:
+        logger.warning(
+            "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
+        return f"<{type(self).__name__} {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
+
+
+class Stream(_StreamBase[T]):
     """The events of a streaming call.
 
     Iterate it; close it (or use ``with``) when you stop early: that releases the
@@ -46,16 +81,13 @@ class Stream(Generic[T]):
     headers once the stream has started; ``final`` the last event once it arrived.
     """
 
+    _inner: MessageStream | None
+
     def __init__(self, opener: Callable[[Attach], Opened], tracker: StreamTracker) -> None:
+        super().__init__(tracker)
         self._opener = opener
-        self._tracker = tracker
-        self._inner: MessageStream | None = None
         self._opening: MessageStream | None = None  # the attempt waiting for its first event
-        self._pending: Any = None
-        self._closed = False
         self._lock = threading.Lock()
-        self.meta: ResponseMeta | None = None
-        self.final: T | None = None
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -66,8 +98,7 @@ class Stream(Generic[T]):
         if self._inner is None:
             self._start()
         if self._pending is not None:
-            message, self._pending = self._pending, None
-            return self._deliver(message)
+            return self._deliver(self._take_pending())
         if self._tracker.finished:
             self._drain()
             raise StopIteration
@@ -131,13 +162,6 @@ class Stream(Generic[T]):
             raise self._tracker.incomplete()
         self._pending = first
 
-    def _deliver(self, message: Any) -> T:
-        self._tracker.observe(message)
-        if self._tracker.finished and self.final is None:
-            self.final = message
-        result: T = message
-        return result
-
     def _drain(self) -> None:
         # The final event came; read the (normally empty) rest so the connection can
         # go back to the pool, but never wait on a misbehaving server for long.
@@ -147,9 +171,7 @@ class Stream(Generic[T]):
                 if inner is None:
                     break
                 next(inner)
-                logger.warning(
-                    "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
-                )
+                self._dropped_late_event()
         except StopIteration:
             pass
         except Exception as exc:  # the answer is complete; a late failure does not change it
@@ -175,12 +197,8 @@ class Stream(Generic[T]):
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
-        return f"<Stream {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
 
-
-class AsyncStream(Generic[T]):
+class AsyncStream(_StreamBase[T]):
     """The events of a streaming call on :class:`lorax.AsyncClient`.
 
     ``async for`` over it directly; ``await stream.aclose()`` (or ``async with``) when
@@ -188,17 +206,14 @@ class AsyncStream(Generic[T]):
     that iterates closes the HTTP response, so LoRAX stops generating.
     """
 
+    _inner: AsyncMessageStream | None
+
     def __init__(self, opener: Callable[[AsyncAttach], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
+        super().__init__(tracker)
         self._opener = opener
-        self._tracker = tracker
-        self._inner: AsyncMessageStream | None = None
         # The opening (attempts, backoff, first event) runs as a task of its own, so
         # that aclose() from another task can cancel it.
         self._opening: asyncio.Future[AsyncOpened] | None = None
-        self._pending: Any = None
-        self._closed = False
-        self.meta: ResponseMeta | None = None
-        self.final: T | None = None
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self
@@ -209,8 +224,7 @@ class AsyncStream(Generic[T]):
         if self._inner is None:
             await self._start()
         if self._pending is not None:
-            message, self._pending = self._pending, None
-            return self._deliver(message)
+            return self._deliver(self._take_pending())
         if self._tracker.finished:
             await self._drain()
             raise StopAsyncIteration
@@ -272,13 +286,6 @@ class AsyncStream(Generic[T]):
             raise self._tracker.incomplete()
         self._pending = first
 
-    def _deliver(self, message: Any) -> T:
-        self._tracker.observe(message)
-        if self._tracker.finished and self.final is None:
-            self.final = message
-        result: T = message
-        return result
-
     async def _drain(self) -> None:
         inner = self._inner
         try:
@@ -286,9 +293,7 @@ class AsyncStream(Generic[T]):
                 if inner is None:
                     break
                 await inner.__anext__()
-                logger.warning(
-                    "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
-                )
+                self._dropped_late_event()
         except StopAsyncIteration:
             pass
         except Exception as exc:
@@ -320,10 +325,6 @@ class AsyncStream(Generic[T]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
-        return f"<AsyncStream {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
 
 
 def _cancelling() -> bool:
