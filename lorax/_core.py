@@ -62,18 +62,6 @@ class ClientConfig:
         return new
 
 
-def call_args(local_vars: dict[str, Any]) -> dict[str, Any]:
-    """A client method's arguments, from its ``locals()`` taken first thing in its body.
-
-    Both clients declare every method's full signature (for users, IDEs and type
-    checkers) and pass the arguments on to the one builder in ``lorax._params`` that
-    both share, so a new keyword is added in three places and interpreted in one.
-    """
-    args = dict(local_vars)
-    args.pop("self", None)
-    return args
-
-
 def build_headers(headers: Mapping[str, str] | None, cookies: Mapping[str, str] | None) -> dict[str, str]:
     """Client-level request headers: the caller's headers plus a Cookie header."""
     out: dict[str, str] = {}

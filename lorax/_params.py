@@ -139,7 +139,7 @@ def _enum(name: str, value: Any, enum_type: Any) -> Any:
     return _validate.Enum(enum_type)(name, value)
 
 
-def merged_adapters(value: MergedAdaptersLike | None) -> MergedAdapters | None:
+def to_merged_adapters(value: MergedAdaptersLike | None) -> MergedAdapters | None:
     """`merged_adapters` from a dict (as in LoRAX's docs) or a message."""
     if value is None:
         return None
@@ -176,7 +176,7 @@ def _format_type(name: str, value: Any) -> Any:
     return _enum(name, value, ResponseFormatType)
 
 
-def response_format(value: ResponseFormatLike | None) -> ResponseFormat | None:
+def to_response_format(value: ResponseFormatLike | None) -> ResponseFormat | None:
     """`response_format` for the native routes from a dict, a message or a pydantic class.
 
     ``{"type": "json_object", "schema": {...}}`` constrains to the schema;
@@ -268,10 +268,10 @@ def generate(
     stop = _strings("stop_sequences", stop_sequences)
     if stop:
         kwargs["stop"] = stop
-    merged = globals()["merged_adapters"](merged_adapters)
+    merged = to_merged_adapters(merged_adapters)
     if merged is not None:
         kwargs["merged_adapters"] = merged
-    fmt = globals()["response_format"](response_format)
+    fmt = to_response_format(response_format)
     if fmt is not None:
         kwargs["response_format"] = fmt
     return GenerateRequest(inputs=prompt, parameters=GenerateParameters(**kwargs))
@@ -303,7 +303,7 @@ def _embed_parameters(
     _check_header_safe("adapter_id", adapter_id)
     _check_header_safe("adapter_source", adapter_source)
     kwargs = _set_only({"adapter_id": adapter_id, "adapter_source": adapter_source, "api_token": api_token})
-    return EmbedParameters(**kwargs, merged_adapters=merged_adapters(merged))
+    return EmbedParameters(**kwargs, merged_adapters=to_merged_adapters(merged))
 
 
 def classify(inputs: str) -> ClassifyRequest:
@@ -353,7 +353,7 @@ def _content_part(part: Any, where: str) -> ContentPart:
     raise invalid(f"{where}: chunk type {kind!r} is not supported by LoRAX (only 'text' and 'image_url')")
 
 
-def chat_message(value: MessageLike, index: int = 0) -> ChatMessage:
+def to_chat_message(value: MessageLike, index: int = 0) -> ChatMessage:
     """One chat message from a dict ``{"role", "content"}`` or a ChatMessage."""
     where = f"messages[{index}]"
     if isinstance(value, ChatMessage):
@@ -375,7 +375,7 @@ def chat_message(value: MessageLike, index: int = 0) -> ChatMessage:
     return ChatMessage(role=role, content=parts, name=None if name is None else str(name))
 
 
-def tool(value: ToolLike, index: int = 0) -> Tool:
+def to_tool(value: ToolLike, index: int = 0) -> Tool:
     """A tool from an OpenAI-style dict or a Tool."""
     if isinstance(value, Tool):
         return deepcopy(value)  # the request must not change under the caller
@@ -398,7 +398,7 @@ def tool(value: ToolLike, index: int = 0) -> Tool:
     return Tool(type=str(value.get("type", "function")), function=definition)
 
 
-def tool_choice(value: ToolChoiceLike | None) -> ToolChoice | None:
+def to_tool_choice(value: ToolChoiceLike | None) -> ToolChoice | None:
     """`tool_choice`: "auto", "none", a function name, or a dict naming a function.
 
     OpenAI's ``{"type": "function", "function": {"name": ...}}`` is what most code has;
@@ -419,7 +419,7 @@ def tool_choice(value: ToolChoiceLike | None) -> ToolChoice | None:
     raise invalid(f"tool_choice must be 'auto', 'none', a function name or a dict naming a function, not {value!r}")
 
 
-def chat_response_format(value: ChatResponseFormatLike | None) -> ChatResponseFormat | None:
+def to_chat_response_format(value: ChatResponseFormatLike | None) -> ChatResponseFormat | None:
     """`response_format` for the chat route (text, json_object, json_schema)."""
     if value is None:
         return None
@@ -509,14 +509,14 @@ def chat(
         kwargs["stop"] = stops
     if logit_bias:
         kwargs["logit_bias"] = _logit_bias(logit_bias)
-    kwargs["response_format"] = chat_response_format(response_format)
+    kwargs["response_format"] = to_chat_response_format(response_format)
     if tools:
-        kwargs["tools"] = [globals()["tool"](t, i) for i, t in enumerate(tools)]
-    choice = globals()["tool_choice"](tool_choice)
+        kwargs["tools"] = [to_tool(t, i) for i, t in enumerate(tools)]
+    choice = to_tool_choice(tool_choice)
     if choice is not None:
         kwargs["tool_choice"] = choice.choice
     return ChatCompletionRequest(
-        model=adapter_id or "", messages=[chat_message(m, i) for i, m in enumerate(messages)], **kwargs
+        model=adapter_id or "", messages=[to_chat_message(m, i) for i, m in enumerate(messages)], **kwargs
     )
 
 

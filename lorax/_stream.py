@@ -32,9 +32,48 @@ AsyncOpened = tuple[AsyncMessageStream, Any]
 # close() from another thread can interrupt that wait and no attempt starts after it.
 # It raises ClientClosedError once the stream was closed.
 Attach = Callable[[MessageStream | None], None]
+# The async opener is handed the same (so both clients' openers are one source); an
+# AsyncStream stops an opening by cancelling it instead, so its attach only refuses
+# to start an attempt after aclose().
+AsyncAttach = Callable[[AsyncMessageStream | None], None]
 
 
-class Stream(Generic[T]):
+class _StreamBase(Generic[T]):
+    """What Stream and AsyncStream share: the state, the end rules and the reporting."""
+
+    _inner: Any
+
+    def __init__(self, tracker: StreamTracker) -> None:
+        self._tracker = tracker
+        self._inner = None
+        self._pending: Any = None
+        self._closed = False
+        self.meta: ResponseMeta | None = None
+        self.final: T | None = None
+
+    def _take_pending(self) -> Any:
+        """The first event, read while opening and not handed out yet (or None)."""
+        message, self._pending = self._pending, None
+        return message
+
+    def _deliver(self, message: Any) -> T:
+        self._tracker.observe(message)
+        if self._tracker.finished and self.final is None:
+            self.final = message
+        result: T = message
+        return result
+
+    def _dropped_late_event(self) -> None:
+        logger.warning(
+            "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
+        return f"<{type(self).__name__} {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
+
+
+class Stream(_StreamBase[T]):
     """The events of a streaming call.
 
     Iterate it; close it (or use ``with``) when you stop early: that releases the
@@ -42,16 +81,13 @@ class Stream(Generic[T]):
     headers once the stream has started; ``final`` the last event once it arrived.
     """
 
+    _inner: MessageStream | None
+
     def __init__(self, opener: Callable[[Attach], Opened], tracker: StreamTracker) -> None:
+        super().__init__(tracker)
         self._opener = opener
-        self._tracker = tracker
-        self._inner: MessageStream | None = None
         self._opening: MessageStream | None = None  # the attempt waiting for its first event
-        self._pending: Any = None
-        self._closed = False
         self._lock = threading.Lock()
-        self.meta: ResponseMeta | None = None
-        self.final: T | None = None
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -62,8 +98,7 @@ class Stream(Generic[T]):
         if self._inner is None:
             self._start()
         if self._pending is not None:
-            message, self._pending = self._pending, None
-            return self._deliver(message)
+            return self._deliver(self._take_pending())
         if self._tracker.finished:
             self._drain()
             raise StopIteration
@@ -127,13 +162,6 @@ class Stream(Generic[T]):
             raise self._tracker.incomplete()
         self._pending = first
 
-    def _deliver(self, message: Any) -> T:
-        self._tracker.observe(message)
-        if self._tracker.finished and self.final is None:
-            self.final = message
-        result: T = message
-        return result
-
     def _drain(self) -> None:
         # The final event came; read the (normally empty) rest so the connection can
         # go back to the pool, but never wait on a misbehaving server for long.
@@ -143,9 +171,7 @@ class Stream(Generic[T]):
                 if inner is None:
                     break
                 next(inner)
-                logger.warning(
-                    "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
-                )
+                self._dropped_late_event()
         except StopIteration:
             pass
         except Exception as exc:  # the answer is complete; a late failure does not change it
@@ -171,12 +197,8 @@ class Stream(Generic[T]):
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
-        return f"<Stream {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
 
-
-class AsyncStream(Generic[T]):
+class AsyncStream(_StreamBase[T]):
     """The events of a streaming call on :class:`lorax.AsyncClient`.
 
     ``async for`` over it directly; ``await stream.aclose()`` (or ``async with``) when
@@ -184,17 +206,14 @@ class AsyncStream(Generic[T]):
     that iterates closes the HTTP response, so LoRAX stops generating.
     """
 
-    def __init__(self, opener: Callable[[], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
+    _inner: AsyncMessageStream | None
+
+    def __init__(self, opener: Callable[[AsyncAttach], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
+        super().__init__(tracker)
         self._opener = opener
-        self._tracker = tracker
-        self._inner: AsyncMessageStream | None = None
         # The opening (attempts, backoff, first event) runs as a task of its own, so
         # that aclose() from another task can cancel it.
         self._opening: asyncio.Future[AsyncOpened] | None = None
-        self._pending: Any = None
-        self._closed = False
-        self.meta: ResponseMeta | None = None
-        self.final: T | None = None
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self
@@ -205,8 +224,7 @@ class AsyncStream(Generic[T]):
         if self._inner is None:
             await self._start()
         if self._pending is not None:
-            message, self._pending = self._pending, None
-            return self._deliver(message)
+            return self._deliver(self._take_pending())
         if self._tracker.finished:
             await self._drain()
             raise StopAsyncIteration
@@ -231,8 +249,14 @@ class AsyncStream(Generic[T]):
             raise
         return self._deliver(message)
 
+    def _attach(self, inner: AsyncMessageStream | None) -> None:
+        # Reached only while the opening task runs; aclose() cancels that task, which
+        # closes the attempt's stream, so there is nothing to record here.
+        if self._closed:
+            raise errors.ClientClosedError("the stream was closed")
+
     async def _start(self) -> None:
-        opening = self._opening = asyncio.ensure_future(self._opener())
+        opening = self._opening = asyncio.ensure_future(self._opener(self._attach))
         try:
             inner, first = await opening
         except asyncio.CancelledError:
@@ -262,13 +286,6 @@ class AsyncStream(Generic[T]):
             raise self._tracker.incomplete()
         self._pending = first
 
-    def _deliver(self, message: Any) -> T:
-        self._tracker.observe(message)
-        if self._tracker.finished and self.final is None:
-            self.final = message
-        result: T = message
-        return result
-
     async def _drain(self) -> None:
         inner = self._inner
         try:
@@ -276,9 +293,7 @@ class AsyncStream(Generic[T]):
                 if inner is None:
                     break
                 await inner.__anext__()
-                logger.warning(
-                    "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
-                )
+                self._dropped_late_event()
         except StopAsyncIteration:
             pass
         except Exception as exc:
@@ -310,10 +325,6 @@ class AsyncStream(Generic[T]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
-        return f"<AsyncStream {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
 
 
 def _cancelling() -> bool:

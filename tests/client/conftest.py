@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from lorax import AsyncClient, AsyncStream, Client
-from lorax.client import _AsyncRawClient
+from lorax._async_client import _AsyncRawClient
 
 URL = "http://lorax.test"
 
@@ -83,6 +83,10 @@ class AsyncView:
 
     def __getattr__(self, name: str) -> Any:
         return self._wrap(getattr(self._target, name))
+
+    def close(self) -> None:
+        """Client.close() is AsyncClient.aclose()."""
+        self._wrap(self._target.aclose())
 
     def __enter__(self) -> AsyncView:
         assert self._loop.run_until_complete(self._target.__aenter__()) is self._target

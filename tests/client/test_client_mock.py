@@ -1151,6 +1151,30 @@ def test_ws_url_selects_the_websocket_transport() -> None:
         client.close()
 
 
+@pytest.mark.parametrize("pool_size", [None, 3])
+def test_pool_size_reaches_either_default_transport(pool_size: int | None) -> None:
+    # One option name and one default (100) on both clients, whatever the transport
+    # calls it (urllib3's pool_maxsize, aiohttp's limit).
+    kwargs = {} if pool_size is None else {"pool_size": pool_size}
+    expected = 100 if pool_size is None else pool_size
+    sync = Client("http://127.0.0.1:9", **kwargs)
+    try:
+        assert type(sync.transport).__name__ == "HTTPTransport"
+        assert sync.transport.pool_stats()["maxsize"] == expected  # type: ignore[attr-defined]
+    finally:
+        sync.close()
+
+    async def check_async() -> None:
+        aio = AsyncClient("http://127.0.0.1:9", **kwargs)
+        try:
+            assert type(aio.transport).__name__ == "AsyncHTTPTransport"
+            assert aio.transport.pool_stats()["limit"] == expected  # type: ignore[attr-defined]
+        finally:
+            await aio.aclose()
+
+    asyncio.run(check_async())
+
+
 # ---------------------------------------------------------------------------------
 # async-only and thread behaviour (real `async for` / `async with`, cross-task close)
 

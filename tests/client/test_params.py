@@ -198,7 +198,7 @@ CASES: list[Any] = [
     ),
     # ---- merged_adapters
     pytest.param(
-        lambda: p.merged_adapters(
+        lambda: p.to_merged_adapters(
             {
                 "ids": ["a", "b"],
                 "weights": [0.1, 0.9],
@@ -212,87 +212,89 @@ CASES: list[Any] = [
         id="merged-all-keys",
     ),
     pytest.param(
-        lambda: p.merged_adapters({"ids": ["a"], "merge_strategy": "Dare_Ties", "majority_sign_method": "frequency"}),
+        lambda: p.to_merged_adapters(
+            {"ids": ["a"], "merge_strategy": "Dare_Ties", "majority_sign_method": "frequency"}
+        ),
         b'{"ids":["a"],"merge_strategy":"dare_ties","majority_sign_method":"frequency"}',
         id="merged-case-insensitive",
     ),
     pytest.param(
-        lambda: p.merged_adapters({"ids": ["a"], "merge_strategy": "MERGE_STRATEGY_LINEAR"}),
+        lambda: p.to_merged_adapters({"ids": ["a"], "merge_strategy": "MERGE_STRATEGY_LINEAR"}),
         b'{"ids":["a"],"merge_strategy":"linear"}',
         id="merged-proto-enum-name",
     ),
     pytest.param(
-        lambda: p.merged_adapters({"ids": ["a", "b"], "weights": [1, 2]}),
+        lambda: p.to_merged_adapters({"ids": ["a", "b"], "weights": [1, 2]}),
         b'{"ids":["a","b"],"weights":[1.0,2.0]}',
         id="merged-int-weights-as-floats",
     ),
     pytest.param(
-        lambda: p.merged_adapters({"ids": ["a"], "density": 0}),
+        lambda: p.to_merged_adapters({"ids": ["a"], "density": 0}),
         b'{"ids":["a"],"density":0.0}',
         id="merged-density-zero-printed",
     ),
     pytest.param(
-        lambda: p.merged_adapters(MergedAdapters(ids=["x"], weights=[1.0], merge_strategy=MergeStrategy.TIES)),
+        lambda: p.to_merged_adapters(MergedAdapters(ids=["x"], weights=[1.0], merge_strategy=MergeStrategy.TIES)),
         b'{"ids":["x"],"weights":[1.0],"merge_strategy":"ties"}',
         id="merged-message",
     ),
     # ---- response_format (native routes)
     pytest.param(
-        lambda: p.response_format({"type": "json_object"}),
+        lambda: p.to_response_format({"type": "json_object"}),
         b'{"type":"json_object"}',
         id="format-json-object-no-schema",
     ),
     pytest.param(
-        lambda: p.response_format({"type": "json_object", "schema": None}),
+        lambda: p.to_response_format({"type": "json_object", "schema": None}),
         b'{"type":"json_object","schema":null}',
         id="format-schema-none-is-null",
     ),
     pytest.param(
-        lambda: p.response_format(
+        lambda: p.to_response_format(
             {"type": "json_object", "schema": {"z": 1, "a": {"maxLength": 10, "big": 2**60, "f": 1.5}}}
         ),
         b'{"type":"json_object","schema":{"z":1,"a":{"maxLength":10,"big":1152921504606846976,"f":1.5}}}',
         id="format-schema-order-and-ints",
     ),
     pytest.param(
-        lambda: p.response_format({"type": "json_object", "schema": '{"b":1,"a":2}'}),
+        lambda: p.to_response_format({"type": "json_object", "schema": '{"b":1,"a":2}'}),
         b'{"type":"json_object","schema":{"b":1,"a":2}}',
         id="format-schema-json-text-spliced",
     ),
     pytest.param(
-        lambda: p.response_format({"schema": {"a": 1}}),
+        lambda: p.to_response_format({"schema": {"a": 1}}),
         b'{"type":"json_object","schema":{"a":1}}',
         id="format-type-defaults-to-json-object",
     ),
-    pytest.param(lambda: p.response_format({"type": "text"}), b'{"type":"text"}', id="format-text"),
-    pytest.param(lambda: p.response_format({"type": "Text"}), b'{"type":"text"}', id="format-text-alias"),
+    pytest.param(lambda: p.to_response_format({"type": "text"}), b'{"type":"text"}', id="format-text"),
+    pytest.param(lambda: p.to_response_format({"type": "Text"}), b'{"type":"text"}', id="format-text-alias"),
     pytest.param(
-        lambda: p.response_format({"type": "json_schema", "json_schema": {"name": "n", "schema": {"a": 1}}}),
+        lambda: p.to_response_format({"type": "json_schema", "json_schema": {"name": "n", "schema": {"a": 1}}}),
         b'{"type":"json_schema","schema":{"a":1}}',
         id="format-openai-json-schema-form",
     ),
     pytest.param(
-        lambda: p.response_format(ResponseFormat(type=ResponseFormatType.JSON_OBJECT, schema={"a": 1})),
+        lambda: p.to_response_format(ResponseFormat(type=ResponseFormatType.JSON_OBJECT, schema={"a": 1})),
         b'{"type":"json_object","schema":{"a":1}}',
         id="format-message",
     ),
     pytest.param(
-        lambda: p.response_format(FakeModel),
+        lambda: p.to_response_format(FakeModel),
         b'{"type":"json_object","schema":{"properties":{"x":{"type":"integer"}},"required":["x"],'
         b'"title":"FakeModel","type":"object"}}',
         id="format-model-class",
     ),
     # ---- chat_response_format (/v1/chat/completions)
     pytest.param(
-        lambda: p.chat_response_format({"type": "json_object"}), b'{"type":"json_object"}', id="chat-format-json"
+        lambda: p.to_chat_response_format({"type": "json_object"}), b'{"type":"json_object"}', id="chat-format-json"
     ),
     pytest.param(
-        lambda: p.chat_response_format({"type": "json_object", "schema": None}),
+        lambda: p.to_chat_response_format({"type": "json_object", "schema": None}),
         b'{"type":"json_object","schema":null}',
         id="chat-format-schema-null",
     ),
     pytest.param(
-        lambda: p.chat_response_format(
+        lambda: p.to_chat_response_format(
             {
                 "type": "json_schema",
                 "json_schema": {"name": "n", "description": "d", "schema": {"b": 1, "a": [1, 2]}, "strict": True},
@@ -301,16 +303,16 @@ CASES: list[Any] = [
         b'{"type":"json_schema","json_schema":{"description":"d","name":"n","schema":{"b":1,"a":[1,2]},"strict":true}}',
         id="chat-format-json-schema",
     ),
-    pytest.param(lambda: p.chat_response_format({"type": "text"}), b'{"type":"text"}', id="chat-format-text"),
+    pytest.param(lambda: p.to_chat_response_format({"type": "text"}), b'{"type":"text"}', id="chat-format-text"),
     pytest.param(
-        lambda: p.chat_response_format(FakeModel),
+        lambda: p.to_chat_response_format(FakeModel),
         b'{"type":"json_schema","json_schema":{"name":"FakeModel","schema":{"properties":{"x":{"type":"integer"}},'
         b'"required":["x"],"title":"FakeModel","type":"object"}}}',
         id="chat-format-model-class",
     ),
     # ---- tool, tool_choice
     pytest.param(
-        lambda: p.tool(
+        lambda: p.to_tool(
             {
                 "type": "function",
                 "function": {
@@ -325,47 +327,47 @@ CASES: list[Any] = [
         id="tool-full",
     ),
     pytest.param(
-        lambda: p.tool({"type": "function", "function": {"name": "f"}}),
+        lambda: p.to_tool({"type": "function", "function": {"name": "f"}}),
         b'{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{}}}}',
         id="tool-without-parameters-gets-empty-schema",
     ),
     pytest.param(
-        lambda: p.tool({"function": {"name": "f", "parameters": {}}}),
+        lambda: p.to_tool({"function": {"name": "f", "parameters": {}}}),
         b'{"type":"function","function":{"name":"f","parameters":{}}}',
         id="tool-type-defaults-to-function",
     ),
     pytest.param(
-        lambda: p.tool(Tool(type="function", function=FunctionDefinition(name="f", parameters='{"type":"object"}'))),
+        lambda: p.to_tool(Tool(type="function", function=FunctionDefinition(name="f", parameters='{"type":"object"}'))),
         b'{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}',
         id="tool-message",
     ),
-    pytest.param(lambda: p.tool_choice("auto"), b'"auto"', id="tool-choice-auto"),
-    pytest.param(lambda: p.tool_choice("none"), b'"none"', id="tool-choice-none"),
-    pytest.param(lambda: p.tool_choice("get_weather"), b'"get_weather"', id="tool-choice-name"),
+    pytest.param(lambda: p.to_tool_choice("auto"), b'"auto"', id="tool-choice-auto"),
+    pytest.param(lambda: p.to_tool_choice("none"), b'"none"', id="tool-choice-none"),
+    pytest.param(lambda: p.to_tool_choice("get_weather"), b'"get_weather"', id="tool-choice-name"),
     pytest.param(
-        lambda: p.tool_choice({"type": "function", "function": {"name": "get_weather"}}),
+        lambda: p.to_tool_choice({"type": "function", "function": {"name": "get_weather"}}),
         b'{"Function":{"name":"get_weather"}}',
         id="tool-choice-openai-form-rewritten",
     ),
     pytest.param(
-        lambda: p.tool_choice({"Function": {"name": "g"}}),
+        lambda: p.to_tool_choice({"Function": {"name": "g"}}),
         b'{"Function":{"name":"g"}}',
         id="tool-choice-lorax-form",
     ),
     # ---- chat_message
     pytest.param(
-        lambda: p.chat_message({"role": "user", "content": "hi", "name": "bob"}),
+        lambda: p.to_chat_message({"role": "user", "content": "hi", "name": "bob"}),
         b'{"role":"user","content":"hi","name":"bob"}',
         id="message-text",
     ),
-    pytest.param(lambda: p.chat_message({"role": "assistant"}), b'{"role":"assistant"}', id="message-no-content"),
+    pytest.param(lambda: p.to_chat_message({"role": "assistant"}), b'{"role":"assistant"}', id="message-no-content"),
     pytest.param(
-        lambda: p.chat_message({"role": "assistant", "content": None}),
+        lambda: p.to_chat_message({"role": "assistant", "content": None}),
         b'{"role":"assistant"}',
         id="message-null-content-omitted",
     ),
     pytest.param(
-        lambda: p.chat_message(
+        lambda: p.to_chat_message(
             {
                 "role": "user",
                 "content": [
@@ -520,12 +522,12 @@ def test_exact_json_bytes(build: Callable[[], Any], expected: bytes) -> None:
         (lambda: p.chat([{"role": "user", "content": "x"}]), ChatCompletionRequest),
         (lambda: p.completions("x"), CompletionRequest),
         (lambda: p.embeddings("x"), EmbeddingsRequest),
-        (lambda: p.merged_adapters({"ids": ["a"]}), MergedAdapters),
-        (lambda: p.response_format({"type": "text"}), ResponseFormat),
-        (lambda: p.chat_response_format({"type": "text"}), ChatResponseFormat),
-        (lambda: p.tool({"function": {"name": "f"}}), Tool),
-        (lambda: p.tool_choice("auto"), ToolChoice),
-        (lambda: p.chat_message({"role": "user"}), ChatMessage),
+        (lambda: p.to_merged_adapters({"ids": ["a"]}), MergedAdapters),
+        (lambda: p.to_response_format({"type": "text"}), ResponseFormat),
+        (lambda: p.to_chat_response_format({"type": "text"}), ChatResponseFormat),
+        (lambda: p.to_tool({"function": {"name": "f"}}), Tool),
+        (lambda: p.to_tool_choice("auto"), ToolChoice),
+        (lambda: p.to_chat_message({"role": "user"}), ChatMessage),
     ],
 )
 def test_builders_return_their_message_type(build: Callable[[], Any], cls: type) -> None:
@@ -534,7 +536,7 @@ def test_builders_return_their_message_type(build: Callable[[], Any], cls: type)
 
 @pytest.mark.parametrize(
     "build",
-    [p.merged_adapters, p.response_format, p.chat_response_format, p.tool_choice],
+    [p.to_merged_adapters, p.to_response_format, p.to_chat_response_format, p.to_tool_choice],
 )
 def test_none_builds_nothing(build: Callable[[Any], Any]) -> None:
     assert build(None) is None
@@ -542,12 +544,12 @@ def test_none_builds_nothing(build: Callable[[Any], Any]) -> None:
 
 def test_message_inputs_are_copied_not_aliased() -> None:
     original = MergedAdapters(ids=["a"])
-    built = p.merged_adapters(original)
+    built = p.to_merged_adapters(original)
     assert built is not original
     built.ids.append("b")
     assert list(original.ids) == ["a"]
     fmt = ResponseFormat(type=ResponseFormatType.TEXT)
-    assert p.response_format(fmt) is not fmt
+    assert p.to_response_format(fmt) is not fmt
 
 
 def test_pydantic_model_as_schema() -> None:
@@ -557,11 +559,11 @@ def test_pydantic_model_as_schema() -> None:
         name: str
         age: int
 
-    assert to_json(p.response_format(Person)) == (
+    assert to_json(p.to_response_format(Person)) == (
         b'{"type":"json_object","schema":{"properties":{"name":{"title":"Name","type":"string"},'
         b'"age":{"title":"Age","type":"integer"}},"required":["name","age"],"title":"Person","type":"object"}}'
     )
-    chat = to_json(p.chat_response_format(Person))
+    chat = to_json(p.to_chat_response_format(Person))
     assert chat.startswith(b'{"type":"json_schema","json_schema":{"name":"Person","schema":{"properties":')
 
 
@@ -592,15 +594,15 @@ REJECTIONS: list[Any] = [
         id="merge_strategy-unknown",
     ),
     pytest.param(
-        lambda: P.merged_adapters({"ids": ["a"], "merge_strategy": ""}), "merge_strategy", id="merge_strategy-empty"
+        lambda: P.to_merged_adapters({"ids": ["a"], "merge_strategy": ""}), "merge_strategy", id="merge_strategy-empty"
     ),
     pytest.param(
-        lambda: P.merged_adapters({"ids": ["a"], "merge_strategy": 0}),
+        lambda: P.to_merged_adapters({"ids": ["a"], "merge_strategy": 0}),
         "merge_strategy",
         id="merge_strategy-unspecified-number",
     ),
     pytest.param(
-        lambda: P.merged_adapters(MergedAdapters(ids=["a"], merge_strategy=9)),
+        lambda: P.to_merged_adapters(MergedAdapters(ids=["a"], merge_strategy=9)),
         "merge_strategy",
         id="merge_strategy-unknown-number-in-message",
     ),
@@ -609,11 +611,11 @@ REJECTIONS: list[Any] = [
         "majority_sign_method",
         id="majority_sign_method-unknown",
     ),
-    pytest.param(lambda: P.merged_adapters({"idz": ["a"]}), "idz", id="merged-unknown-key"),
-    pytest.param(lambda: P.merged_adapters(["a"]), "merged_adapters", id="merged-not-a-dict"),
-    pytest.param(lambda: P.merged_adapters({"ids": ["a"], "weights": ["x"]}), "weights", id="merged-weights-str"),
-    pytest.param(lambda: P.merged_adapters({"ids": ["a"], "density": "x"}), "density", id="merged-density-str"),
-    pytest.param(lambda: P.merged_adapters({"ids": [1]}), "ids", id="merged-ids-not-str"),
+    pytest.param(lambda: P.to_merged_adapters({"idz": ["a"]}), "idz", id="merged-unknown-key"),
+    pytest.param(lambda: P.to_merged_adapters(["a"]), "merged_adapters", id="merged-not-a-dict"),
+    pytest.param(lambda: P.to_merged_adapters({"ids": ["a"], "weights": ["x"]}), "weights", id="merged-weights-str"),
+    pytest.param(lambda: P.to_merged_adapters({"ids": ["a"], "density": "x"}), "density", id="merged-density-str"),
+    pytest.param(lambda: P.to_merged_adapters({"ids": [1]}), "ids", id="merged-ids-not-str"),
     # chunk types LoRAX does not know
     pytest.param(
         lambda: P.chat([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]),
@@ -621,21 +623,21 @@ REJECTIONS: list[Any] = [
         id="chunk-input_audio",
     ),
     pytest.param(
-        lambda: P.chat_message({"role": "user", "content": [{"type": "file"}]}, 2),
+        lambda: P.to_chat_message({"role": "user", "content": [{"type": "file"}]}, 2),
         "messages[2].content[0]",
         id="chunk-file",
     ),
     pytest.param(
-        lambda: P.chat_message({"role": "user", "content": [{"type": "text"}]}), "'text'", id="chunk-text-missing"
+        lambda: P.to_chat_message({"role": "user", "content": [{"type": "text"}]}), "'text'", id="chunk-text-missing"
     ),
     pytest.param(
-        lambda: P.chat_message({"role": "user", "content": [{"type": "image_url"}]}),
+        lambda: P.to_chat_message({"role": "user", "content": [{"type": "image_url"}]}),
         "image_url.url",
         id="chunk-image-missing-url",
     ),
-    pytest.param(lambda: P.chat_message({"role": "user", "content": 5}), "content", id="content-int"),
-    pytest.param(lambda: P.chat_message({"content": "x"}), "role", id="message-no-role"),
-    pytest.param(lambda: P.chat_message("x"), "messages[0]", id="message-str"),
+    pytest.param(lambda: P.to_chat_message({"role": "user", "content": 5}), "content", id="content-int"),
+    pytest.param(lambda: P.to_chat_message({"content": "x"}), "role", id="message-no-role"),
+    pytest.param(lambda: P.to_chat_message("x"), "messages[0]", id="message-str"),
     pytest.param(lambda: P.chat({"role": "user", "content": "x"}), "messages", id="chat-messages-dict"),
     pytest.param(lambda: P.chat("hello"), "messages", id="chat-messages-str"),
     # unsigned and ranged integer fields
@@ -652,8 +654,10 @@ REJECTIONS: list[Any] = [
     pytest.param(lambda: P.generate("hi", temperature=math.nan), "temperature", id="temperature-nan"),
     pytest.param(lambda: P.generate("hi", top_p=math.inf), "top_p", id="top_p-inf"),
     pytest.param(lambda: P.chat([], temperature=-math.inf), "temperature", id="chat-temperature-inf"),
-    pytest.param(lambda: P.merged_adapters({"ids": ["a"], "weights": [math.nan]}), "weights", id="merged-weights-nan"),
-    pytest.param(lambda: P.merged_adapters({"ids": ["a"], "density": math.inf}), "density", id="merged-density-inf"),
+    pytest.param(
+        lambda: P.to_merged_adapters({"ids": ["a"], "weights": [math.nan]}), "weights", id="merged-weights-nan"
+    ),
+    pytest.param(lambda: P.to_merged_adapters({"ids": ["a"], "density": math.inf}), "density", id="merged-density-inf"),
     # flags
     pytest.param(lambda: P.generate("hi", do_sample=1), "do_sample", id="do_sample-int"),
     pytest.param(lambda: P.generate("hi", details="yes"), "details", id="details-str"),
@@ -672,42 +676,42 @@ REJECTIONS: list[Any] = [
     pytest.param(lambda: P.generate("hi", stop_sequences=[1]), "stop_sequences", id="stop-int-item"),
     pytest.param(lambda: P.chat([], stop=[None]), "stop", id="chat-stop-none-item"),
     # response formats
-    pytest.param(lambda: P.response_format({"type": "bogus"}), "response_format.type", id="format-type-bogus"),
+    pytest.param(lambda: P.to_response_format({"type": "bogus"}), "response_format.type", id="format-type-bogus"),
     pytest.param(lambda: P.generate("hi", response_format={"type": None}), "response_format.type", id="format-none"),
-    pytest.param(lambda: P.response_format("json"), "response_format", id="format-str"),
+    pytest.param(lambda: P.to_response_format("json"), "response_format", id="format-str"),
     pytest.param(
-        lambda: P.response_format({"type": "json_object", "schema": "{bad"}),
+        lambda: P.to_response_format({"type": "json_object", "schema": "{bad"}),
         "response_format.schema",
         id="format-schema-bad-json-text",
     ),
     pytest.param(
-        lambda: P.response_format({"type": "json_object", "schema": {"a": {1, 2}}}),
+        lambda: P.to_response_format({"type": "json_object", "schema": {"a": {1, 2}}}),
         "response_format.schema",
         id="format-schema-not-json",
     ),
-    pytest.param(lambda: P.chat_response_format({}), "response_format.type", id="chat-format-no-type"),
-    pytest.param(lambda: P.chat_response_format({"type": "xml"}), "response_format.type", id="chat-format-xml"),
+    pytest.param(lambda: P.to_chat_response_format({}), "response_format.type", id="chat-format-no-type"),
+    pytest.param(lambda: P.to_chat_response_format({"type": "xml"}), "response_format.type", id="chat-format-xml"),
     pytest.param(
-        lambda: P.chat_response_format({"type": "json_schema", "json_schema": {"schema": {}}}),
+        lambda: P.to_chat_response_format({"type": "json_schema", "json_schema": {"schema": {}}}),
         "name",
         id="chat-format-json-schema-without-name",
     ),
     pytest.param(
-        lambda: P.chat_response_format({"type": "json_schema", "json_schema": "x"}),
+        lambda: P.to_chat_response_format({"type": "json_schema", "json_schema": "x"}),
         "json_schema",
         id="chat-format-json-schema-str",
     ),
-    pytest.param(lambda: P.chat_response_format(3), "response_format", id="chat-format-int"),
+    pytest.param(lambda: P.to_chat_response_format(3), "response_format", id="chat-format-int"),
     # tools
-    pytest.param(lambda: P.tool({"type": "function"}), "tools[0]", id="tool-without-function"),
-    pytest.param(lambda: P.tool({"function": {"parameters": {}}}, 3), "tools[3].function", id="tool-without-name"),
+    pytest.param(lambda: P.to_tool({"type": "function"}), "tools[0]", id="tool-without-function"),
+    pytest.param(lambda: P.to_tool({"function": {"parameters": {}}}, 3), "tools[3].function", id="tool-without-name"),
     pytest.param(
-        lambda: P.tool({"function": {"name": "f", "parameters": "{no"}}),
+        lambda: P.to_tool({"function": {"name": "f", "parameters": "{no"}}),
         "tools[0].function.parameters",
         id="tool-parameters-bad-json",
     ),
-    pytest.param(lambda: P.tool_choice({"type": "function"}), "tool_choice", id="tool-choice-no-name"),
-    pytest.param(lambda: P.tool_choice(3), "tool_choice", id="tool-choice-int"),
+    pytest.param(lambda: P.to_tool_choice({"type": "function"}), "tool_choice", id="tool-choice-no-name"),
+    pytest.param(lambda: P.to_tool_choice(3), "tool_choice", id="tool-choice-int"),
 ]
 
 

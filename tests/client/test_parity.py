@@ -10,7 +10,10 @@ at a7394ba3.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +24,10 @@ from lorax.types import GenerateResponse, StreamResponse, Token
 
 URL = "http://lorax.test"
 
-# Lifecycle is where the two legitimately differ: close() is a coroutine on the async
-# client, which also has aclose(); and the context-manager protocols differ.
+# Lifecycle is where the two legitimately differ: Client.close() is AsyncClient.aclose()
+# (as in httpx), and the context-manager protocols differ.
 ASYNC_ONLY = {"aclose"}
+SYNC_ONLY = {"close"}
 PROPERTIES = {"base_url", "timeout", "retry_policy", "transport", "with_raw_response"}
 STREAM_METHODS = {"generate_stream", "chat_stream", "completions_stream"}
 NOT_COROUTINES = STREAM_METHODS | {"with_options", "from_predibase"}
@@ -35,7 +39,7 @@ def public(cls: type) -> set[str]:
 
 def test_same_public_names() -> None:
     assert public(AsyncClient) - public(Client) == ASYNC_ONLY
-    assert public(Client) - public(AsyncClient) == set()
+    assert public(Client) - public(AsyncClient) == SYNC_ONLY
     assert public(Client) == {
         "base_url",
         "chat",
@@ -69,7 +73,7 @@ def test_context_manager_protocols() -> None:
     assert inspect.iscoroutinefunction(AsyncClient.__aenter__)
     assert inspect.iscoroutinefunction(AsyncClient.__aexit__)
     assert inspect.iscoroutinefunction(AsyncClient.aclose)
-    assert inspect.iscoroutinefunction(AsyncClient.close)
+    assert not hasattr(AsyncClient, "close")  # no coroutine twin under the sync name
     assert not inspect.iscoroutinefunction(Client.close)
 
 
@@ -111,15 +115,15 @@ def test_same_signature(name: str) -> None:
 def test_same_constructor_arguments() -> None:
     sync = _params(Client.__init__)
     aio = _params(AsyncClient.__init__)
-    # The one intended difference: an async client serves hundreds of concurrent streams
-    # (user-asks F1-F3), so its default pool is larger.
-    assert [p for p in sync if p[0] == "pool_size"] == [("pool_size", inspect.Parameter.KEYWORD_ONLY, 10, "int")]
-    assert [p for p in aio if p[0] == "pool_size"] == [("pool_size", inspect.Parameter.KEYWORD_ONLY, 100, "int")]
+    # The same default pool on both: a sync client shared by threads needs as many
+    # connections as an async one running as many tasks.
+    pool = [("pool_size", inspect.Parameter.KEYWORD_ONLY, 100, "int")]
+    assert [p for p in sync if p[0] == "pool_size"] == pool
+    assert [p for p in aio if p[0] == "pool_size"] == pool
     # A MockTransport serves both clients (AsyncClient picks its `.aio` face).
     assert [p[3] for p in sync if p[0] == "transport"] == ["Transport | None"]
     assert [p[3] for p in aio if p[0] == "transport"] == ["AsyncTransport | MockTransport | None"]
-    same = {"pool_size", "transport"}
-    assert [p for p in sync if p[0] not in same] == [p for p in aio if p[0] not in same]
+    assert [p for p in sync if p[0] != "transport"] == [p for p in aio if p[0] != "transport"]
     assert [p[0] for p in sync] == [p[0] for p in aio]
 
 
@@ -337,8 +341,26 @@ def test_default_retry_policy_is_the_same_on_both() -> None:
     assert Client(URL, transport=transport).retry_policy.max_retries == 2
 
 
-def test_docstrings_are_shared() -> None:
-    for name in sorted(public(Client) - {"close"}):  # AsyncClient.close is an alias of aclose
-        sync_doc = getattr(Client, name).__doc__
-        assert sync_doc, name
-        assert getattr(AsyncClient, name).__doc__ == sync_doc, name
+def _unasync_line() -> Callable[[str], str]:
+    spec = importlib.util.spec_from_file_location("_unasync_tool", Path(__file__).parents[2] / "tools" / "unasync.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    convert: Callable[[str], str] = module.unasync_line
+    return convert
+
+
+def test_docstrings_are_written_once() -> None:
+    # Client's docstrings are AsyncClient's with the generator's substitutions
+    # (AsyncStream -> Stream, ...), not copies made at import.
+    unasync_line = _unasync_line()
+    for name in sorted(public(AsyncClient)):
+        aio_doc = getattr(AsyncClient, name).__doc__
+        assert aio_doc, name
+        sync_doc = getattr(Client, unasync_line(name)).__doc__
+        assert sync_doc == unasync_line(aio_doc), name
+    assert Client.__doc__ == unasync_line(AsyncClient.__doc__ or "")
+    assert "asyncio" not in (Client.generate_stream.__doc__ or "")
+    assert "AsyncStream" in (AsyncClient.generate_stream.__doc__ or "")
+    assert "AsyncStream" not in (Client.generate_stream.__doc__ or "")
