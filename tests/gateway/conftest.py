@@ -51,6 +51,7 @@ class Upstream:
         self._cond = threading.Condition()
         self.disconnects = 0
         self.requests = 0
+        self.answered = 0  # /generate bodies handed to the server to write
         self.produced = 0  # events of "firehose" streams
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -140,6 +141,7 @@ class Upstream:
         else:
             text = f"echo: {inputs}"
         headers = {"x-model-id": "toy-model", "x-compute-time": "3"}
+        self._note("answered")
         return web.Response(
             body=codec.to_json(GenerateResponse(generated_text=text)), headers=headers, content_type="application/json"
         )

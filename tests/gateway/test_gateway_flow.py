@@ -388,13 +388,15 @@ def test_an_answer_waiting_behind_a_stalled_socket_is_counted(make_gateway: Any,
     gateway = gw.gateway
     assert gateway is not None
     before = upstream.requests
+    answered_before = upstream.answered
     with raw(gw.url, max_queue=1, close_timeout=1) as ws:
         ws.send(call(1, "firehose"))
         assert eventually(lambda: gateway.memory.held > 32_768)  # its send is blocked
         for call_id in range(2, 10):
             ws.send(call(call_id, "big", _routes.GENERATE.full_name))
         assert eventually(lambda: upstream.requests - before == 9)
-        time.sleep(0.5)  # the answers arrive in milliseconds
+        assert eventually(lambda: upstream.answered - answered_before == 8)
+        time.sleep(0.5)  # the answers arrive in milliseconds once written
         assert gateway.memory.held <= 65_536
         ws.send(wsf.encode_cancel(1))  # reading again: everything comes out
         last: dict[int, Frame] = {}
