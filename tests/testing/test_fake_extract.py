@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from lorax.testing import FakeLorax
-from lorax.testing import schemas as sc
-from lorax.testing.extract import is_json_content_type
-from lorax.testing.serde import SerdeError, deserialize
+from lorax.testing import _schemas as sc
+from lorax.testing._extract import is_json_content_type
+from lorax.testing._serde import SerdeError, deserialize
 
 from ._fake_http import request
 

@@ -55,7 +55,7 @@ class ServerConfig:
     healthy: bool = True
     #: ``False`` makes ``/startup`` answer 500 "Empty generation".
     startup_ready: bool = True
-    #: :data:`CRASH_ABORT` or :data:`CRASH_HTTP_500`; see the module docs of ``lorax.testing.server``.
+    #: :data:`CRASH_ABORT` or :data:`CRASH_HTTP_500`; see the module docs of ``lorax.testing._server``.
     crash_behaviour: str = CRASH_ABORT
 
     def info(self) -> InfoResponse:

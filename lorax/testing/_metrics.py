@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from lorax.testing.serde import rust_f64
+from lorax.testing._serde import rust_f64
 
 __all__ = ["Metrics"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorax.testing.serde import SerdeError, Type, deserialize
+from lorax.testing._serde import SerdeError, Type, deserialize
 
 __all__ = ["BODY_LIMIT", "Rejection", "extract_json", "is_json_content_type"]
 

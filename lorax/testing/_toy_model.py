@@ -5,7 +5,7 @@ everything that should change it (prompt, adapter ids and weights, merged-adapte
 settings, sampling parameters, and the seed when sampling), so the same request always
 gives the same tokens, and changing any of those gives different ones. Greedy requests
 ignore the seed. The whole generation is planned up front; the server then paces it out
-token by token (see ``lorax.testing.server``).
+token by token (see ``lorax.testing._server``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorax.testing.schema_gen import generate_json
-from lorax.testing.tokenizer import EOS, Piece, Tokenizer, token_id
+from lorax.testing._schema_gen import generate_json
+from lorax.testing._tokenizer import EOS, Piece, Tokenizer, token_id
 
 __all__ = ["AltToken", "Generation", "GenToken", "ToolPlan", "ToyModel"]
 

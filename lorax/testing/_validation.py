@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorax import codec
-from lorax.testing.config import ServerConfig
-from lorax.testing.tokenizer import Tokenizer
+from lorax.testing._config import ServerConfig
+from lorax.testing._tokenizer import Tokenizer
 from lorax.types import ErrorResponse
 
 __all__ = ["InferError", "ValidRequest", "validate", "validate_best_of", "validate_input"]

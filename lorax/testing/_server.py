@@ -37,16 +37,16 @@ from typing import Any
 from aiohttp import web
 
 from lorax import codec
-from lorax.testing import extract as ex
-from lorax.testing import openai as oa
-from lorax.testing import schemas as sc
-from lorax.testing.config import CRASH_HTTP_500, ServerConfig
-from lorax.testing.faults import FAULT_HEADER, FaultError, Faults, FaultSpec
-from lorax.testing.inference import Crash, Drop, Engine, GenJob, render_stream_response
-from lorax.testing.metrics import Metrics
-from lorax.testing.recording import RecordedRequest, Recorder, Stats
-from lorax.testing.sse import pump
-from lorax.testing.validation import InferError, validate_input
+from lorax.testing import _extract as ex
+from lorax.testing import _openai as oa
+from lorax.testing import _schemas as sc
+from lorax.testing._config import CRASH_HTTP_500, ServerConfig
+from lorax.testing._faults import FAULT_HEADER, FaultError, Faults, FaultSpec
+from lorax.testing._inference import Crash, Drop, Engine, GenJob, render_stream_response
+from lorax.testing._metrics import Metrics
+from lorax.testing._recording import RecordedRequest, Recorder, Stats
+from lorax.testing._sse import pump
+from lorax.testing._validation import InferError, validate_input
 from lorax.types import (
     ClassifyBatchResponse,
     ClassifyResponse,
