@@ -2,7 +2,7 @@
 
 Conversions follow ``impl From<CompletionRequest> for CompatGenerateRequest`` and
 ``ChatCompletionRequest::try_into_generate`` in ``router/src/lib.rs``; the response
-builders follow the ``From`` impls and ``ChatCompletionResponse::new`` (wire spec §3.3-§3.6).
+builders follow the ``From`` impls and ``ChatCompletionResponse::new`` in the same file.
 """
 
 from __future__ import annotations

@@ -204,7 +204,8 @@ class ToyModel:
     def classify(self, text: str) -> list[dict[str, Any]]:
         """NER-style entities, aggregated like LoRAX (``O`` spans after an entity become ``"0"``)."""
         data = text.encode("utf-8")
-        # Byte offset of every character: entities carry UTF-8 byte offsets (wire spec §3.7).
+        # Byte offset of every character: entities carry UTF-8 byte offsets
+        # (aggregate_ner_output_simple in router/src/infer.rs).
         offsets = [0]
         for ch in text:
             offsets.append(offsets[-1] + len(ch.encode("utf-8")))

@@ -1,7 +1,8 @@
 """LoRAX's own request checks (``validation.rs``) and error bodies (``InferError``).
 
-The checks run in the router's order (wire spec §2.9): the first failure wins, and each
-message is the exact ``ValidationError`` text of §6.2.
+The checks run in the router's order (``Validation::validate`` in ``router/src/validation.rs``;
+docs/wire.md, "Validation order"): the first failure wins, and each message is the exact
+text of LoRAX's ``ValidationError`` in that file.
 """
 
 from __future__ import annotations
