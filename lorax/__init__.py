@@ -52,8 +52,15 @@ def proto_path() -> Path:
     """The folder holding ``lorax/v1/*.proto``, for compiling the schemas in another language.
 
     Pass it as an include path: ``protoc -I $(python -c "import lorax; print(lorax.proto_path())") ...``.
+    From a wheel that is the package's ``_proto`` folder (setup.py maps it onto the
+    checkout's ``proto/``); from a checkout (an editable install, or ``PYTHONPATH``)
+    it is ``proto/`` itself.
     """
-    return Path(__file__).resolve().parent / "_proto"
+    package = Path(__file__).resolve().parent
+    shipped = package / "_proto"
+    if shipped.is_dir():
+        return shipped
+    return package.parent / "proto"
 
 
 def descriptor_set_path() -> Path:

@@ -2,8 +2,8 @@
 
 LoRAX holds logprobs, scores, embeddings and sampling parameters as Rust ``f32`` and
 serde_json prints them with ryu: the shortest decimal that reads back as the same f32,
-in plain notation when 1e-6 <= |v| < 1e13 and as ``1.234e-7`` otherwise (wire spec,
-"General serialization rules"). Python's ``repr`` works on f64 and switches notation
+in plain notation when 1e-6 <= |v| < 1e13 and as ``1.234e-7`` otherwise (docs/wire.md,
+"Response bodies"). Python's ``repr`` works on f64 and switches notation
 at other thresholds, so ``-0.34`` stored in a double would print as
 ``-0.3400000035762787`` after an f32 round trip, and ``0.000012`` as ``1.2e-05``.
 """

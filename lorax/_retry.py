@@ -1,7 +1,7 @@
 """When to retry a failed call and how long to wait first, without sleeping.
 
-:class:`RetryPolicy` is the immutable configuration a client is built with (decision 8
-of the design notes). :class:`RetryState` applies it to one call: after each failed
+:class:`RetryPolicy` is the immutable configuration a client is built with (README,
+"Errors, retries, timeouts"). :class:`RetryState` applies it to one call: after each failed
 attempt it answers "sleep this long, then try again" or "give up". The sync client
 sleeps with :func:`time.sleep`, the async one with :func:`asyncio.sleep`; the decision
 is the same code, so the two cannot drift apart. A client's loop looks like::

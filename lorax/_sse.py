@@ -27,7 +27,7 @@ Deviations from the browser algorithm, all on purpose:
   peer cannot make us buffer without bound.
 
 LoRAX itself only ever sends ``data: <json>\\n\\n`` events and ``:\\n\\n`` keep-alives
-(wire spec §4.2), so :meth:`SSEDecoder.feed` has a fast path for a chunk that is
+(docs/wire.md, "Streams"), so :meth:`SSEDecoder.feed` has a fast path for a chunk that is
 exactly one such event; everything else goes through the general parser.
 """
 
@@ -158,7 +158,7 @@ class SSEDecoder:
                 unusable: every later ``feed`` raises too.
         """
         # The fast path: LoRAX sends each token as one body frame that is exactly
-        # b"data: " + json + b"\n\n" (b"data:" up to v0.11; wire spec §4.2), so most
+        # b"data: " + json + b"\n\n" (b"data:" up to v0.11; docs/wire.md, "Streams"), so most
         # chunks are one whole event. With nothing buffered and no other CR or LF
         # inside, the general algorithm would produce exactly this event.
         # The checks are spelled for speed: indexing and `int in bytes` (a bare

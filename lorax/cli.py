@@ -34,13 +34,14 @@ from lorax._cli.common import (
     EXIT_USAGE,
     CliParser,
     Context,
-    Secrets,
     UsageError,
     error_line,
     hoist_connection_options,
     log_traceback,
+    secrets_from_argv,
     setup_logging,
 )
+from lorax._redact import Secrets
 from lorax.errors import LoraxError
 
 __all__ = ["build_parser", "main"]
@@ -148,7 +149,7 @@ def main(
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
-    secrets = Secrets.from_argv(args_list, env)
+    secrets = secrets_from_argv(args_list, env)
     ctx = Context(
         stdout=stdout if stdout is not None else sys.stdout,
         stderr=stderr if stderr is not None else sys.stderr,

@@ -47,7 +47,7 @@ The official client's class names are all here and keep their meaning, so existi
 ``except`` clauses keep working: the official client raises ``UnknownError`` for a 401
 and ``ShardNotReadyError`` for a 403 (``parse_error`` in its ``lorax/errors.py``), so
 ``AuthenticationError`` and ``PermissionDeniedError`` subclass those. The mapping
-looks at ``error_type`` first and falls back to the HTTP status (wire spec §6), and it
+looks at ``error_type`` first and falls back to the HTTP status (docs/wire.md, "Errors"), and it
 is the same whether the error arrived as an HTTP response, as an event inside a 200
 stream, or as a WebSocket error frame.
 
@@ -333,7 +333,8 @@ class UnknownError(APIStatusError):
 class InvalidRequestError(ValidationError):
     """Refused before sending: the server would reject it, or it would crash the server.
 
-    Client-side checks are never stricter than LoRAX's own (wire spec §8.13).
+    Client-side checks are never stricter than LoRAX's own (docs/wire.md, "Inputs that crash LoRAX"
+    and "Validation order").
     """
 
 

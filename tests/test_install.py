@@ -5,7 +5,9 @@ from the package index, into a new virtual environment that already holds the of
 ``lorax-client`` 0.6.3 from the index: both are the distribution ``lorax-client`` with
 the import name ``lorax``, and installing this one must replace that one in place. Then
 the ``lorax`` command, ``lorax.testing`` and the packaged ``.proto`` files are used from
-that venv, in a directory outside the checkout so that nothing is imported from here.
+that venv, in a directory outside the checkout so that nothing is imported from here:
+protoc (grpcio-tools) compiles the installed ``.proto`` files. Last, an editable install
+of the same source replaces the wheel, and ``lorax.proto_path()`` is then its ``proto/``.
 
 It needs the package index. Whether the index answers is checked once; when it does not,
 the test is skipped with the reason.
@@ -86,7 +88,10 @@ def test_wheel_installs_into_a_fresh_venv_over_the_official_client(tmp_path: Pat
     # and a stale build/lib would put deleted modules into later wheels.
     src = tmp_path / "src"
     shutil.copytree(ROOT / "lorax", src / "lorax", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for name in ("pyproject.toml", "README.md"):
+    # The schemas come from proto/ (setup.py maps them into the package): no copy in lorax/.
+    assert not (src / "lorax" / "_proto").exists()
+    shutil.copytree(ROOT / "proto" / "lorax", src / "proto" / "lorax")
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(src)], cwd=tmp_path)
@@ -112,8 +117,59 @@ def test_wheel_installs_into_a_fresh_venv_over_the_official_client(tmp_path: Pat
     checked = _run([str(python), "-c", CHECK, site.stdout.strip()], cwd=tmp_path)
     assert checked.stdout.startswith(f"{__version__} 8 ")
 
+    _compiles_the_shipped_schemas(python, site.stdout.strip(), tmp_path)
+
     command = venv / "bin" / "lorax"
     helped = _run([str(command), "--help"], cwd=tmp_path)
     assert helped.stdout.startswith("usage: lorax ")
     version = _run([str(command), "--version"], cwd=tmp_path)
     assert version.stdout == f"lorax-client {__version__}\n"
+
+    # From a checkout, `pip install -e .` replaces the wheel: proto_path() is then the
+    # checkout's proto/ folder, the one the wheel was built from.
+    _run([*pip, "--no-deps", "-e", str(src)], cwd=tmp_path)
+    editable = _run([str(python), "-c", "import lorax; print(lorax.__file__); print(lorax.proto_path())"], cwd=tmp_path)
+    assert editable.stdout == f"{src / 'lorax' / '__init__.py'}\n{src / 'proto'}\n"
+
+
+def _compiles_the_shipped_schemas(python: Path, site: str, tmp_path: Path) -> None:
+    """protoc (grpcio-tools, from this venv) compiles the installed .proto files into
+    exactly the descriptor set the wheel ships: the schemas and the code agree."""
+    import grpc_tools
+
+    shipped = _run([str(python), "-c", "import lorax; print(lorax.proto_path())"], cwd=tmp_path).stdout.strip()
+    assert Path(shipped) == Path(site) / "lorax" / "_proto"
+    protos = sorted(str(p.relative_to(shipped)) for p in Path(shipped, "lorax", "v1").glob("*.proto"))
+    assert len(protos) == 8
+    out = tmp_path / "compiled"
+    out.mkdir()
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    args = [f"-I{shipped}", f"-I{well_known}", f"--python_out={out}", "--include_imports"]
+    descriptors = out / "lorax_v1.binpb"
+    _run(
+        [sys.executable, "-m", "grpc_tools.protoc", *args, f"--descriptor_set_out={descriptors}", *protos], cwd=tmp_path
+    )
+    assert sorted(p.name for p in (out / "lorax" / "v1").glob("*_pb2.py")) == sorted(
+        Path(p).name.replace(".proto", "_pb2.py") for p in protos
+    )
+    assert descriptors.read_bytes() == (Path(site) / "lorax" / "v1" / "lorax_v1.binpb").read_bytes()
+
+
+def test_a_checkout_finds_its_schemas_in_proto() -> None:
+    """Run from this checkout (PYTHONPATH or an editable install), proto_path() is proto/:
+    the only copy of the schemas in the repository."""
+    import lorax
+
+    assert lorax.proto_path() == ROOT / "proto"
+    assert not (ROOT / "lorax" / "_proto").exists()
+    names = sorted(p.name for p in (lorax.proto_path() / "lorax" / "v1").glob("*.proto"))
+    assert names == [
+        "embed.proto",
+        "generate.proto",
+        "openai.proto",
+        "options.proto",
+        "server.proto",
+        "service.proto",
+        "tokenize.proto",
+        "websocket.proto",
+    ]

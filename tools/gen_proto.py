@@ -6,7 +6,8 @@
                                         # one tox's `floor` env tests
 
 The generated code is committed so that `pip install -e .` needs no build step; this
-script is the only way it is written.
+script is the only way it is written. The .proto files themselves are not copied: the
+wheel takes them from proto/ (see setup.py).
 
 The _pb2 modules are made portable: protoc stamps them with a check that refuses any
 protobuf runtime older than the protoc that wrote them, which would tie users to one
@@ -30,8 +31,6 @@ PROTO_ROOT = ROOT / "proto"
 PROTO_DIR = PROTO_ROOT / "lorax" / "v1"
 OUT_PACKAGE = ROOT / "lorax" / "v1"
 DESCRIPTOR_SET = "lorax_v1.binpb"
-# The .proto files ship inside the wheel too (lorax.proto_path()): a copy kept here.
-SHIPPED_PROTO_DIR = ROOT / "lorax" / "_proto" / "lorax" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
 # Written by our own protoc plugin (tools/protoc_gen_lorax.py): the msgspec Structs.
 STRUCTS_MODULE = "messages.py"
@@ -138,14 +137,6 @@ def check() -> int:
             elif not filecmp.cmp(fresh / name, OUT_PACKAGE / name, shallow=False):
                 problems.append(f"differs from a fresh generation: lorax/v1/{name}")
         stamped = gencode_version(fresh)
-    for proto in sorted(PROTO_DIR.glob("*.proto")):
-        shipped = SHIPPED_PROTO_DIR / proto.name
-        if not shipped.exists() or shipped.read_bytes() != proto.read_bytes():
-            problems.append(f"lorax/_proto/lorax/v1/{proto.name} differs from proto/lorax/v1/{proto.name}")
-    if SHIPPED_PROTO_DIR.exists():
-        for shipped in sorted(SHIPPED_PROTO_DIR.glob("*.proto")):
-            if not (PROTO_DIR / shipped.name).exists():
-                problems.append(f"stale shipped schema: lorax/_proto/lorax/v1/{shipped.name}")
     floor = pyproject_protobuf_floor()
     tested = tox_protobuf_floor()
     if floor != tested:
@@ -172,11 +163,6 @@ def main() -> int:
             (OUT_PACKAGE / name).unlink()
         for name in generated_files(fresh):
             shutil.copyfile(fresh / name, OUT_PACKAGE / name)
-    if SHIPPED_PROTO_DIR.exists():
-        shutil.rmtree(SHIPPED_PROTO_DIR)
-    SHIPPED_PROTO_DIR.mkdir(parents=True)
-    for proto in sorted(PROTO_DIR.glob("*.proto")):
-        shutil.copyfile(proto, SHIPPED_PROTO_DIR / proto.name)
     print(f"wrote {len(generated_files(OUT_PACKAGE))} files to lorax/v1 (protobuf {gencode_version(OUT_PACKAGE)})")
     return 0
 

@@ -1,7 +1,7 @@
 """What every ``lorax`` subcommand shares: options, client construction, error reporting.
 
 Secrets (``--api-token``, the environment's tokens, credential headers) are collected
-once into a :class:`Secrets` and scrubbed from everything the command prints on
+once into a :class:`lorax._redact.Secrets` and scrubbed from everything the command prints on
 stderr: error lines, argparse complaints and, with ``--debug``, every log record and
 traceback. They only ever leave the process in request headers.
 """
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from lorax._redact import REDACTED, is_sensitive_header, redact_url
+from lorax._redact import Secrets, redact_url
 from lorax.errors import LoraxError
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "CliParser",
     "Connection",
     "Context",
-    "Secrets",
     "UsageError",
     "add_adapter_options",
     "add_connection_options",
@@ -52,6 +51,7 @@ __all__ = [
     "make_client",
     "read_text_arg",
     "resolve_connection",
+    "secrets_from_argv",
     "setup_logging",
 ]
 
@@ -85,60 +85,26 @@ class UsageError(Exception):
 # Secrets
 
 
-class Secrets:
-    """The credential strings of this run, and the one place that scrubs them from text."""
-
-    def __init__(self, values: Iterable[str] = ()) -> None:
-        self._values: set[str] = set()
-        for value in values:
-            self.add(value)
-
-    def add(self, value: str | None) -> None:
-        """Remember `value` (and, for ``Bearer xyz``, ``xyz`` alone) as a secret."""
-        if not value:
-            return
-        value = value.strip()
-        # Short strings would scrub ordinary words out of messages; real tokens are long.
-        if len(value) >= 4:
-            self._values.add(value)
-        scheme, _, rest = value.partition(" ")
-        if rest and scheme.lower() in ("bearer", "basic", "token") and len(rest.strip()) >= 4:
-            self._values.add(rest.strip())
-
-    def scrub(self, text: str) -> str:
-        """`text` with every secret replaced by ``<redacted>``; longest first, so no tail survives."""
-        for value in sorted(self._values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, REDACTED)
-        return text
-
-    def __bool__(self) -> bool:
-        return bool(self._values)
-
-    def __repr__(self) -> str:  # never the values themselves
-        return f"<Secrets: {len(self._values)} value(s)>"
-
-    @classmethod
-    def from_argv(cls, argv: Sequence[str], environ: Mapping[str, str]) -> Secrets:
-        """Secrets visible before parsing, so even argparse's own errors can be scrubbed."""
-        secrets = cls(environ.get(name, "") for name in (*TOKEN_ENVS, GATEWAY_TOKEN_ENV))
-        for i, arg in enumerate(argv):
-            for flag in TOKEN_FLAGS:
-                if arg == flag and i + 1 < len(argv):
-                    secrets.add(argv[i + 1])
-                elif arg.startswith(flag + "="):
-                    secrets.add(arg[len(flag) + 1 :])
-            if arg in ("--header", "-H") and i + 1 < len(argv):
-                _add_header_secret(secrets, argv[i + 1])
-            elif arg.startswith("--header="):
-                _add_header_secret(secrets, arg[len("--header=") :])
-        return secrets
+def secrets_from_argv(argv: Sequence[str], environ: Mapping[str, str]) -> Secrets:
+    """The run's secrets visible before parsing, so even argparse's own errors can be scrubbed."""
+    secrets = Secrets(environ.get(name, "") for name in (*TOKEN_ENVS, GATEWAY_TOKEN_ENV))
+    for i, arg in enumerate(argv):
+        for flag in TOKEN_FLAGS:
+            if arg == flag and i + 1 < len(argv):
+                secrets.add(argv[i + 1])
+            elif arg.startswith(flag + "="):
+                secrets.add(arg[len(flag) + 1 :])
+        if arg in ("--header", "-H") and i + 1 < len(argv):
+            _add_header_secret(secrets, argv[i + 1])
+        elif arg.startswith("--header="):
+            _add_header_secret(secrets, arg[len("--header=") :])
+    return secrets
 
 
 def _add_header_secret(secrets: Secrets, header: str) -> None:
     name, sep, value = header.partition(":")
-    if sep and is_sensitive_header(name.strip()):
-        secrets.add(value.strip())
+    if sep:
+        secrets.add_header(name.strip(), value.strip())
 
 
 class ScrubbingFormatter(logging.Formatter):
@@ -541,8 +507,7 @@ def resolve_connection(args: argparse.Namespace, environ: Mapping[str, str], sec
     """
     headers = parse_headers(args.header)
     for name, value in headers.items():
-        if is_sensitive_header(name):
-            secrets.add(value)
+        secrets.add_header(name, value)
     token: str | None = args.api_token
     source = "--api-token" if token is not None else None
     if token is None:

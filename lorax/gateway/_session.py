@@ -34,13 +34,13 @@ from websockets.exceptions import ConnectionClosed
 from lorax import errors
 from lorax._convert import from_binary, to_binary
 from lorax._message import Message
+from lorax._redact import Secrets
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
 from lorax.transports import _ws_frames as wsf
-from lorax.transports._http_common import Secrets
 from lorax.transports.base import AsyncTransport, CallOptions
 from lorax.v1.websocket_pb2 import FrameCall, FrameError
 

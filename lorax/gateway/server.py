@@ -36,13 +36,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from lorax._redact import HeaderRedactingLogger, redact_url
+from lorax._redact import HeaderRedactingLogger, header_secrets, redact_url
 from lorax._timeout import Timeout
 from lorax.gateway._limits import MemoryBudget
 from lorax.gateway._log import log, peer
 from lorax.gateway._session import Session
 from lorax.transports import _ws_frames as wsf
-from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes, header_secrets
+from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
 from lorax.transports.aiohttp import AsyncHTTPTransport
 from lorax.transports.base import AsyncTransport
 

@@ -13,9 +13,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from lorax.testing.config import CRASH_ABORT, CRASH_HTTP_500, ServerConfig
-from lorax.testing.faults import FaultError, parse_faults
-from lorax.testing.runner import AsyncFakeLorax
+from lorax.testing._config import CRASH_ABORT, CRASH_HTTP_500, ServerConfig
+from lorax.testing._faults import FaultError, parse_faults
+from lorax.testing._runner import AsyncFakeLorax
 
 __all__ = ["build_parser", "main"]
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from lorax.testing.runner import FakeLorax
+if TYPE_CHECKING:
+    from lorax.testing import FakeLorax
 
 __all__ = ["lorax_server"]
 
@@ -45,6 +46,11 @@ def pytest_plugin_registered(plugin: object, plugin_name: str, manager: Any) -> 
 @pytest.fixture
 def lorax_server(request: pytest.FixtureRequest) -> Iterator[FakeLorax]:
     """A running fake LoRAX server on 127.0.0.1, stopped after the test."""
+    # Imported here, not at the top: pytest loads this plugin in every run wherever
+    # lorax-client is installed, and the server (aiohttp, the toy model) is only worth
+    # loading for a test that asks for it.
+    from lorax.testing import FakeLorax
+
     marker = request.node.get_closest_marker("lorax_server")
     options = dict(marker.kwargs) if marker is not None else {}
     with FakeLorax(**options) as server:

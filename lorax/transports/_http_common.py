@@ -16,7 +16,8 @@ what the bytes that came back mean, lives here, so the two cannot drift apart:
 * :func:`connection_error`, :func:`timeout_error` and :func:`interrupted` build the
   connection failures with messages that name the host and port, never a URL with
   credentials;
-* :class:`Secrets` scrubs credentials out of anything built from the server's text.
+* :class:`lorax._redact.Secrets` (re-exported here) scrubs credentials out of anything
+  built from the server's text.
 
 Route joining. A route's path is appended to the base URL's path prefix, so
 ``https://serving.app.predibase.com/TENANT/deployments/v2/llms/NAME`` with
@@ -36,13 +37,16 @@ import re
 import socket
 import ssl
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from lorax import codec, errors
 from lorax._message import Message
-from lorax._redact import REDACTED, SENSITIVE_FIELDS, is_sensitive_header, redact_url
+
+# Secrets and header_secrets are lorax._redact's (the one scrubbing helper), re-exported
+# for the transports that reach them through this module.
+from lorax._redact import Secrets, header_secrets, redact_url
 from lorax._routes import Method
 from lorax.transports.base import DEFAULT_MAX_RESPONSE_BYTES, lower_headers
 
@@ -63,6 +67,7 @@ __all__ = [
     "decode_response",
     "declared_length",
     "default_headers",
+    "header_secrets",
     "interrupted",
     "merge_headers",
     "resolve_proxy",
@@ -686,101 +691,3 @@ def os_reason(exc: BaseException) -> str:
             fallback = str(current)
         current = current.__cause__ or current.__context__
     return fallback or type(exc).__name__
-
-
-# ---------------------------------------------------------------------------------
-# Secrets
-
-
-class Secrets:
-    """Credential values that must not appear in anything built from outside text.
-
-    Collected only when an error is being built: the transport's own credentials
-    (Authorization-like headers, URL and proxy passwords), the call's sensitive
-    headers, and any ``api_token`` in the request message.
-    """
-
-    __slots__ = ("values",)
-
-    def __init__(self, values: Iterable[str] = ()) -> None:
-        self.values = tuple(sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True))
-
-    @classmethod
-    def of(
-        cls,
-        transport_values: Iterable[str],
-        call_headers: Mapping[str, str] | None = None,
-        request: Message | None = None,
-    ) -> Secrets:
-        values = list(transport_values)
-        if call_headers:
-            values.extend(header_secrets(call_headers))
-        if request is not None:
-            values.extend(request_secrets(request))
-        return cls(values)
-
-    def scrub(self, text: str) -> str:
-        for secret in self.values:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    def scrub_error(self, error: errors.LoraxError) -> errors.LoraxError:
-        """`error` (changed in place) with secrets scrubbed out of its message, body and headers.
-
-        For errors built from the server's words by code that knows no secrets: the
-        error events of a stream (:func:`lorax.codec.from_json`).
-        """
-        if self.values:
-            error.message = self.scrub(error.message)
-            error.args = tuple(self.scrub(a) if isinstance(a, str) else a for a in error.args)
-            if error.body is not None:
-                error.body = self.scrub(error.body)
-            error.headers = self.scrub_headers(error.headers)
-        return error
-
-    def scrub_headers(self, headers: dict[str, str]) -> dict[str, str]:
-        """`headers` with secrets scrubbed out of the values (a proxy may echo them back)."""
-        if not self.values:
-            return headers
-        joined = "\n".join(headers.values())
-        if not any(secret in joined for secret in self.values):
-            return headers  # the usual case, at the cost of one join
-        return {name: self.scrub(value) for name, value in headers.items()}
-
-    def scrub_bytes(self, data: bytes) -> bytes:
-        for secret in self.values:
-            raw = secret.encode("utf-8", "replace")
-            if raw in data:
-                data = data.replace(raw, REDACTED.encode())
-        return data
-
-
-def header_secrets(headers: Mapping[str, str]) -> list[str]:
-    """The credential values among `headers`, and their token parts (``Bearer X`` → X,
-    ``Cookie: a=X; b=Y`` → X and Y: a server may quote one cookie's value alone)."""
-    out: list[str] = []
-    for name, value in headers.items():
-        if is_sensitive_header(name) and value:
-            out.append(value)
-            _, _, token = value.partition(" ")
-            if token:
-                out.append(token.strip())
-            if name.lower() in ("cookie", "set-cookie"):
-                for pair in value.split(";"):
-                    _, eq, cookie = pair.partition("=")
-                    if eq and len(cookie.strip()) >= 8:  # session ids, not "lang=en"
-                        out.append(cookie.strip())
-    return out
-
-
-def request_secrets(request: Message, _depth: int = 0) -> list[str]:
-    """``api_token`` values anywhere near the top of a request message."""
-    out: list[str] = []
-    for name in getattr(request, "__struct_fields__", ()):
-        value = getattr(request, name)
-        if name in SENSITIVE_FIELDS and isinstance(value, str):
-            out.append(value)
-        elif _depth < 3 and isinstance(value, Message):
-            out.extend(request_secrets(value, _depth + 1))
-    return out

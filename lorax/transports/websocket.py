@@ -67,10 +67,9 @@ from websockets.sync.client import connect as sync_connect
 from lorax import errors
 from lorax._convert import from_binary, to_binary
 from lorax._message import Message
-from lorax._redact import HeaderRedactingLogger, redact_url
+from lorax._redact import HeaderRedactingLogger, Secrets, redact_url
 from lorax._routes import Method
 from lorax.transports import _ws_frames as wsf
-from lorax.transports._http_common import Secrets
 from lorax.transports.base import (
     AsyncMessageStream,
     AsyncTransport,

@@ -305,7 +305,8 @@ def test_ctrl_c_during_a_stream_exits_130(fake_server: FakeLorax) -> None:
 
 
 def test_predibase_options_build_the_deployment_url() -> None:
-    from lorax._cli.common import Secrets, make_client, resolve_connection
+    from lorax._cli.common import make_client, resolve_connection
+    from lorax._redact import Secrets
     from lorax.cli import build_parser
 
     args = build_parser().parse_args(

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from lorax._cli.common import (
-    Secrets,
     UsageError,
     chat_kwargs,
     error_line,
@@ -18,9 +17,11 @@ from lorax._cli.common import (
     load_json_arg,
     parse_headers,
     resolve_connection,
+    secrets_from_argv,
     setup_logging,
 )
 from lorax._cli.progress import BatchStats, ProgressReporter, format_duration, format_progress, format_summary
+from lorax._redact import Secrets
 from lorax.cli import build_parser, main
 from lorax.errors import APIConnectionError, OverloadedError
 
@@ -30,7 +31,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_secrets_scrub_tokens_and_bearer_values() -> None:
-    secrets = Secrets.from_argv(
+    secrets = secrets_from_argv(
         ["generate", "--api-token", "CANARY-123", "-H", "X-Api-Key: KEY-456", "--header=Authorization: Bearer TOK-789"],
         {"PREDIBASE_API_TOKEN": "ENV-000"},
     )

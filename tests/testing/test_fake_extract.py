@@ -1,4 +1,5 @@
-"""axum's Json extractor rejections (wire spec §6.3): status, text/plain, exact text and column."""
+"""axum's Json extractor rejections (docs/wire.md, "Rejections before LoRAX's code runs"):
+status, text/plain, exact text and column."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lorax.testing import FakeLorax
-from lorax.testing import schemas as sc
-from lorax.testing.extract import is_json_content_type
-from lorax.testing.serde import SerdeError, deserialize
+from lorax.testing import _schemas as sc
+from lorax.testing._extract import is_json_content_type
+from lorax.testing._serde import SerdeError, deserialize
 
 from ._fake_http import request
 
@@ -21,7 +22,8 @@ TEXT = "text/plain; charset=utf-8"
 
 CHAT_HEAD = '{"model":"","messages":[{"role":"user","content":"hi"}]'
 
-# Every verified 422 text of wire spec §6.3, with a body that puts the error at the same column.
+# 422 texts of axum's Json extractor (serde_path_to_error's path, serde's message, the
+# position), with a body that puts the error at the same column.
 VERIFIED_422 = [
     ("/generate", '{"parameters":{}}', "missing field `inputs` at line 1 column 17"),
     ("/generate", '{"inputs":["a"]}', "inputs: invalid type: sequence, expected a string at line 1 column 10"),

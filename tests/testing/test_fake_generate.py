@@ -301,7 +301,7 @@ VALIDATION = [
         "`inputs` tokens + `max_new_tokens` must be <= 2048. Given: 8 `inputs` tokens and 2041 `max_new_tokens`",
     ),
     ({"best_of": 3, "do_sample": True}, "`best_of` must be > 0 and <= 2. Given: 3"),
-    # First failure wins (wire spec §2.9): temperature before top_k before stop.
+    # First failure wins (docs/wire.md, "Validation order"): temperature before top_k before stop.
     ({"temperature": -1, "top_k": 0, "stop": ["a"] * 9}, "`temperature` must be non-negative"),
     ({"top_k": 0, "stop": ["a"] * 9}, "`top_k` must be strictly positive"),
     ({"best_of": 3, "temperature": -1}, "`best_of` must be > 0 and <= 2. Given: 3"),

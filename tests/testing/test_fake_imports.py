@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import lorax.testing
 
@@ -38,6 +42,27 @@ def test_forbidden_detects_protobuf_imports() -> None:
 
 def test_no_protobuf_import_in_lorax_testing() -> None:
     modules = sorted(PACKAGE.glob("*.py"))
-    assert PACKAGE / "server.py" in modules
+    assert PACKAGE / "_server.py" in modules
     found = {f"{path.name}: {name}" for path in modules for name in _imports(path) if _forbidden(name)}
     assert found == set()
+
+
+def test_the_pytest_plugin_loads_no_server_until_the_fixture_runs() -> None:
+    """pytest loads the plugin (entry point ``lorax``) in every run wherever lorax-client is
+    installed: importing it must not load the fake server, its toy model or aiohttp."""
+    code = (
+        "import sys\n"
+        "import lorax.testing.pytest_plugin\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lorax.testing')))\n"
+        "print('aiohttp' in sys.modules)\n"
+        "from lorax.testing import FakeLorax\n"
+        "print(FakeLorax.__module__, 'lorax.testing._server' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout == ("['lorax.testing', 'lorax.testing.pytest_plugin']\nFalse\nlorax.testing._runner True\n")
+
+
+def test_lorax_testing_has_no_other_attributes() -> None:
+    with pytest.raises(AttributeError, match=r"^module 'lorax\.testing' has no attribute 'serde'$"):
+        lorax.testing.serde  # noqa: B018
+    assert not hasattr(lorax.testing, "Recorder")

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from lorax.testing import FakeLorax
-from lorax.testing.metrics import DURATION_BUCKETS
-from lorax.testing.serde import rust_f64
+from lorax.testing._metrics import DURATION_BUCKETS
+from lorax.testing._serde import rust_f64
 
 from ._fake_http import post, request
 

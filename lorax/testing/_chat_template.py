@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from lorax.testing.validation import InferError
+from lorax.testing._validation import InferError
 
 __all__ = ["TEMPLATES", "render_chat"]
 

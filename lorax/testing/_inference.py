@@ -18,14 +18,14 @@ from typing import Any
 import orjson
 
 from lorax import codec
-from lorax.testing.config import ServerConfig
-from lorax.testing.faults import FaultSpec
-from lorax.testing.metrics import Metrics
-from lorax.testing.recording import Stats
-from lorax.testing.sse import DONE_FRAME, event_frame
-from lorax.testing.tokenizer import Tokenizer
-from lorax.testing.toy_model import Generation, ToolPlan, ToyModel
-from lorax.testing.validation import InferError, ValidRequest, validate, validate_best_of
+from lorax.testing._config import ServerConfig
+from lorax.testing._faults import FaultSpec
+from lorax.testing._metrics import Metrics
+from lorax.testing._recording import Stats
+from lorax.testing._sse import DONE_FRAME, event_frame
+from lorax.testing._tokenizer import Tokenizer
+from lorax.testing._toy_model import Generation, ToolPlan, ToyModel
+from lorax.testing._validation import InferError, ValidRequest, validate, validate_best_of
 from lorax.types import (
     AlternativeToken,
     BestOfSequence,

@@ -8,7 +8,8 @@ from lorax.types import InfoResponse
 
 __all__ = ["CRASH_ABORT", "CRASH_HTTP_500", "ServerConfig"]
 
-#: Inputs that abort the real router (wire spec §8.13) close the connection with no response.
+#: Inputs that abort the real router (docs/wire.md, "Inputs that crash LoRAX") close the connection
+#: with no response.
 CRASH_ABORT = "abort"
 #: ... or answer a plain 500, for clients that cannot be tested against a dropped connection.
 CRASH_HTTP_500 = "http_500"
@@ -16,7 +17,7 @@ CRASH_HTTP_500 = "http_500"
 
 @dataclass
 class ServerConfig:
-    """The model identity, the validation limits (wire spec §6.2) and the behaviour knobs.
+    """The model identity, the validation limits (``router/src/validation.rs``) and the behaviour knobs.
 
     The defaults are small on purpose (``max_input_length`` 1024, ``max_total_tokens``
     2048) so tests can hit the length errors with short prompts.
@@ -55,7 +56,7 @@ class ServerConfig:
     healthy: bool = True
     #: ``False`` makes ``/startup`` answer 500 "Empty generation".
     startup_ready: bool = True
-    #: :data:`CRASH_ABORT` or :data:`CRASH_HTTP_500`; see the module docs of ``lorax.testing.server``.
+    #: :data:`CRASH_ABORT` or :data:`CRASH_HTTP_500`; see the module docs of ``lorax.testing._server``.
     crash_behaviour: str = CRASH_ABORT
 
     def info(self) -> InfoResponse:

@@ -1,4 +1,4 @@
-"""Writing Server-Sent Events exactly as axum 0.7.7 does (wire spec §4.2).
+"""Writing Server-Sent Events exactly as axum 0.7.7 does (docs/wire.md, "Streams").
 
 Each event is one HTTP chunk: ``data: <json>\\n\\n``; the OpenAI end marker is
 ``data: [DONE]\\n\\n``; a keep-alive is the comment ``:\\n\\n``, sent whenever no event

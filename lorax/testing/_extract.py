@@ -1,4 +1,7 @@
-"""axum 0.7.7's ``Json<T>`` extractor: content type, body limit, then serde (wire spec §6.3).
+"""axum 0.7.7's ``Json<T>`` extractor: content type, body limit, then serde.
+
+See docs/wire.md, "Rejections before LoRAX's code runs" (axum's ``axum/src/json.rs``
+and ``axum/src/extract/rejection.rs``).
 
 Every rejection is ``text/plain; charset=utf-8`` with no ``error_type``, which is how a
 client tells it apart from LoRAX's own JSON 422.
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorax.testing.serde import SerdeError, Type, deserialize
+from lorax.testing._serde import SerdeError, Type, deserialize
 
 __all__ = ["BODY_LIMIT", "Rejection", "extract_json", "is_json_content_type"]
 

@@ -1,7 +1,8 @@
 """LoRAX's own request checks (``validation.rs``) and error bodies (``InferError``).
 
-The checks run in the router's order (wire spec §2.9): the first failure wins, and each
-message is the exact ``ValidationError`` text of §6.2.
+The checks run in the router's order (``Validation::validate`` in ``router/src/validation.rs``;
+docs/wire.md, "Validation order"): the first failure wins, and each message is the exact
+text of LoRAX's ``ValidationError`` in that file.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lorax import codec
-from lorax.testing.config import ServerConfig
-from lorax.testing.tokenizer import Tokenizer
+from lorax.testing._config import ServerConfig
+from lorax.testing._tokenizer import Tokenizer
 from lorax.types import ErrorResponse
 
 __all__ = ["InferError", "ValidRequest", "validate", "validate_best_of", "validate_input"]

@@ -2,7 +2,7 @@
 
 Conversions follow ``impl From<CompletionRequest> for CompatGenerateRequest`` and
 ``ChatCompletionRequest::try_into_generate`` in ``router/src/lib.rs``; the response
-builders follow the ``From`` impls and ``ChatCompletionResponse::new`` (wire spec §3.3-§3.6).
+builders follow the ``From`` impls and ``ChatCompletionResponse::new`` in the same file.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 
 from lorax import codec
-from lorax.testing.chat_template import render_chat
-from lorax.testing.config import ServerConfig
-from lorax.testing.schemas import arbitrary_json_schema, default_parameters
-from lorax.testing.serde import Any_, Reader, SerdeError, rust_str_debug
-from lorax.testing.toy_model import ToolPlan
-from lorax.testing.validation import InferError
+from lorax.testing._chat_template import render_chat
+from lorax.testing._config import ServerConfig
+from lorax.testing._schemas import arbitrary_json_schema, default_parameters
+from lorax.testing._serde import Any_, Reader, SerdeError, rust_str_debug
+from lorax.testing._toy_model import ToolPlan
+from lorax.testing._validation import InferError
 from lorax.types import (
     AssistantMessage,
     ChatCompletionChoice,

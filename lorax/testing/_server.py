@@ -1,6 +1,6 @@
 """The fake LoRAX router: an aiohttp application that answers with LoRAX's exact bytes.
 
-Routes are those of ``run()`` in LoRAX's ``router/src/server.rs`` (wire spec §1). Routing
+Routes are those of ``run()`` in LoRAX's ``router/src/server.rs`` (docs/wire.md, "Routes"). Routing
 is done here rather than by aiohttp so that unknown paths get axum's empty 404 and wrong
 methods axum's empty 405 with an ``allow`` header. Every response gets tower-http's default
 CORS headers; header names are lowercase and aiohttp's ``Server`` header is removed, as
@@ -9,7 +9,7 @@ hyper sends none.
 Crash behaviour
 ---------------
 Some inputs make the real router panic, and its release build aborts the whole process
-(wire spec §8.13): an unknown ``merge_strategy`` or ``majority_sign_method`` (the adapter
+(docs/wire.md, "Inputs that crash LoRAX"): an unknown ``merge_strategy`` or ``majority_sign_method`` (the adapter
 loader unwraps the enum lookup, after validation), and a control character in the
 ``adapter_id``/``adapter_source`` of a generation request (the ``x-adapter-id`` header value
 is unwrapped; on streams before anything is sent, on non-stream routes after generation).
@@ -37,16 +37,16 @@ from typing import Any
 from aiohttp import web
 
 from lorax import codec
-from lorax.testing import extract as ex
-from lorax.testing import openai as oa
-from lorax.testing import schemas as sc
-from lorax.testing.config import CRASH_HTTP_500, ServerConfig
-from lorax.testing.faults import FAULT_HEADER, FaultError, Faults, FaultSpec
-from lorax.testing.inference import Crash, Drop, Engine, GenJob, render_stream_response
-from lorax.testing.metrics import Metrics
-from lorax.testing.recording import RecordedRequest, Recorder, Stats
-from lorax.testing.sse import pump
-from lorax.testing.validation import InferError, validate_input
+from lorax.testing import _extract as ex
+from lorax.testing import _openai as oa
+from lorax.testing import _schemas as sc
+from lorax.testing._config import CRASH_HTTP_500, ServerConfig
+from lorax.testing._faults import FAULT_HEADER, FaultError, Faults, FaultSpec
+from lorax.testing._inference import Crash, Drop, Engine, GenJob, render_stream_response
+from lorax.testing._metrics import Metrics
+from lorax.testing._recording import RecordedRequest, Recorder, Stats
+from lorax.testing._sse import pump
+from lorax.testing._validation import InferError, validate_input
 from lorax.types import (
     ClassifyBatchResponse,
     ClassifyResponse,
@@ -475,7 +475,8 @@ class LoraxServer:
         return _json(codec.to_json(self.config.info()))
 
     async def _metrics(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        # Only Accept selects JSON: LoRAX's `?format=json` query never deserializes (wire spec §7.1).
+        # Only Accept selects JSON: LoRAX's `?format=json` query never deserializes (`metrics` in
+        # router/src/server.rs; docs/wire.md, "Metrics").
         if "application/json" in request.headers.get("Accept", ""):
             return _json(self.metrics.render_json())
         text = self.metrics.render_prometheus().encode()

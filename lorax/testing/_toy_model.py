@@ -5,7 +5,7 @@ everything that should change it (prompt, adapter ids and weights, merged-adapte
 settings, sampling parameters, and the seed when sampling), so the same request always
 gives the same tokens, and changing any of those gives different ones. Greedy requests
 ignore the seed. The whole generation is planned up front; the server then paces it out
-token by token (see ``lorax.testing.server``).
+token by token (see ``lorax.testing._server``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lorax.testing.schema_gen import generate_json
-from lorax.testing.tokenizer import EOS, Piece, Tokenizer, token_id
+from lorax.testing._schema_gen import generate_json
+from lorax.testing._tokenizer import EOS, Piece, Tokenizer, token_id
 
 __all__ = ["AltToken", "Generation", "GenToken", "ToolPlan", "ToyModel"]
 
@@ -204,7 +204,8 @@ class ToyModel:
     def classify(self, text: str) -> list[dict[str, Any]]:
         """NER-style entities, aggregated like LoRAX (``O`` spans after an entity become ``"0"``)."""
         data = text.encode("utf-8")
-        # Byte offset of every character: entities carry UTF-8 byte offsets (wire spec §3.7).
+        # Byte offset of every character: entities carry UTF-8 byte offsets
+        # (aggregate_ner_output_simple in router/src/infer.rs).
         offsets = [0]
         for ch in text:
             offsets.append(offsets[-1] + len(ch.encode("utf-8")))

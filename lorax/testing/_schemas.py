@@ -1,4 +1,4 @@
-"""LoRAX's request types (``router/src/lib.rs``) in the terms of :mod:`lorax.testing.serde`.
+"""LoRAX's request types (``router/src/lib.rs``) in the terms of :mod:`lorax.testing._serde`.
 
 Field order is Rust declaration order: it decides which missing field is reported first
 and how a struct given as a JSON array is read. ``default=`` marks ``#[serde(default)]``
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorax.testing.serde import (
+from lorax.testing._serde import (
     F32,
     Any_,
     Bool,

@@ -1,6 +1,6 @@
 """The fake server's ``/metrics``: real counters, printed like metrics-exporter-prometheus 0.12.
 
-Families appear once they have been recorded (wire spec §7.1): counters first, then gauges,
+Families appear once they have been recorded (docs/wire.md, "Metrics"): counters first, then gauges,
 then histograms, each family followed by one empty line. The JSON variant is LoRAX's
 ``parse_text_to_metrics`` applied to that text.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from lorax.testing.serde import rust_f64
+from lorax.testing._serde import rust_f64
 
 __all__ = ["Metrics"]
 

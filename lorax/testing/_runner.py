@@ -23,10 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
-from lorax.testing.config import ServerConfig
-from lorax.testing.faults import Faults
-from lorax.testing.recording import RecordedRequest, Stats
-from lorax.testing.server import LoraxServer
+from lorax.testing._config import ServerConfig
+from lorax.testing._faults import Faults
+from lorax.testing._recording import RecordedRequest, Stats
+from lorax.testing._server import LoraxServer
 
 __all__ = ["AsyncFakeLorax", "FakeLorax"]
 
@@ -82,7 +82,7 @@ class _Common:
 
     @property
     def faults(self) -> Faults:
-        """Fault switches; see :mod:`lorax.testing.faults`."""
+        """Fault switches (:class:`lorax.testing.Faults`): what the next requests get."""
         return self._server.faults
 
     @property

@@ -58,7 +58,7 @@ class Stats:
     * ``requests``: every request received;
     * ``cancelled``: generations stopped because the client went away mid-way;
     * ``dropped``: connections aborted by a ``drop-after`` fault;
-    * ``crashes``: requests that would have aborted the real router (wire spec §8.13);
+    * ``crashes``: requests that would have aborted the real router (docs/wire.md, "Inputs that crash LoRAX");
     * ``overloaded``: requests answered "Model is overloaded";
     * ``in_flight``: inference requests running now.
     """
