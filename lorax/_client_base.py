@@ -10,7 +10,6 @@ way a client sleeps between retries.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -40,6 +39,8 @@ def sleep(seconds: float) -> None:
 
 async def async_sleep(seconds: float) -> None:
     """The async client's backoff wait."""
+    import asyncio  # here: `import lorax` does not load asyncio for sync code
+
     await asyncio.sleep(seconds)  # looked up at call time, so a test can patch asyncio.sleep
 
 

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timezone
-from email.utils import parsedate_to_datetime
 
 from lorax._timeout import NOT_GIVEN, Deadline, NotGiven
 from lorax.errors import (
@@ -80,6 +79,8 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
         return None
     if _DELTA_SECONDS.fullmatch(text):
         return float(text)
+    from email.utils import parsedate_to_datetime  # rare (HTTP dates): not at import time
+
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

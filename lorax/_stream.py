@@ -9,12 +9,16 @@ the ``with`` block, or cancellation.
 
 from __future__ import annotations
 
-import asyncio
+# asyncio is imported where AsyncStream uses it, so that `import lorax` stays cheap for
+# sync code (it is about a third of the import time).
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 from lorax import errors
 from lorax._core import DRAIN_AFTER_FINAL, StreamTracker
@@ -256,6 +260,8 @@ class AsyncStream(_StreamBase[T]):
             raise errors.ClientClosedError("the stream was closed")
 
     async def _start(self) -> None:
+        import asyncio
+
         opening = self._opening = asyncio.ensure_future(self._opener(self._attach))
         try:
             inner, first = await opening
@@ -309,6 +315,8 @@ class AsyncStream(_StreamBase[T]):
             # transport stream, and the iterating task ends quietly.
             self._closed = True
             opening.cancel()
+            import asyncio
+
             await asyncio.wait([opening])
             return
         if self._closed and self._inner is None:
@@ -329,6 +337,8 @@ class AsyncStream(_StreamBase[T]):
 
 def _cancelling() -> bool:
     """Whether the current task itself is being cancelled (Python 3.11+; False before)."""
+    import asyncio
+
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return bool(cancelling()) if cancelling is not None else False
