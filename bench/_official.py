@@ -32,7 +32,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".venv-official"
-# The release studied in shared/protobuf-notes.md (its __version__ says "0.6.1").
+# The newest release on PyPI (its __version__ says "0.6.1").
 REQUIREMENT = os.environ.get("LORAX_OFFICIAL_REQUIREMENT", "lorax-client==0.6.3")
 _MARKER = "lorax-official.json"
 

@@ -10,7 +10,7 @@ Run with ``python bench/bench_codec.py`` (``--help`` for options). Workloads:
 plus, for information, a token event carrying a key the .proto does not know (what a newer
 server would send).
 
-Method (shared/protobuf-notes.md §3): every contender is timed in samples of about 10 ms of
+Method: every contender is timed in samples of about 10 ms of
 back-to-back calls (``timeit``, GC off), 31 samples each, interleaved round-robin across all
 contenders so that background load hits them alike; the table shows the median per call and
 the spread (IQR and min-max). The official client (``lorax-client`` from PyPI) shares the

@@ -3,10 +3,10 @@
 Shared by :class:`lorax.Client` and :class:`lorax.AsyncClient`: each client method
 calls one builder here, so both clients send the same bytes for the same call.
 
-Client-side checks are never stricter than the server's (wire spec §2): ``top_p=1.0``
+Client-side checks are never stricter than the server's (docs/wire.md, "Request bodies"): ``top_p=1.0``
 and ``temperature=0`` are valid, ranges are left to LoRAX. What is refused here is
 what cannot be put on the wire at all (a negative count in an unsigned field, an
-unknown merge strategy) and what would crash the LoRAX router (§8.13): control
+unknown merge strategy) and what would crash the LoRAX router (docs/wire.md, "Inputs that crash LoRAX"): control
 characters in ``adapter_id`` or ``adapter_source``, and merge strategies or sign
 methods it does not know.
 """
@@ -66,7 +66,7 @@ def invalid(message: str) -> errors.InvalidRequestError:
 def _check_header_safe(name: str, value: str | None) -> None:
     # LoRAX copies adapter_id and adapter_source into response headers with
     # `.parse().unwrap()`; a control character makes that panic, and the release
-    # build aborts the whole router (wire spec §5.1, §8.13).
+    # build aborts the whole router (router/src/server.rs; docs/wire.md, "Inputs that crash LoRAX").
     if value is None:
         return
     if not isinstance(value, str):

@@ -1,6 +1,6 @@
 """Golden tests of lorax.codec against LoRAX's bytes, route by route.
 
-The response bodies come from the wire examples (``shared/wire-examples.json``, derived from
+The response bodies come from the wire examples (``tests/fixtures/wire-examples.json``, derived from
 the LoRAX source; a copy lives in ``tests/fixtures``). LoRAX writes compact JSON with keys in
 Rust declaration order, so every response must decode to the right values and re-encode to
 exactly the example's compact bytes.
@@ -26,17 +26,6 @@ from lorax import types as T
 from lorax._message import Message
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "wire-examples.json"
-SHARED = next(
-    (
-        p
-        for p in (
-            Path(__file__).resolve().parents[2] / "shared" / "wire-examples.json",
-            Path("/work/shared/wire-examples.json"),
-        )
-        if p.exists()
-    ),
-    Path(__file__).resolve().parents[2] / "shared" / "wire-examples.json",
-)
 
 
 def _load_examples() -> dict[str, dict[str, Any]]:
@@ -55,12 +44,6 @@ def body_bytes(key: str) -> bytes:
 
 def decode(cls: type[Message], key: str) -> Any:
     return codec.from_json(cls, body_bytes(key))
-
-
-def test_fixture_matches_shared_copy() -> None:
-    if not SHARED.exists():
-        pytest.skip(f"{SHARED} not present")
-    assert json.loads(FIXTURE.read_text(encoding="utf-8")) == json.loads(SHARED.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -366,7 +366,7 @@ def test_stream_events_survive_sse_framing(event: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # json_format (on the upb twin) as an oracle, where it agrees with LoRAX.
 #
-# Where json_format differs from LoRAX (wire spec §8), by design:
+# Where json_format differs from LoRAX (docs/wire.md), by design:
 #   * 64-bit integers: json_format prints strings ("seed":"42"); LoRAX and we print numbers.
 #   * enums: json_format prints proto names (RESPONSE_FORMAT_TYPE_TEXT); LoRAX spells "text".
 #   * null: json_format omits an unset optional; LoRAX prints null for some (null_if_unset).

@@ -1,7 +1,8 @@
-"""The traps of wire spec §8, one group of tests per trap, against lorax.codec.
+"""The places where LoRAX's JSON differs from what a protobuf-based client would do, one
+group of tests per trap, against lorax.codec.
 
-Each test states the LoRAX behaviour (from ``shared/lorax-wire-spec.md``) and checks the exact
-bytes we print or the exact message we read. Traps 15 (the Authorization side effect) and 16
+Each test states the LoRAX behaviour (docs/wire.md, with the LoRAX source it comes from)
+and checks the exact bytes we print or the exact message we read. Traps 15 (the Authorization side effect) and 16
 (the SSE prefix) are not codec matters: they are covered by the transport and SSE tests.
 """
 
@@ -45,7 +46,7 @@ def token_json(logprob: bytes = b"-0.2544", extra: bytes = b"") -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.1 64-bit integers are JSON numbers, both ways.
+# Trap 1: 64-bit integers are JSON numbers, both ways.
 
 
 def test_u64_seed_is_printed_as_a_number() -> None:
@@ -88,7 +89,7 @@ def test_usize_fields_are_numbers() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.2 snake_case keys only.
+# Trap 2: snake_case keys only.
 
 
 def _every_field_set_parameters() -> Any:
@@ -170,7 +171,7 @@ def test_renamed_wire_keys() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.3 Defaults that must be printed.
+# Trap 3: Defaults that must be printed.
 
 
 def test_required_empty_strings_are_printed() -> None:
@@ -221,7 +222,7 @@ def test_response_defaults_are_printed() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.4 null versus absent, per field, both ways.
+# Trap 4: null versus absent, per field, both ways.
 
 # (message, exact bytes): unset fields print null or disappear exactly as LoRAX does.
 NULL_OR_ABSENT = [
@@ -322,7 +323,7 @@ def test_empty_message_differs_from_unset_message() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.5 Non-finite floats: null on the wire, never 0.0 when read.
+# Trap 5: Non-finite floats: null on the wire, never 0.0 when read.
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -357,7 +358,7 @@ def test_null_inside_a_float_array_is_nan() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.6 Float formatting: ryu's shortest f32 text (these were printed by Rust's ryu crate).
+# Trap 6: Float formatting: ryu's shortest f32 text (these were printed by Rust's ryu crate).
 
 RYU_F32 = [
     (-0.34, "-0.34"),
@@ -498,7 +499,7 @@ def test_floats_are_refused_for_integer_fields() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.7 Enums in LoRAX's spelling.
+# Trap 7: Enums in LoRAX's spelling.
 
 
 def test_enums_print_lorax_spellings() -> None:
@@ -601,7 +602,7 @@ def test_finish_reasons_are_open_strings() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.8 Free-form JSON: spliced byte for byte, integers stay integers, order is kept.
+# Trap 8: Free-form JSON: spliced byte for byte, integers stay integers, order is kept.
 
 # Compact JSON texts as serde_json prints them: the parsed value is held, printed back to the
 # very same text, and read back into the very same value.
@@ -742,7 +743,7 @@ def test_logit_bias_is_a_map_of_floats() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.9 String versus list (oneofs).
+# Trap 9: String versus list (oneofs).
 
 
 def test_chat_content_string_or_chunks() -> None:
@@ -824,7 +825,7 @@ def test_a_string_is_not_a_list_of_strings() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.10 Bare top-level arrays.
+# Trap 10: Bare top-level arrays.
 
 
 def test_bare_arrays_both_ways() -> None:
@@ -854,7 +855,7 @@ def test_an_object_where_a_bare_array_belongs_is_refused() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.11 OpenAI look-alikes that are not OpenAI.
+# Trap 11: OpenAI look-alikes that are not OpenAI.
 
 
 def test_v1_embeddings_shape() -> None:
@@ -879,7 +880,7 @@ def test_final_eos_chat_delta_is_an_empty_object() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.12 Optional versus defaulted booleans.
+# Trap 12: Optional versus defaulted booleans.
 
 
 def test_optional_booleans_print_when_set() -> None:
@@ -891,7 +892,7 @@ def test_optional_booleans_print_when_set() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.13 Inputs that crash the server: only known merge strategies can be spelled.
+# Trap 13: Inputs that crash the server: only known merge strategies can be spelled.
 
 
 def test_only_known_merge_strategies_can_be_sent() -> None:
@@ -911,7 +912,7 @@ def test_string_escaping_matches_serde_json() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# §8.14 Error bodies wherever a message was expected (status 200 inside streams).
+# Trap 14: Error bodies wherever a message was expected (status 200 inside streams).
 
 ERROR_CLASSES = {
     "validation": errors.ValidationError,

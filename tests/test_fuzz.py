@@ -7,7 +7,7 @@ Three decoders read what the network hands over:
 * the codec's decode path (:func:`lorax.codec.from_json`) for every message type of
   the ``lorax.v1`` schemas: arbitrary bytes, arbitrary JSON values (built from the
   schemas' own keys so they reach deep into the decoder), and mutations of every
-  example in ``/work/shared/wire-examples.json`` (a copy lives in tests/fixtures);
+  example in ``tests/fixtures/wire-examples.json``;
 * the WebSocket frames (:mod:`lorax.transports._ws_frames` and the client's frame
   handling in :mod:`lorax.transports.websocket`): arbitrary bytes and mutated valid
   frames, through the same steps the transports take.
@@ -82,10 +82,7 @@ def only_lorax_errors(call: Callable[[], object]) -> None:
 
 
 def _wire_examples() -> dict[str, Any]:
-    for path in (
-        Path(__file__).parent / "fixtures" / "wire-examples.json",
-        Path("/work/shared/wire-examples.json"),
-    ):
+    for path in (Path(__file__).parent / "fixtures" / "wire-examples.json",):
         if path.exists():
             data: dict[str, Any] = json.loads(path.read_text())
             data.pop("_about", None)

@@ -7,14 +7,14 @@ repository's package. The fake server runs as a subprocess of this interpreter
 (``python -m lorax.testing --port 0``), which prints its URL.
 
 Every documented call of the official client must work against the fake server, except
-the official client's own bugs listed in wire spec §9, which must reproduce exactly as
+the official client's own bugs listed in docs/wire.md ("The official Python client"), which must reproduce exactly as
 described (if one stops reproducing, the check fails so that the list gets updated):
 
-* §9.4  ``AsyncClient.classify`` raises TypeError on the list LoRAX returns;
-* §9.3  ``AsyncClient`` has no ``metrics`` (AttributeError) and no ``classify_batch``;
-* §9.7  ``AsyncClient.generate_stream`` fails with ValueError "Chunk too big" on an event
+*  ``AsyncClient.classify`` raises TypeError on the list LoRAX returns;
+*  ``AsyncClient`` has no ``metrics`` (AttributeError) and no ``classify_batch``;
+*  ``AsyncClient.generate_stream`` fails with ValueError "Chunk too big" on an event
         over 128 KiB (the sync client reads the same stream fine);
-* §9.18 ``return_k_alternatives`` fails to parse when an alternative's logprob is null.
+* ``return_k_alternatives`` fails to parse when an alternative's logprob is null.
 
 Usage: ``python tools/peer_check.py [--venv DIR] [--client-version X.Y.Z]``. Exit status 0
 when every check passed, 1 otherwise, 2 when the environment could not be prepared.
@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = ROOT / ".tox" / "peer-official"
 DEFAULT_VERSION = "0.6.3"
-# The official client's newest pyproject pins aiohttp exactly (wire spec §9.17); 0.6.3 on PyPI
+# The official client's newest pyproject pins aiohttp exactly (docs/wire.md, "The official Python client"); 0.6.3 on PyPI
 # only asks for >=3.9. Install the pin so that the async client behaves as documented (the
-# 128 KiB line limit of §9.7 is aiohttp 3.10's; newer aiohttp reads longer lines).
+# 128 KiB line limit of is aiohttp 3.10's; newer aiohttp reads longer lines).
 PEER_PINS = ("aiohttp==3.10.11",)
 
 # Runs inside the official client's venv. Prints one JSON object per check:
@@ -197,7 +197,7 @@ SCENARIO = textwrap.dedent(
         events = list(client.generate_stream(BIG, max_new_tokens=2, return_full_text=True))
         assert events[-1].generated_text.startswith(BIG)
 
-    @known_bug("generate with return_k_alternatives (§9.18: null alternative logprob)", Exception, "logprob")
+    @known_bug("generate with return_k_alternatives (null alternative logprob)", Exception, "logprob")
     def _():
         client.generate("What is Deep Learning?", max_new_tokens=20, return_k_alternatives=5)
 
@@ -247,10 +247,10 @@ SCENARIO = textwrap.dedent(
         await run("async generate", generate)
         await run("async generate_stream", generate_stream)
         await run("async embed", embed)
-        await run("async classify (§9.4: TypeError on the list body)", classify, TypeError, "must be a mapping")
-        await run("async metrics (§9.3: AttributeError)", metrics, AttributeError)
-        await run("async classify_batch (§9.3: AttributeError)", classify_batch, AttributeError)
-        await run("async generate_stream >128 KiB event (§9.7)", big_stream, ValueError, "Chunk too big")
+        await run("async classify (TypeError on the list body)", classify, TypeError, "must be a mapping")
+        await run("async metrics (AttributeError)", metrics, AttributeError)
+        await run("async classify_batch (AttributeError)", classify_batch, AttributeError)
+        await run("async generate_stream >128 KiB event ()", big_stream, ValueError, "Chunk too big")
 
     asyncio.run(async_checks())
     sys.exit(1 if any(r["status"] == "FAIL" for r in results) else 0)

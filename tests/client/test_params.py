@@ -1,7 +1,7 @@
 """Sans-I/O tests of lorax._params: keyword arguments to the exact JSON bytes LoRAX receives.
 
 Every expected body is written out literally. The rules behind them are in
-/work/shared/lorax-wire-spec.md §2 (fields, null versus absent) and §8 (traps).
+docs/wire.md (request bodies: null, absent and zero; inputs that crash LoRAX).
 """
 
 from __future__ import annotations
@@ -571,7 +571,7 @@ def test_pydantic_model_as_schema() -> None:
 # Rejections: the exact class, and a message that names the field.
 
 REJECTIONS: list[Any] = [
-    # §8.13: control characters in header-bound fields crash the router
+    # docs/wire.md, inputs that crash LoRAX: control characters in header-bound fields crash the router
     pytest.param(lambda: P.generate("hi", adapter_id="a\nb"), "adapter_id", id="generate-adapter_id-newline"),
     pytest.param(lambda: P.generate("hi", adapter_id="a\x7fb"), "adapter_id", id="generate-adapter_id-del"),
     pytest.param(lambda: P.generate("hi", adapter_source="hub\x00"), "adapter_source", id="generate-source-nul"),
@@ -587,7 +587,7 @@ REJECTIONS: list[Any] = [
     ),
     pytest.param(lambda: P.completions("x", adapter_id="\x01"), "adapter_id", id="completions-adapter_id"),
     pytest.param(lambda: P.generate("hi", adapter_id=5), "adapter_id", id="generate-adapter_id-not-str"),
-    # §8.13: unknown merge strategies and sign methods crash the router
+    # docs/wire.md, inputs that crash LoRAX: unknown merge strategies and sign methods crash the router
     pytest.param(
         lambda: P.generate("hi", merged_adapters={"ids": ["a"], "merge_strategy": "bogus"}),
         "merge_strategy",

@@ -1,7 +1,7 @@
 """Client and AsyncClient agree with each other, and with the official lorax-client 0.7.
 
-Drift between the official sync and async clients caused shipped bugs (user-asks J4, J5,
-D1; lorax-wire-spec §9.2-§9.4, §9.14). These tests compare the two classes
+Drift between the official sync and async clients caused shipped bugs (docs/wire.md,
+"The official Python client"). These tests compare the two classes
 structurally, and check every keyword argument of the official client against ours.
 The official signatures are copied from predibase/lorax clients/python/lorax/client.py
 at a7394ba3.
@@ -221,7 +221,7 @@ _SYNC_GENERATE_STREAM = [
     ("details", True),
 ]
 
-# The official async generate_stream also has return_k_alternatives (§9.14); ours has
+# The official async generate_stream also has return_k_alternatives (docs/wire.md, "The official Python client"); ours has
 # it on both, which is an allowed addition to the sync one.
 _ASYNC_GENERATE_STREAM = [*_SYNC_GENERATE_STREAM, ("return_k_alternatives", None)]
 
@@ -248,7 +248,7 @@ OFFICIAL: dict[tuple[str, str], list[tuple[str, Any]]] = {
     ("async", "embed"): [("inputs", inspect.Parameter.empty)],
     ("sync", "classify"): [("inputs", inspect.Parameter.empty)],
     ("async", "classify"): [("inputs", inspect.Parameter.empty)],
-    # The official AsyncClient has no classify_batch (§9.3); ours has it on both.
+    # The official AsyncClient has no classify_batch (docs/wire.md, "The official Python client"); ours has it on both.
     ("sync", "classify_batch"): [("inputs", inspect.Parameter.empty)],
     ("async", "classify_batch"): [("inputs", inspect.Parameter.empty)],
     ("sync", "metrics"): [("format", "prometheus")],
