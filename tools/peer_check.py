@@ -35,9 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = ROOT / ".tox" / "peer-official"
 DEFAULT_VERSION = "0.6.3"
-# The official client's newest pyproject pins aiohttp exactly (docs/wire.md, "The official Python client"); 0.6.3 on PyPI
-# only asks for >=3.9. Install the pin so that the async client behaves as documented (the
-# 128 KiB line limit of is aiohttp 3.10's; newer aiohttp reads longer lines).
+# The official client's newest pyproject pins aiohttp exactly (docs/wire.md, "The official
+# Python client"); 0.6.3 on PyPI only asks for >=3.9. Install the pin so that the async
+# client behaves as documented (its 128 KiB line limit is aiohttp 3.10's; newer aiohttp
+# reads longer lines).
 PEER_PINS = ("aiohttp==3.10.11",)
 
 # Runs inside the official client's venv. Prints one JSON object per check:

@@ -221,8 +221,8 @@ _SYNC_GENERATE_STREAM = [
     ("details", True),
 ]
 
-# The official async generate_stream also has return_k_alternatives (docs/wire.md, "The official Python client"); ours has
-# it on both, which is an allowed addition to the sync one.
+# The official async generate_stream also has return_k_alternatives (docs/wire.md, "The
+# official Python client"); ours has it on both, which is an allowed addition to the sync one.
 _ASYNC_GENERATE_STREAM = [*_SYNC_GENERATE_STREAM, ("return_k_alternatives", None)]
 
 OFFICIAL: dict[tuple[str, str], list[tuple[str, Any]]] = {
