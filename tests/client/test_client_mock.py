@@ -47,6 +47,7 @@ from lorax.types import (
     MetricFamily,
     MetricSample,
     MetricsResponse,
+    PrefillToken,
     SimpleToken,
     StreamDetails,
     StreamResponse,
@@ -1475,3 +1476,22 @@ def test_stream_closed_during_retry_backoff_makes_no_further_attempt(drv: Driver
         mp.setattr(asyncio, "sleep", close_while_sleeping_async)
         assert list(stream) == []
     assert handler.calls == 1
+
+
+def test_a_null_logprob_reads_none_through_the_mock(drv: Driver) -> None:
+    # A handler answers with LoRAX's null (None) logprob; the client hands back None, never 0.0.
+    def handler(method: Method, request: Any) -> GenerateResponse:
+        return GenerateResponse(
+            generated_text="x",
+            details=Details(
+                finish_reason="length",
+                generated_tokens=1,
+                prefill=[PrefillToken(id=1, text="<s>", logprob=None)],
+                tokens=[Token(id=2, text="x", logprob=None)],
+            ),
+        )
+
+    result = drv.client(MockTransport(handler)).generate("hi", decoder_input_details=True)
+    assert result.details.prefill[0].logprob is None
+    assert result.details.tokens[0].logprob is None
+    assert result.details.seed is None

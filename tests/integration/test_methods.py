@@ -62,6 +62,9 @@ def test_prefill_first_logprob_is_none(driver: Driver) -> None:
     assert len(full.details.prefill) > 1
     assert logprob(full.details.prefill[0]) is None
     assert all(logprob(t) is not None for t in full.details.prefill[1:])
+    # The attribute itself, as code written for the official client reads it: None, not 0.0.
+    assert full.details.prefill[0].logprob is None
+    assert all(isinstance(t.logprob, float) for t in full.details.prefill[1:])
 
 
 def test_structured_output(driver: Driver) -> None:
