@@ -73,9 +73,12 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_CONNECTION_FAILURES",
     "BatchRunner",
+    "EndpointUnreachableError",
     "BatchStats",
     "LineOutcome",
     "LineRunner",
+    "Recorder",
+    "failure_row",
     "run_batch",
 ]
 
@@ -205,6 +208,19 @@ def _embed_result(response: EmbedResponse, full: bool) -> tuple[Any, int | None,
     return {"embeddings": list(response.embeddings)}, None, None
 
 
+class EndpointUnreachableError(APIConnectionError):
+    """No request of the job reached the server (connection refused, DNS or TLS failure).
+
+    Raised by the Ray engine's workers, which stop the job at once: the endpoint is
+    wrong or down, and retrying every row would only delay saying so.
+    """
+
+
+def failure_row(ident: str | int, error_type: str, message: str, status: int | None) -> dict[str, Any]:
+    """A failed line's row, without timing."""
+    return {"id": ident, "ok": False, "error": {"type": error_type, "message": message, "status_code": status}}
+
+
 @dataclass
 class LineOutcome:
     """What :meth:`LineRunner.run` made of one line.
@@ -215,6 +231,8 @@ class LineOutcome:
         error: the error of a failed line (None for a success or an invalid line).
         unreachable: the server could not be reached; the run should stop.
         invalid: the client refused the line's parameters (an ``InvalidInputLine`` row).
+        connection_failure: the line failed after its request may have been sent
+            (connection reset, read timeout): the server is there but not answering.
         prompt_tokens, generated_tokens: of a success, when the server said.
     """
 
@@ -222,6 +240,7 @@ class LineOutcome:
     error: LoraxError | None = None
     unreachable: bool = False
     invalid: bool = False
+    connection_failure: bool = False
     prompt_tokens: int | None = None
     generated_tokens: int | None = None
 
@@ -270,14 +289,6 @@ class LineRunner:
             return _embed_result(await self.client.embed(request.payload, **kwargs), self.full_response)
         return _chat_result(await self.client.chat(request.payload, **kwargs), self.full_response)
 
-    def failure(self, ident: str | int, error_type: str, message: str, status: int | None) -> dict[str, Any]:
-        """A failed line's row (without timing)."""
-        return {
-            "id": ident,
-            "ok": False,
-            "error": {"type": error_type, "message": self.scrub(message), "status_code": status},
-        }
-
     async def run(self, request: Request) -> LineOutcome:
         """Send `request`, retrying per the policy; never raises a :class:`LoraxError`."""
         started = time.monotonic()
@@ -300,17 +311,20 @@ class LineRunner:
                 if delay is None:
                     if unreachable:
                         return LineOutcome(None, exc, unreachable=True)
-                    record = self.failure(request.id, type(exc).__name__, exc.message or str(exc), exc.status_code)
+                    record = failure_row(
+                        request.id, type(exc).__name__, self.scrub(exc.message or str(exc)), exc.status_code
+                    )
                     record["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
                     record["attempts"] = state.attempts
-                    return LineOutcome(record, exc)
+                    lost = isinstance(exc, APIConnectionError) and not isinstance(exc, ClientClosedError)
+                    return LineOutcome(record, exc, connection_failure=lost)
                 logger.info(
                     "lorax batch: id %s: %s; retry %d in %.2fs", request.id, type(exc).__name__, state.attempts, delay
                 )
                 await asyncio.sleep(delay)
             except (TypeError, ValueError) as exc:
                 # The line's parameters have the wrong types; the client refused them.
-                record = self.failure(request.id, INVALID_INPUT, f"line {request.line}: {exc}", None)
+                record = failure_row(request.id, INVALID_INPUT, self.scrub(f"line {request.line}: {exc}"), None)
                 record["attempts"] = state.attempts + 1
                 return LineOutcome(record, invalid=True)
         self.reached = True
@@ -324,6 +338,76 @@ class LineRunner:
             "attempts": state.attempts + 1,
         }
         return LineOutcome(record, prompt_tokens=prompt_tokens, generated_tokens=generated)
+
+
+class Recorder:
+    """Writes the rows of outcomes and keeps the run's counters (both engines use it).
+
+    ``halted`` is set when the run should stop: the server is unreachable, or
+    `max_connection_failures` lines in a row lost their connection after sending.
+    """
+
+    def __init__(
+        self,
+        writer: ResultWriter,
+        stats: BatchStats,
+        *,
+        max_connection_failures: int = DEFAULT_MAX_CONNECTION_FAILURES,
+        scrub: Callable[[str], str] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.stats = stats
+        self.max_connection_failures = max_connection_failures
+        self.scrub: Callable[[str], str] = scrub if scrub is not None else str
+        self.halted = asyncio.Event()
+        self._connection_failures = 0
+
+    def invalid(self, line: InvalidLine) -> None:
+        """Write the row of an input line that is not a request."""
+        self.writer.write(failure_row(line.id, INVALID_INPUT, self.scrub(line.message), None))
+        self.stats.failed += 1
+        self.stats.invalid += 1
+
+    def unreachable(self, exc: LoraxError) -> None:
+        """Stop the run: the server could not be reached (no row: the line is redone on resume)."""
+        if self.stats.aborted is None:
+            self.stats.aborted = f"cannot reach the server: {self.scrub(str(exc))}"
+            self.stats.unreachable = True
+        self.halted.set()
+
+    def record(self, outcome: LineOutcome) -> None:
+        """Count `outcome` and write its row."""
+        if outcome.unreachable:
+            assert outcome.error is not None
+            self.unreachable(outcome.error)
+            return
+        assert outcome.record is not None
+        self.writer.write(outcome.record)
+        if outcome.record["ok"]:
+            self.stats.done += 1
+            self.stats.prompt_tokens += outcome.prompt_tokens or 0
+            self.stats.generated_tokens += outcome.generated_tokens or 0
+            self._connection_failures = 0
+            return
+        self.stats.failed += 1
+        if outcome.invalid:
+            self.stats.invalid += 1
+            return
+        if outcome.connection_failure:
+            self._connection_failures += 1
+            limit = self.max_connection_failures
+            if limit and self._connection_failures >= limit and self.stats.aborted is None:
+                exc = outcome.error
+                if exc is not None:
+                    last = f"{type(exc).__name__}: {self.scrub(str(exc))}"
+                else:  # a row from another process (the Ray engine)
+                    last = f"{outcome.record['error']['type']}: {outcome.record['error']['message']}"
+                self.stats.aborted = (
+                    f"{self._connection_failures} lines in a row could not reach the server (last: {last})"
+                )
+                self.halted.set()
+        else:
+            self._connection_failures = 0
 
 
 class BatchRunner:
@@ -361,65 +445,14 @@ class BatchRunner:
         self.max_connection_failures = max_connection_failures
         self.count_total = count_total  # kept for callers; the input is always counted now
         self.stats = stats if stats is not None else BatchStats()
+        self._scrub = scrub
         self._done: set[str | int] = set()
-        self._writer: ResultWriter | None = None
-        self._connection_failures = 0
-        self._halt = asyncio.Event()
+        self._recorder: Recorder | None = None
         self._stop: asyncio.Event | None = None
 
-    # -- lines ---------------------------------------------------------------------
-
-    def _write(self, record: dict[str, Any]) -> None:
-        assert self._writer is not None
-        self._writer.write(record)
-
-    def _invalid(self, line: InvalidLine) -> None:
-        self._write(self.lines.failure(line.id, INVALID_INPUT, line.message, None))
-        self.stats.failed += 1
-        self.stats.invalid += 1
-
-    def _give_up_unreachable(self, exc: LoraxError) -> None:
-        # The line is not written: it was never answered, and is redone on resume.
-        if self.stats.aborted is None:
-            self.stats.aborted = f"cannot reach the server: {self.lines.scrub(str(exc))}"
-            self.stats.unreachable = True
-        self._halt.set()
-
-    def record(self, outcome: LineOutcome) -> None:
-        """Count `outcome` and write its row (shared with the Ray engine's driver)."""
-        if outcome.unreachable:
-            assert outcome.error is not None
-            self._give_up_unreachable(outcome.error)
-            return
-        assert outcome.record is not None
-        self._write(outcome.record)
-        if outcome.record["ok"]:
-            self.stats.done += 1
-            self.stats.prompt_tokens += outcome.prompt_tokens or 0
-            self.stats.generated_tokens += outcome.generated_tokens or 0
-            self._connection_failures = 0
-            return
-        self.stats.failed += 1
-        if outcome.invalid:
-            self.stats.invalid += 1
-            return
-        exc = outcome.error
-        if isinstance(exc, APIConnectionError) and not isinstance(exc, ClientClosedError):
-            # Failures after the request may have been sent (connection reset, read
-            # timeout): the server is there but not answering.
-            self._connection_failures += 1
-            limit = self.max_connection_failures
-            if limit and self._connection_failures >= limit and self.stats.aborted is None:
-                self.stats.aborted = (
-                    f"{self._connection_failures} lines in a row could not reach the server "
-                    f"(last: {type(exc).__name__}: {self.lines.scrub(str(exc))})"
-                )
-                self._halt.set()
-        else:
-            self._connection_failures = 0
-
     async def _process(self, request: Request) -> None:
-        self.record(await self.lines.run(request))
+        assert self._recorder is not None
+        self._recorder.record(await self.lines.run(request))
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -435,14 +468,16 @@ class BatchRunner:
                 self.stats.skipped += 1
                 continue
             if isinstance(parsed, InvalidLine):
-                self._invalid(parsed)
+                assert self._recorder is not None
+                self._recorder.invalid(parsed)
                 continue
             await queue.put(parsed)
         for _ in range(self.concurrency):
             await queue.put(None)
 
     def _stopping(self) -> bool:
-        return self._halt.is_set() or (self._stop is not None and self._stop.is_set())
+        halted = self._recorder is not None and self._recorder.halted.is_set()
+        return halted or (self._stop is not None and self._stop.is_set())
 
     async def _work(self, queue: asyncio.Queue[Request | None]) -> None:
         while True:
@@ -493,17 +528,20 @@ class BatchRunner:
         stats.total = check.lines
         # Lock first, then repair and read: another run still appending must not have
         # its last line taken for a torn one and cut off.
-        self._writer = ResultWriter(self.output_path)
+        writer = ResultWriter(self.output_path)
         try:
-            self._done = self._writer.prepare(check.ids)
+            self._done = writer.prepare(check.ids)
         except BaseException:
-            self._writer.close()
+            writer.close()
             raise
+        self._recorder = recorder = Recorder(
+            writer, stats, max_connection_failures=self.max_connection_failures, scrub=self._scrub
+        )
         del check  # the input's ids: only the done ones are needed from here on
         queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self.concurrency * 2)
         work = [asyncio.create_task(self._produce(queue), name="lorax-batch-reader")]
         work += [asyncio.create_task(self._work(queue), name=f"lorax-batch-{i}") for i in range(self.concurrency)]
-        halt = asyncio.create_task(self._halt.wait())
+        halt = asyncio.create_task(recorder.halted.wait())
         stopped = asyncio.create_task(stop.wait()) if stop is not None else None
         waiters = [halt] + ([stopped] if stopped is not None else [])
         try:
@@ -526,7 +564,7 @@ class BatchRunner:
             for task in [*work, *waiters]:
                 task.cancel()
             await asyncio.gather(*work, *waiters, return_exceptions=True)
-            self._writer.close()
+            writer.close()
             stats.finished = time.monotonic()
         return stats
 

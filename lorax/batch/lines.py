@@ -56,6 +56,7 @@ __all__ = [
     "Request",
     "auto_id",
     "build_message",
+    "build_request",
     "check_input",
     "count_lines",
     "dry_run",
@@ -224,12 +225,21 @@ def parse_line(raw: bytes, line: int) -> Request | InvalidLine | None:
         what = "both 'prompt' and 'messages'" if has_prompt else "neither 'prompt' nor 'messages'"
         return InvalidLine(line, ident, f"line {line}: has {what}; give exactly one")
     kind: Kind = "prompt" if has_prompt else "messages"
-    payload = obj[kind]
-    if kind == "prompt" and not isinstance(payload, str):
-        return InvalidLine(line, ident, f"line {line}: 'prompt' must be a string")
+    return build_request(line, ident, kind, obj[kind], obj.get("parameters", {}), obj.get("adapter_id"))
+
+
+def build_request(
+    line: int, ident: str | int, kind: Kind, payload: Any, parameters: Any, adapter: Any = None
+) -> Request | InvalidLine:
+    """Check one request's parts (as :func:`parse_line` does for a file line).
+
+    `line` numbers the request in messages ("line 3: ..."); `parameters` are client
+    keywords (None for none); `adapter` wins over ``parameters["adapter_id"]``.
+    """
+    if kind in ("prompt", "embed") and not isinstance(payload, str):
+        return InvalidLine(line, ident, f"line {line}: '{kind}' must be a string")
     if kind == "messages" and not (isinstance(payload, list) and payload):
         return InvalidLine(line, ident, f"line {line}: 'messages' must be a non-empty list")
-    parameters = obj.get("parameters", {})
     if parameters is None:
         parameters = {}
     if not isinstance(parameters, dict):
@@ -242,7 +252,6 @@ def parse_line(raw: bytes, line: int) -> Request | InvalidLine | None:
         if "stop_sequences" in parameters:
             return InvalidLine(line, ident, f"line {line}: give 'stop' or 'stop_sequences', not both")
         parameters["stop_sequences"] = parameters.pop("stop")  # LoRAX's wire name
-    adapter = obj.get("adapter_id")
     if adapter is not None:
         if not isinstance(adapter, str):
             return InvalidLine(line, ident, f"line {line}: 'adapter_id' must be a string")
