@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from pathlib import Path
@@ -37,7 +38,13 @@ from lorax._cli.common import (
 )
 from lorax._cli.progress import ProgressReporter, format_summary
 from lorax._retry import RetryPolicy
-from lorax.batch.engine import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTION_FAILURES, BatchRunner, BatchStats
+from lorax.batch.engine import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_CONNECTION_FAILURES,
+    DEFAULT_WORKERS,
+    BatchRunner,
+    BatchStats,
+)
 from lorax.batch.lines import DRY_RUN_SHOW, BatchInputError, dry_run
 from lorax.batch.output import BatchOutputError
 
@@ -87,6 +94,25 @@ def register(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"requests in flight (default {DEFAULT_CONCURRENCY})",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: Ray Data actors, --workers x --concurrency requests in flight "
+        "(needs pip install 'lorax-client[ray]')",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --engine ray: the Ray cluster ('auto', 'ray://host:10001'; default: a local Ray runtime)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"with --engine ray: actors, each with its own client and --concurrency (default {DEFAULT_WORKERS})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     parser.add_argument("--full-response", action="store_true", help="store LoRAX's whole response as the result")
     parser.add_argument(
@@ -113,6 +139,10 @@ def run_batch_command(args: argparse.Namespace, ctx: Context) -> int:
     """``lorax batch``: run, print the summary, and map the outcome to an exit code."""
     if args.concurrency < 1:
         raise UsageError("--concurrency must be >= 1")
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if args.engine != "ray" and (args.address is not None or args.workers != DEFAULT_WORKERS):
+        raise UsageError("--address and --workers go with --engine ray")
     if args.input == "-":
         raise UsageError("batch reads INPUT again when it resumes, so it must be a file, not stdin")
     generate_defaults = generate_kwargs(args)
@@ -125,7 +155,10 @@ def run_batch_command(args: argparse.Namespace, ctx: Context) -> int:
     stats = BatchStats()
     received: list[int] = []  # the signals that stopped the run
     try:
-        asyncio.run(_run(args, ctx, conn, generate_defaults, chat_defaults, stats, received))
+        if args.engine == "ray":
+            _run_ray(args, ctx, conn, generate_defaults, chat_defaults, stats, received)
+        else:
+            asyncio.run(_run(args, ctx, conn, generate_defaults, chat_defaults, stats, received))
     except KeyboardInterrupt:
         # A second Ctrl-C (or a platform without loop signal handlers).
         stats.interrupted = True
@@ -232,6 +265,54 @@ async def _run(
         for signum in installed:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
+
+
+def _run_ray(
+    args: argparse.Namespace,
+    ctx: Context,
+    conn: Connection,
+    generate_defaults: dict[str, Any],
+    chat_defaults: dict[str, Any],
+    stats: BatchStats,
+    received: list[int],
+) -> None:
+    try:
+        from lorax.batch.ray import run_batch_ray
+    except ImportError as exc:
+        raise UsageError(
+            f"--engine ray needs Ray Data: pip install 'lorax-client[ray]' ({type(exc).__name__}: {exc})"
+        ) from None
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt  # unwinds the driver like Ctrl-C: the rows written stay
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    policy = RetryPolicy(max_retries=args.max_retries, retry_on_status=BATCH_RETRY_STATUS)
+    timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
+    # A module-level function and a dataclass: it pickles, so each actor builds its
+    # own client from the same settings.
+    factory = functools.partial(
+        make_async_client, conn, timeout=timeout, max_retries=policy, pool_size=max(100, args.concurrency)
+    )
+    try:
+        run_batch_ray(
+            args.input,
+            args.output,
+            factory,
+            workers=args.workers,
+            concurrency=args.concurrency,
+            retry=policy,
+            generate_defaults=generate_defaults,
+            chat_defaults=chat_defaults,
+            full_response=args.full_response,
+            max_connection_failures=args.max_connection_failures,
+            address=args.address,
+            stats=stats,
+            scrub=ctx.secrets.scrub,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _is_tty(stream: IO[str]) -> bool:

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_CONNECTION_FAILURES",
+    "DEFAULT_WORKERS",
     "BatchRunner",
     "EndpointUnreachableError",
     "BatchStats",
@@ -85,6 +86,8 @@ __all__ = [
 logger = logging.getLogger("lorax.batch")
 
 DEFAULT_CONCURRENCY = 8
+# Actors of the Ray engine (lorax.batch.ray); here so that the CLI need not import Ray.
+DEFAULT_WORKERS = 2
 DEFAULT_MAX_CONNECTION_FAILURES = 10
 
 

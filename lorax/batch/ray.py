@@ -35,8 +35,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ from lorax._retry import RetryPolicy
 from lorax.batch.engine import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_CONNECTION_FAILURES,
+    DEFAULT_WORKERS,
     BatchStats,
     EndpointUnreachableError,
     LineOutcome,
@@ -85,7 +88,6 @@ __all__ = [
 
 logger = logging.getLogger("lorax.batch")
 
-DEFAULT_WORKERS = 2
 # Rows handed to an actor per call, as a multiple of its concurrency: big enough that
 # the per-call overhead of Ray Data (a few ms) is small against the requests' time.
 BATCH_ROWS_PER_SLOT = 4
@@ -392,7 +394,7 @@ class _LineWorker(_Worker):
         lines = batch.column("line").to_pylist()
         raws = batch.column("raw").to_pylist()
         requests: list[Request | InvalidLine] = []
-        for number, raw in zip(lines, raws):
+        for number, raw in zip(lines, raws, strict=True):
             parsed = parse_line(raw, number)
             assert parsed is not None  # the driver sends only non-blank lines
             requests.append(parsed)
@@ -417,27 +419,33 @@ def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
 
 
 def _quiet_ray_data() -> None:
+    # The driver's output is the batch's summary; Ray Data's per-run INFO lines and
+    # its "more blocks would help" hints are for tuning pipelines, not for this.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     with contextlib.suppress(AttributeError):
         context.print_on_execution_start = False
 
 
-def _unreachable_in(exc: BaseException) -> EndpointUnreachableError | None:
-    # Ray wraps a worker's exception (RayTaskError, UserCodeException); the original
-    # is an instance check or a cause away.
+_UNREACHABLE_LINE = re.compile(r"EndpointUnreachableError: (.+)")
+
+
+def _unreachable_in(exc: BaseException) -> str | None:
+    """The message of the EndpointUnreachableError a worker raised, if that ended `exc`."""
+    # Ray wraps a worker's exception (RayTaskError around UserCodeException); the
+    # original is in the cause chain, or, once serialised, only in the text.
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, EndpointUnreachableError):
-            return current
+            return current.message
         cause = getattr(current, "cause", None)
-        if isinstance(cause, BaseException) and id(cause) not in seen:
-            current = cause
-            continue
-        current = current.__cause__ or current.__context__
-    return None
+        current = cause if isinstance(cause, BaseException) else (current.__cause__ or current.__context__)
+    found = _UNREACHABLE_LINE.search(str(exc))
+    return found.group(1).strip() if found else None
 
 
 def _pending_lines(
@@ -569,11 +577,16 @@ def _run_on_ray(
         compute=compute,
         num_cpus=num_cpus,
     )
-    batches = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+    batches: Iterator[pa.Table] | None = None
     try:
-        for batch in batches:
+        batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
+        for item in batches:
+            batch: pa.Table = item
             for row, invalid, lost in zip(
-                batch.column("row").to_pylist(), batch.column("invalid").to_pylist(), batch.column("lost").to_pylist()
+                batch.column("row").to_pylist(),
+                batch.column("invalid").to_pylist(),
+                batch.column("lost").to_pylist(),
+                strict=True,
             ):
                 record = orjson.loads(row)
                 recorder.record(
@@ -594,16 +607,10 @@ def _run_on_ray(
         unreachable = _unreachable_in(exc)
         if unreachable is None:
             raise
-        recorder.unreachable(_Message(unreachable.message))
+        # The worker's message already says "cannot reach the server: ".
+        recorder.unreachable(EndpointUnreachableError(unreachable.removeprefix("cannot reach the server: ")))
     finally:
-        with contextlib.suppress(Exception):
-            close = getattr(batches, "close", None)
-            if close is not None:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
                 close()
-
-
-class _Message(EndpointUnreachableError):
-    """The worker's message, without repeating its "cannot reach the server: " prefix."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message.removeprefix("cannot reach the server: "))
