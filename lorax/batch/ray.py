@@ -98,7 +98,8 @@ CALLS_PER_ACTOR = 2
 # leaves CPUs for Ray Data's own read and write tasks.
 DEFAULT_NUM_CPUS = 0.25
 
-#: The columns :func:`process_dataset` adds (plus ``embedding`` for ``task="embed"``).
+#: The columns :func:`process_dataset` adds (for ``task="embed"``: ``embedding`` instead
+#: of ``text`` and ``finish_reason``).
 RESULT_COLUMNS = (
     "ok",
     "text",
@@ -224,7 +225,7 @@ class _RowWorker(_Worker):
     async def __call__(self, batch: pa.Table) -> pa.Table:
         columns = self._columns
         kind = _TASKS[columns.task]
-        added = [*RESULT_COLUMNS, *(["embedding"] if kind == "embed" else [])]
+        added = _added_columns(kind)
         clash = sorted(set(added) & set(batch.column_names))
         if clash:
             raise BatchInputError(
@@ -261,6 +262,12 @@ class _RowWorker(_Worker):
         return batch
 
 
+def _added_columns(kind: Kind) -> list[str]:
+    if kind == "embed":  # no text: the vector is the result
+        return [name for name in RESULT_COLUMNS if name not in ("text", "finish_reason")] + ["embedding"]
+    return list(RESULT_COLUMNS)
+
+
 def _add_row(values: dict[str, list[Any]], kind: Kind, outcome: LineOutcome) -> None:
     record = outcome.record
     assert record is not None
@@ -268,9 +275,12 @@ def _add_row(values: dict[str, list[Any]], kind: Kind, outcome: LineOutcome) -> 
     error = record.get("error") or {}
     ok = bool(record["ok"])
     values["ok"].append(ok)
-    text = result.get("generated_text") if kind == "prompt" else result.get("content")
-    values["text"].append(text if isinstance(text, str) else None)
-    values["finish_reason"].append(result.get("finish_reason"))
+    if kind == "embed":
+        values["embedding"].append(result.get("embeddings") if ok else None)
+    else:
+        text = result.get("generated_text") if kind == "prompt" else result.get("content")
+        values["text"].append(text if isinstance(text, str) else None)
+        values["finish_reason"].append(result.get("finish_reason"))
     values["prompt_tokens"].append(record.get("prompt_tokens"))
     values["generated_tokens"].append(record.get("generated_tokens"))
     values["error_type"].append(error.get("type"))
@@ -278,8 +288,6 @@ def _add_row(values: dict[str, list[Any]], kind: Kind, outcome: LineOutcome) -> 
     values["status_code"].append(error.get("status_code"))
     values["attempts"].append(record.get("attempts"))
     values["latency_ms"].append(record.get("latency_ms"))
-    if kind == "embed":
-        values["embedding"].append(result.get("embeddings") if ok else None)
 
 
 def _compute(workers: int, concurrency: int) -> ActorPoolStrategy:
@@ -318,7 +326,9 @@ def process_dataset(
     ``generated_tokens``; for failed rows ``error_type`` (the
     :mod:`lorax.errors` class name, or ``InvalidInputLine`` for parameters the client
     refused), ``error_message`` and ``status_code``; ``attempts`` and ``latency_ms``;
-    and ``embedding`` for ``task="embed"``. Row order is not kept, as with any
+    and for ``task="embed"``, ``embedding`` (a list of floats) instead of ``text`` and
+    ``finish_reason``. A result column that the dataset already has is refused
+    (:class:`~lorax.batch.BatchInputError`), not overwritten. Row order is not kept, as with any
     ``map_batches``.
 
     Args:

@@ -217,6 +217,7 @@ def test_dataset_transform_chat_embed_and_overload(server: FakeLorax) -> None:
     embed_rows = process_dataset(texts, server.url, task="embed", workers=1, concurrency=2).take_all()
     (some,) = [row for row in embed_rows if row["text"] == "some text"]
     assert some["ok"] is True
+    assert set(some) == {"text", "embedding"} | (set(RESULT_COLUMNS) - {"text", "finish_reason"})
     assert list(some["embedding"]) == pytest.approx(vector, rel=1e-6)
 
 
