@@ -247,3 +247,29 @@ def test_cli_engine_ray(server: FakeLorax, tmp_path: Path) -> None:
     again = run_cli("batch", str(src), "-o", str(out), "--engine", "ray", endpoint=server.url)
     assert again.stderr.splitlines()[-1].startswith("lorax batch: done 0, failed 7 (1 invalid), skipped 33, ")
     assert len(read_rows(out)) == 40
+
+
+def test_readme_cluster_example_runs(server: FakeLorax, tmp_path: Path) -> None:
+    # The README's Ray block is fenced "python ray" (tests/test_readme.py runs the
+    # plain python blocks where Ray is not installed); it is run here instead.
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python ray\n(.*?)```", text, re.S)
+    script = tmp_path / "readme_ray.py"
+    script.write_text(code, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("LORAX_API_TOKEN", "PYTHONWARNINGS")}
+    env["LORAX_ENDPOINT"] = server.url
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Ray's raylet may print its own warnings to stdout first.
+    assert proc.stdout.splitlines()[-1] == "200 rows done; 0 failed (see error_type, error_message)"
+    adapters = {orjson.loads(request.body)["parameters"].get("adapter_id") for request in server.requests[-200:]}
+    assert adapters == {"acme/ticket-summaries"}
