@@ -45,7 +45,7 @@ from lorax.batch.engine import (
     BatchRunner,
     BatchStats,
 )
-from lorax.batch.lines import DRY_RUN_SHOW, BatchInputError, dry_run
+from lorax.batch.lines import DRY_RUN_SHOW, BatchInputError, dry_run, is_parquet
 from lorax.batch.output import BatchOutputError
 
 __all__ = ["BATCH_RETRY_STATUS", "EXIT_UNREACHABLE", "register", "run_batch_command"]
@@ -77,7 +77,11 @@ def register(subparsers: Any, parent: argparse.ArgumentParser) -> None:
             "be reached, 130 on Ctrl-C, 143 on SIGTERM."
         ),
     )
-    parser.add_argument("input", metavar="INPUT.jsonl", help="the requests, one JSON object per line")
+    parser.add_argument(
+        "input",
+        metavar="INPUT.jsonl",
+        help="the requests, one JSON object per line; or a .parquet file, one row per line, its columns the keys",
+    )
     parser.add_argument(
         "-o", "--output", metavar="OUTPUT.jsonl", help="results, one row per input line (resumed when it exists)"
     )
@@ -151,6 +155,11 @@ def run_batch_command(args: argparse.Namespace, ctx: Context) -> int:
         return _dry_run_command(args, ctx, generate_defaults, chat_defaults)
     if args.output is None:
         raise UsageError("the following arguments are required: -o/--output")
+    if is_parquet(args.output):
+        raise UsageError(
+            "OUTPUT is JSONL (rows are appended as lines finish, which Parquet cannot do); "
+            "INPUT may be Parquet, and lorax.batch.ray.process_dataset writes Parquet from a Ray pipeline"
+        )
     conn = ctx.connection(args)
     stats = BatchStats()
     received: list[int] = []  # the signals that stopped the run

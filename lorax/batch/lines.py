@@ -25,6 +25,7 @@ number, from 1); explicit ids of that form are refused, so the two never collide
 from __future__ import annotations
 
 import codecs
+import contextlib
 import difflib
 import inspect
 import os
@@ -60,6 +61,7 @@ __all__ = [
     "check_input",
     "count_lines",
     "dry_run",
+    "is_parquet",
     "parse_line",
     "request_kwargs",
 ]
@@ -265,6 +267,10 @@ def count_lines(path: str | os.PathLike[str], cancel: threading.Event | None = N
     Returns None when `cancel` is set before the end. A last line without a newline
     counts too.
     """
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
     count = 0
     last = b"\n"
     with open(path, "rb") as f:
@@ -276,9 +282,41 @@ def count_lines(path: str | os.PathLike[str], cancel: threading.Event | None = N
     return count + (0 if last == b"\n" else 1)
 
 
+def is_parquet(path: str | os.PathLike[str]) -> bool:
+    """Whether the file name says Parquet (``.parquet`` or ``.pq``)."""
+    return os.fspath(path).lower().endswith((".parquet", ".pq"))
+
+
 def _read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    if is_parquet(path):
+        yield from _parquet_lines(path)
+        return
     with open(path, "rb") as f:
         yield from enumerate(f, start=1)
+
+
+def _parquet_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    # A Parquet row is a line: its columns are the line's keys. Arrow fills the keys a
+    # row lacks with nulls (a table has both prompt and messages columns; a struct of
+    # parameters has every key any row used), and a null means "not given".
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise BatchInputError(
+            f"{os.fspath(path)}: reading Parquet needs pyarrow (pip install 'lorax-client[ray]')"
+        ) from None
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            obj = {key: value for key, value in row.items() if value is not None}
+            parameters = obj.get("parameters")
+            if isinstance(parameters, str):
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    parameters = orjson.loads(parameters)  # a JSON text column
+            if isinstance(parameters, dict):
+                obj["parameters"] = {key: value for key, value in parameters.items() if value is not None}
+            yield number, orjson.dumps(obj) + b"\n"
 
 
 @dataclass

@@ -68,6 +68,7 @@ from lorax.batch.lines import (
     InvalidLine,
     Kind,
     Request,
+    _read_lines,
     build_request,
     check_input,
     parse_line,
@@ -461,7 +462,7 @@ def _unreachable_in(exc: BaseException) -> str | None:
 def _pending_lines(
     input_path: Path, done: set[str | int], recorder: Recorder, stats: BatchStats
 ) -> Iterator[dict[str, Any]]:
-    for number, raw in enumerate(_open_lines(input_path), start=1):
+    for number, raw in _read_lines(input_path):
         stats.read = number
         parsed = parse_line(raw, number)
         if parsed is None:
@@ -474,11 +475,6 @@ def _pending_lines(
             recorder.invalid(parsed)
             continue
         yield {"line": number, "raw": raw}
-
-
-def _open_lines(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        yield from f
 
 
 def run_batch_ray(

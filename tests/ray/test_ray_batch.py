@@ -273,3 +273,32 @@ def test_readme_cluster_example_runs(server: FakeLorax, tmp_path: Path) -> None:
     assert proc.stdout.splitlines()[-1] == "200 rows done; 0 failed (see error_type, error_message)"
     adapters = {orjson.loads(request.body)["parameters"].get("adapter_id") for request in server.requests[-200:]}
     assert adapters == {"acme/ticket-summaries"}
+
+
+def test_parquet_input_is_read_as_lines(server: FakeLorax, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Columns are typed: the lines whose max_new_tokens is a string stay out.
+    lines = [
+        line
+        for line in input_lines(60)
+        if not isinstance(line, bytes) and line.get("parameters", {}).get("max_new_tokens") != "many"
+    ]
+    jsonl = write_jsonl(tmp_path / "in.jsonl", lines)
+    # One table for both kinds: Arrow gives each row the other kind's column as null,
+    # and a struct of every parameter key, null where a row has none.
+    rows = [{"prompt": None, "messages": None, **line, "id": str(line["id"])} for line in lines]
+    table = pa.Table.from_pylist(rows)
+    pq.write_table(table, tmp_path / "in.parquet")
+    jsonl_lines = [{**line, "id": str(line["id"])} for line in lines]
+    write_jsonl(jsonl, jsonl_lines)
+    from_jsonl, from_parquet, from_ray = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    run_local(jsonl, from_jsonl, server.url, concurrency=4)
+    stats = run_local(tmp_path / "in.parquet", from_parquet, server.url, concurrency=4)
+    assert stats.total == len(lines)
+    run_batch_ray(tmp_path / "in.parquet", from_ray, server.url, workers=2, concurrency=4, retry=FAST)
+    expected = comparable(read_rows(from_jsonl))
+    assert len(expected) == len(lines)
+    assert comparable(read_rows(from_parquet)) == expected
+    assert comparable(read_rows(from_ray)) == expected
