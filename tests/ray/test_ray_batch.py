@@ -269,8 +269,9 @@ def test_readme_cluster_example_runs(server: FakeLorax, tmp_path: Path) -> None:
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    # Ray's raylet may print its own warnings to stdout first.
-    assert proc.stdout.splitlines()[-1] == "200 rows done; 0 failed (see error_type, error_message)"
+    # Ray's raylet prints its own warnings to stdout, at any time.
+    ours = [line for line in proc.stdout.splitlines() if "(raylet)" not in line]
+    assert ours == ["200 rows done; 0 failed (see error_type, error_message)"]
     adapters = {orjson.loads(request.body)["parameters"].get("adapter_id") for request in server.requests[-200:]}
     assert adapters == {"acme/ticket-summaries"}
 
