@@ -23,7 +23,7 @@ output formats are described in the README ("Batch jobs").
 
 from __future__ import annotations
 
-from lorax.batch.engine import BatchStats, LineOutcome, LineRunner, run_batch
+from lorax.batch.engine import BatchStats, EndpointUnreachableError, LineOutcome, LineRunner, run_batch
 from lorax.batch.lines import (
     AUTO_ID_PREFIX,
     INVALID_INPUT,
@@ -42,6 +42,7 @@ __all__ = [
     "BatchOutputError",
     "BatchStats",
     "DryRun",
+    "EndpointUnreachableError",
     "InputCheck",
     "LineOutcome",
     "LineRunner",
