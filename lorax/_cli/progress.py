@@ -11,78 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO
+
+from lorax.batch.engine import BatchStats
 
 __all__ = ["BatchStats", "ProgressReporter", "format_duration", "format_progress", "format_summary"]
 
 BAR_WIDTH = 24
 TTY_INTERVAL = 0.2
 PLAIN_INTERVAL = 10.0
-
-
-@dataclass
-class BatchStats:
-    """Counters of one batch run, updated by the engine as lines finish.
-
-    Attributes:
-        total: input lines (a newline count, blank lines included), or None while
-            unknown or when not counted.
-        done: lines answered successfully in this run.
-        failed: lines that failed in this run (``invalid`` included).
-        invalid: lines that could not be read as a request (bad JSON, no prompt).
-        skipped: lines whose id was already done in the output (resume).
-        blank: empty lines, ignored.
-        read: lines read from the input so far (at most a queue's worth ahead of
-            the lines answered: the input is streamed).
-        prompt_tokens, generated_tokens: summed over the lines done in this run.
-        interrupted: the run was stopped by a signal before the input ended.
-        aborted: why the run gave up early (the server is unreachable), or None.
-        unreachable: the run gave up because the server could not be reached
-            (connection refused, DNS or TLS failure).
-    """
-
-    total: int | None = None
-    done: int = 0
-    failed: int = 0
-    invalid: int = 0
-    skipped: int = 0
-    blank: int = 0
-    read: int = 0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    interrupted: bool = False
-    aborted: str | None = None
-    unreachable: bool = False
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    def elapsed(self, now: float | None = None) -> float:
-        """Seconds since the run started (frozen once it finished)."""
-        end = self.finished if self.finished is not None else (time.monotonic() if now is None else now)
-        return max(0.0, end - self.started)
-
-    @property
-    def handled(self) -> int:
-        """Input lines dealt with so far, whatever the outcome."""
-        return self.done + self.failed + self.skipped + self.blank
-
-    def tokens_per_second(self, now: float | None = None) -> float:
-        """Generated tokens per second of wall time."""
-        elapsed = self.elapsed(now)
-        return self.generated_tokens / elapsed if elapsed > 0 else 0.0
-
-    def eta(self, now: float | None = None) -> float | None:
-        """Seconds until the input is done at the current pace, or None when unknown."""
-        if self.total is None:
-            return None
-        answered = self.done + self.failed
-        elapsed = self.elapsed(now)
-        if answered == 0 or elapsed <= 0:
-            return None
-        remaining = max(0, self.total - self.handled)
-        # Skipped and blank lines cost nothing, so the pace counts answered lines only.
-        return remaining / (answered / elapsed)
 
 
 def format_duration(seconds: float) -> str:

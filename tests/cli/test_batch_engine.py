@@ -1,4 +1,4 @@
-"""The batch engine (lorax._cli.batch) against MockTransport: formats, resume, retries, stop."""
+"""The batch engine (lorax.batch) against MockTransport: formats, resume, retries, stop."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from lorax import AsyncClient, RetryPolicy
-from lorax._cli.batch import INVALID_INPUT, count_lines, parse_line, run_batch, scan_output
-from lorax._cli.progress import BatchStats
+from lorax.batch import BatchOutputError, BatchStats, run_batch, scan_output
+from lorax.batch.lines import INVALID_INPUT, count_lines, parse_line
 from lorax.errors import APIConnectionError, OverloadedError
 from lorax.transports.mock import MockTransport
 from lorax.types import (
@@ -376,26 +376,23 @@ def test_count_lines(tmp_path: Path) -> None:
 
 
 def test_output_must_not_be_input(tmp_path: Path) -> None:
-    from lorax._cli.common import UsageError
-
     src = write_lines(tmp_path / "in.jsonl", [{"id": 1, "prompt": "p"}])
 
     async def main() -> None:
         async with AsyncClient("http://lorax.test", transport=MockTransport(handler)) as client:
             await run_batch(client, src, src)
 
-    with pytest.raises(UsageError):
+    with pytest.raises(BatchOutputError, match=r"^the output file must not be the input file$"):
         asyncio.run(main())
 
 
 def test_two_runs_cannot_share_an_output(tmp_path: Path) -> None:
-    from lorax._cli.batch import _ResultWriter
-    from lorax._cli.common import UsageError
+    from lorax.batch.output import ResultWriter
 
     write_lines(tmp_path / "in.jsonl", [{"id": 1, "prompt": "p"}])
-    holder = _ResultWriter(tmp_path / "out.jsonl")  # another run, still appending
+    holder = ResultWriter(tmp_path / "out.jsonl")  # another run, still appending
     try:
-        with pytest.raises(UsageError, match="another lorax batch is writing to"):
+        with pytest.raises(BatchOutputError, match="another lorax batch is writing to"):
             run(tmp_path, [], concurrency=1)
     finally:
         holder.close()
@@ -412,7 +409,7 @@ def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
 
 
 def test_duplicate_ids_are_refused_before_sending(tmp_path: Path) -> None:
-    from lorax._cli.batch import BatchInputError
+    from lorax.batch import BatchInputError
 
     lines = [
         {"id": "a", "prompt": "1"},
@@ -434,7 +431,7 @@ def test_duplicate_ids_are_refused_before_sending(tmp_path: Path) -> None:
 
 
 def test_duplicate_message_is_bounded(tmp_path: Path) -> None:
-    from lorax._cli.batch import check_input
+    from lorax.batch import check_input
 
     src = write_lines(tmp_path / "in.jsonl", [{"id": i % 12, "prompt": "p"} for i in range(12 * 15)])
     check = check_input(src)
@@ -585,7 +582,7 @@ def test_interrupted_rerun_never_leaves_two_rows(tmp_path: Path) -> None:
 
 
 def test_dry_run_builds_exact_bodies_and_sends_nothing(tmp_path: Path) -> None:
-    from lorax._cli.batch import dry_run
+    from lorax.batch import dry_run
 
     src = write_lines(
         tmp_path / "in.jsonl",
@@ -619,7 +616,7 @@ def test_dry_run_builds_exact_bodies_and_sends_nothing(tmp_path: Path) -> None:
 def test_readme_lists_every_line_parameter() -> None:
     # The README documents the line format completely: its parameter lists are the
     # client's signatures, which is what parse_line accepts.
-    from lorax._cli.batch import _allowed_keys
+    from lorax.batch.lines import _allowed_keys
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Batch jobs") :]

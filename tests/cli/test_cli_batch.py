@@ -362,3 +362,19 @@ def test_batch_without_output_is_a_usage_error(tmp_path: Path) -> None:
     proc = run_cli("batch", str(src))
     assert proc.returncode == 2
     assert proc.stderr == "lorax batch: error: the following arguments are required: -o/--output\n"
+
+
+def test_ray_options_need_the_ray_engine_and_output_is_jsonl(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "prompt": "p"}])
+    proc = run_cli(
+        "batch", str(src), "-o", str(tmp_path / "out.jsonl"), "--workers", "4", endpoint="http://127.0.0.1:9"
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "lorax batch: error: --address and --workers go with --engine ray\n"
+    proc = run_cli("batch", str(src), "-o", str(tmp_path / "out.parquet"), endpoint="http://127.0.0.1:9")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "lorax batch: error: OUTPUT is JSONL (rows are appended as lines finish, which Parquet cannot do); "
+        "INPUT may be Parquet, and lorax.batch.ray.process_dataset writes Parquet from a Ray pipeline\n"
+    )
+    assert not (tmp_path / "out.parquet").exists()
