@@ -41,6 +41,20 @@ KIND_MESSAGE = "message"
 KIND_RAW = "raw"
 KIND_ONEOF = "oneof"
 
+# The values each protobuf integer type holds (FieldSpec.proto_type).
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "int32": (-(2**31), 2**31 - 1),
+    "sint32": (-(2**31), 2**31 - 1),
+    "sfixed32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "fixed32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "sint64": (-(2**63), 2**63 - 1),
+    "sfixed64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+    "fixed64": (0, 2**64 - 1),
+}
+
 
 class FieldSpec(NamedTuple):
     """How one Struct field maps to LoRAX JSON and to its protobuf field(s).

@@ -33,6 +33,7 @@ import msgspec
 from lorax import errors
 from lorax._f32 import format_f32
 from lorax._message import (
+    INT_RANGES,
     KIND_BOOL,
     KIND_ENUM,
     KIND_FLOAT,
@@ -480,18 +481,6 @@ def _bad(path: str, expected: str, value: Any) -> errors.ResponseDecodeError:
 
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_INT_RANGES = {
-    "int32": (-(2**31), 2**31 - 1),
-    "sint32": (-(2**31), 2**31 - 1),
-    "sfixed32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "fixed32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "sint64": (-(2**63), 2**63 - 1),
-    "sfixed64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
-    "fixed64": (0, 2**64 - 1),
-}
 _ZERO: dict[str, Any] = {KIND_STRING: "", KIND_OPEN_ENUM: "", KIND_BOOL: False, KIND_INT: 0, KIND_FLOAT: 0.0}
 
 
@@ -510,7 +499,7 @@ def _clean_scalar(spec: FieldSpec, value: Any, path: str) -> Any:
     if kind == KIND_INT:
         if type(value) is not int:
             raise _bad(path, "an integer", value)
-        low, high = _INT_RANGES[spec.proto_type]
+        low, high = INT_RANGES[spec.proto_type]
         if not low <= value <= high:
             raise _bad(path, f"an integer in [{low}, {high}]", value)
         return value

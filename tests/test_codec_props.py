@@ -36,6 +36,7 @@ from lorax import codec
 from lorax._convert import from_proto, proto_class, to_proto
 from lorax._f32 import format_f32, format_f64, to_f32
 from lorax._message import (
+    INT_RANGES,
     KIND_BOOL,
     KIND_ENUM,
     KIND_FLOAT,
@@ -95,18 +96,6 @@ TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
 F32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 F64 = st.floats(allow_nan=False, allow_infinity=False)
 
-INT_RANGES = {
-    "int32": (-(2**31), 2**31 - 1),
-    "sint32": (-(2**31), 2**31 - 1),
-    "sfixed32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "fixed32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "sint64": (-(2**63), 2**63 - 1),
-    "sfixed64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
-    "fixed64": (0, 2**64 - 1),
-}
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | F64 | TEXT
 JSON_VALUES = st.recursive(

@@ -49,18 +49,6 @@ OFFICIAL_ENUM_ALIASES: dict[str, dict[str, str]] = {
     "ResponseFormatType": {"json_object": "json_object", "text": "text", "json_schema": "json_schema"},
 }
 
-_INT_RANGES = {
-    "int32": (-(2**31), 2**31 - 1),
-    "sint32": (-(2**31), 2**31 - 1),
-    "sfixed32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "fixed32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "sint64": (-(2**63), 2**63 - 1),
-    "sfixed64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
-    "fixed64": (0, 2**64 - 1),
-}
 
 # The integer types as constrained msgspec types, so that the C decoder refuses an
 # out-of-range number (the codec's careful path then names the field).
@@ -160,8 +148,9 @@ _ZERO = {"string": '""', "bool": "False", "int": "0", "float": "0.0", "open_enum
 
 
 class Generator:
-    def __init__(self, request: Any, options_pb2: Any) -> None:
+    def __init__(self, request: Any, options_pb2: Any, int_ranges: dict[str, tuple[int, int]]) -> None:
         self.opts = options_pb2
+        self.int_ranges = int_ranges
         self.files = [f for f in request.proto_file if f.package == "lorax.v1"]
         self.messages: dict[str, Msg] = {}  # by full name
         self.enums: dict[str, EnumDef] = {}
@@ -429,7 +418,7 @@ class Generator:
                 lines.append(f"            _v.check_json_value({f.name!r}, v)")
                 continue
             if f.kind == "int":
-                lo, hi = _INT_RANGES[f.proto_type]
+                lo, hi = self.int_ranges[f.proto_type]
                 lines.append(f"        if {guard}not (v.__class__ is int and {lo} <= v <= {hi}):")
             elif f.kind == "float":
                 lines.append(f"        if {guard}(v.__class__ is not float or v - v != 0.0):")
@@ -450,7 +439,7 @@ class Generator:
     def _checker(self, f: Field) -> str:
         """Source of the value checker for one value of `f`."""
         if f.kind == "int":
-            lo, hi = _INT_RANGES[f.proto_type]
+            lo, hi = self.int_ranges[f.proto_type]
             return f"_v.Int({f.proto_type!r}, {lo}, {hi})"
         if f.kind == "float":
             return "_v.FLOAT"
@@ -614,21 +603,28 @@ from lorax._route import Route as _Route
 HEADER += _INT_ALIAS_SOURCE
 
 
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # msgspec looks a Struct's module up while defining it
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     from google.protobuf.compiler import plugin_pb2
 
     # The custom options must be registered before the request is parsed. Load their
-    # generated module by path: importing the `lorax` package would need this output.
-    spec = importlib.util.spec_from_file_location("_lorax_options_pb2", ROOT / "lorax" / "v1" / "options_pb2.py")
-    assert spec is not None
-    assert spec.loader is not None
-    options_pb2 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(options_pb2)
-
+    # generated module (and the integer ranges) by path: importing the `lorax` package
+    # would need this output.
+    options_pb2 = _load("_lorax_options_pb2", ROOT / "lorax" / "v1" / "options_pb2.py")
+    int_ranges = _load("_lorax_message", ROOT / "lorax" / "_message.py").INT_RANGES
     request = plugin_pb2.CodeGeneratorRequest.FromString(sys.stdin.buffer.read())
     response = plugin_pb2.CodeGeneratorResponse()
     response.supported_features = plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
-    gen = Generator(request, options_pb2)
+    gen = Generator(request, options_pb2, int_ranges)
     out = response.file.add()
     out.name = OUTPUT
     out.content = gen.render()
