@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from lorax import _params
 from lorax import _routes as routes
@@ -62,9 +62,6 @@ from lorax.types import (
     SimpleToken,
     StreamResponse,
 )
-
-if TYPE_CHECKING:
-    from lorax.transports.mock import MockTransport
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -211,7 +208,7 @@ class Client(_ClientBase):
         scheme = self._setup(base_url, headers, cookies, timeout, max_retries, on_response)
         self._owns_transport = True
         if transport is not None:
-            if isinstance(transport, AsyncTransport) or not isinstance(transport, Transport):
+            if not isinstance(transport, Transport):
                 raise TypeError(f"Client needs a sync Transport, got {type(transport).__name__}")
             self._transport: Transport = transport
         elif scheme in ("ws", "wss"):
@@ -693,7 +690,7 @@ class AsyncClient(_ClientBase):
         session: object | None = None,
         max_session_retries: int | None = 2,
         *,
-        transport: AsyncTransport | MockTransport | None = None,
+        transport: AsyncTransport | None = None,
         max_retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
         verify: Any = True,
         cert: str | tuple[str, str] | None = None,
@@ -713,11 +710,7 @@ class AsyncClient(_ClientBase):
         scheme = self._setup(base_url, headers, cookies, timeout, max_retries, on_response)
         self._owns_transport = True
         if transport is not None:
-            # A MockTransport serves both clients; its async face is `.aio`.
-            aio = getattr(transport, "aio", None)
-            if isinstance(aio, AsyncTransport):
-                transport = aio
-            if isinstance(transport, Transport) or not isinstance(transport, AsyncTransport):
+            if not isinstance(transport, AsyncTransport):
                 raise TypeError(f"AsyncClient needs an AsyncTransport, got {type(transport).__name__}")
             self._transport: AsyncTransport = transport
         elif scheme in ("ws", "wss"):
@@ -764,7 +757,7 @@ class AsyncClient(_ClientBase):
         state = RetryState(config.retry, options.deadline)
         while True:
             try:
-                message, meta = await self._transport.unary(method, request, options)
+                message, meta = await self._transport.unary_async(method, request, options)
             except LoraxError as exc:
                 delay = state.next_delay(exc, stream_started=False)
                 if delay is None:
@@ -787,7 +780,7 @@ class AsyncClient(_ClientBase):
             while True:
                 stream: AsyncMessageStream | None = None
                 try:
-                    stream = await self._transport.stream(method, request, options)
+                    stream = await self._transport.stream_async(method, request, options)
                     try:
                         first = await stream.__anext__()
                     except StopAsyncIteration:

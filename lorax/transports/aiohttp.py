@@ -221,7 +221,7 @@ class AsyncHTTPTransport(AsyncTransport):
     # ----------------------------------------------------------------------------
     # Transport
 
-    async def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+    async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
         resp, route, slot, started = await self._send(method, request, options)
         complete = False
         _reading(resp, resp.content)
@@ -252,7 +252,7 @@ class AsyncHTTPTransport(AsyncTransport):
         message = common.decode_response(method, status, resp.headers, data)
         return message, self._meta(status, resp.headers, options, request)
 
-    async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
+    async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
         resp, route, slot, started = await self._send(method, request, options)
         try:
             status = resp.status
