@@ -208,6 +208,15 @@ class MessageStream(abc.ABC):
     def __iter__(self) -> Iterator[Message]:
         return self
 
+    def next_batch(self) -> list[Message]:
+        """The next messages that are ready, at least one; StopIteration at the end.
+
+        What :class:`lorax.Stream` calls: a transport that decodes a whole read at
+        once hands over every message of it in one call. The default is one
+        ``__next__``. An error found after some messages is raised by the next call.
+        """
+        return [self.__next__()]
+
     @abc.abstractmethod
     def close(self) -> None:
         """Stop the stream and release its connection (the server stops generating)."""

@@ -85,7 +85,7 @@ from urllib3.util.timeout import Timeout as U3Timeout
 from lorax import codec, errors
 from lorax._message import Message
 from lorax._routes import Method
-from lorax._sse import DONE, SSEDecoder, SSEEvent
+from lorax._sse import DONE, SSEDecoder
 from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
 from lorax.transports.base import CallOptions, MessageStream, ResponseMeta, Transport, lower_headers
@@ -897,8 +897,10 @@ class _HTTPMessageStream(MessageStream):
         self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
         self._chunks = _body_chunks(resp)
         self._next_chunk = self._chunks.__next__
-        self._events: list[SSEEvent] = []
-        self._idx = 0
+        self._batch: list[Message] = []
+        self._pos = 0
+        self._failed: BaseException | None = None
+        self._ended = False
         self._count = 0
         self._read = read
         self._deadline = deadline if deadline.total is not None else None
@@ -908,32 +910,44 @@ class _HTTPMessageStream(MessageStream):
         self._active = True
 
     def __next__(self) -> Message:
-        # The hot path: LoRAX sends one event per chunk, so most calls read one chunk,
-        # get one event from the decoder's fast path and decode it.
+        pos = self._pos
+        batch = self._batch
+        if pos < len(batch) and not self._closing:
+            self._pos = pos + 1
+            return batch[pos]
+        batch = self._batch = self._fill()
+        self._pos = 1
+        return batch[0]
+
+    def next_batch(self) -> list[Message]:
+        pos = self._pos
+        batch = self._batch
+        if pos < len(batch) and not self._closing:
+            self._batch = []
+            self._pos = 0
+            return batch[pos:] if pos else batch
+        self._batch = []
+        self._pos = 0
+        return self._fill()
+
+    def _fill(self) -> list[Message]:
+        """The messages of the next read(s), at least one; StopIteration at the end.
+
+        The hot path, one loop per read: the de-chunked bytes of everything that has
+        arrived are split into events' data (no event objects) and each is decoded
+        straight into its message. An error event (or one that does not decode) after
+        some messages ends the batch; it is raised by the next call.
+        """
+        error = self._failed
+        if error is not None:
+            self._failed = None
+            raise error
+        if self._ended:
+            raise StopIteration
+        decode = self._decode
+        feed = self._decoder.feed_data
+        lock = self._lock
         while True:
-            idx = self._idx
-            events = self._events
-            if idx < len(events) and not self._closing:
-                self._idx = idx + 1
-                data = events[idx].data
-                if data == DONE and self._done_marker:
-                    self._after_done()
-                    raise StopIteration
-                try:
-                    message: Message = self._decode(data)
-                except errors.LoraxError as exc:
-                    # An error event (the server's error, mapped), or an event that
-                    # does not decode: the stream ends here, without reading on. The
-                    # server's text may quote the request: scrub its credentials.
-                    self._abandon()
-                    self._transport._secrets(*self._call).scrub_error(exc)
-                    raise
-                except BaseException:
-                    self._abandon()
-                    raise
-                self._count += 1
-                return message
-            lock = self._lock
             lock.acquire()
             try:
                 if not self._active or self._closing:
@@ -941,9 +955,7 @@ class _HTTPMessageStream(MessageStream):
                     raise StopIteration
                 if self._deadline is not None and self._sock is not None:
                     self._sock.settimeout(self._deadline.cap(self._read))
-                chunk = self._next_chunk()
-                self._events = self._decoder.feed(chunk)
-                self._idx = 0
+                datas = feed(self._next_chunk())
             except StopIteration:
                 # The end of the body: urllib3 has returned the connection to the pool.
                 self._decoder.close()
@@ -959,11 +971,40 @@ class _HTTPMessageStream(MessageStream):
                 raise self._error(exc) from exc
             finally:
                 lock.release()
+            if not datas:
+                continue
+            out: list[Message] = []
+            try:
+                if self._done_marker:
+                    for data in datas:
+                        if data == DONE:
+                            self._ended = True
+                            self._after_done()
+                            break
+                        out.append(decode(data))
+                else:
+                    for data in datas:
+                        out.append(decode(data))
+            except BaseException as exc:
+                # An error event (the server's error, mapped), or an event that does
+                # not decode: the stream ends here, without reading on. The server's
+                # text may quote the request: scrub its credentials.
+                self._ended = True
+                self._abandon()
+                if isinstance(exc, errors.LoraxError):
+                    self._transport._secrets(*self._call).scrub_error(exc)
+                if not out or not isinstance(exc, Exception):
+                    raise
+                self._failed = exc
+            self._count += len(out)
+            if out:
+                return out
+            if self._ended:
+                raise StopIteration
 
     def _after_done(self) -> None:
         # [DONE] is the last event; the end of the chunked body follows at once. Read
         # it (briefly, boundedly) so that the connection can be reused.
-        self._events = []
         with self._lock:
             if not self._active:
                 return
@@ -985,7 +1026,6 @@ class _HTTPMessageStream(MessageStream):
             self._release()
 
     def _abandon(self) -> None:
-        self._events = []
         with self._lock:
             self._release()
 
