@@ -179,19 +179,37 @@ class SSEDecoder:
         fields, a split event, CRs) goes through the general parser, so the result is
         exactly ``[e.data for e in feed(chunk)]``.
         """
-        if self._idle and chunk[:5] == b"data:" and chunk[-1] == 0x0A and chunk[-2] == 0x0A and 0x0D not in chunk:
+        if (
+            self._line
+            and not self._idle
+            and self._line_len < 65536
+            and not (self._data or self._event or self._event_id is not None or self._skip_lf or self._start)
+        ):
+            # The last read ended inside a line (reads end anywhere), with nothing
+            # else buffered: joining that line's start to this chunk is exact, and
+            # lets the fast path below go on.
+            self._line.append(chunk)
+            chunk = b"".join(self._line)
+            self._line = []
+            self._line_len = 0
+            self._idle = True
+        if self._idle and chunk[:5] == b"data:" and 0x0D not in chunk:
             parts = chunk.split(b"\n\n")
-            if not parts.pop():  # the chunk ended with the blank line of its last event
-                out: list[bytes] = []
-                limit = self._max
-                for part in parts:
-                    # Each part must be exactly one data line, small enough that the
-                    # general parser would not refuse it.
-                    if part[:5] != b"data:" or 0x0A in part or len(part) >= limit:
-                        break
-                    out.append(part[6:] if part[5:6] == b" " else part[5:])
-                else:
-                    return out
+            tail = parts.pop()  # b"" when the chunk ended with an event's blank line
+            out: list[bytes] = []
+            limit = self._max
+            for part in parts:
+                # Each part must be exactly one data line, small enough that the
+                # general parser would not refuse it.
+                if part[:5] != b"data:" or 0x0A in part or len(part) >= limit:
+                    break
+                out.append(part[6:] if part[5:6] == b" " else part[5:])
+            else:
+                if tail:
+                    # The start of the next event (a read ends anywhere): from the
+                    # state every whole event leaves, the general parser buffers it.
+                    out += [event.data for event in self._feed(tail)]
+                return out
         return [event.data for event in self._feed(chunk)]
 
     def close(self) -> list[SSEEvent]:

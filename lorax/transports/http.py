@@ -83,6 +83,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout as U3Timeout
 
 from lorax import codec, errors
+from lorax._chunked import ChunkedBodyError, ChunkedDecoder
 from lorax._message import Message
 from lorax._routes import Method
 from lorax._sse import DONE, SSEDecoder
@@ -745,6 +746,8 @@ def _broken_reason(exc: BaseException) -> str:
         seen.add(id(current))
         if isinstance(current, InvalidChunkLength):
             return "invalid chunked framing (the body was cut off)"
+        if isinstance(current, ChunkedBodyError):
+            return f"invalid chunked framing: {current}"
         if isinstance(current, IncompleteRead):
             return "the body ended before it was complete (connection closed)"
         if isinstance(current, OSError) and current.strerror:
@@ -766,94 +769,62 @@ def _body_chunks(resp: BaseHTTPResponse) -> Iterator[bytes]:
     ``read_chunked``: one event per chunk, at a fraction of ``read1``'s cost per call.
     Anything else (a proxy that removed the chunking) is read with ``read1``.
     """
+    fp = _raw_reader(resp)
+    if fp is not None:
+        assert isinstance(resp, HTTPResponse)
+        return _dechunk(resp, fp)
     if isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads():
-        fp = getattr(resp._fp, "fp", None)
-        if fp is not None and resp.chunk_left is None and not resp.headers.get("content-encoding"):
-            return _dechunk(resp, fp)
         return resp.read_chunked(common.READ_CHUNK, decode_content=True)
     return iter(functools.partial(resp.read1, common.READ_CHUNK), b"")
 
 
-_MAX_CHUNK_LINE = 4096
-
-
 def _dechunk(resp: HTTPResponse, fp: Any) -> Iterator[bytes]:
-    """The data of a chunked body, de-chunked here rather than by urllib3.
+    """The data of a chunked body, de-chunked by :class:`lorax._chunked.ChunkedDecoder`.
 
     Each ``read1`` of the socket's buffered reader returns what has arrived (up to
     ``READ_CHUNK``), and the data of every chunk in it comes out as one piece: under a
     backlog one SSE feed gets many events, where ``read_chunked`` costs a readline and
-    two reads per chunk (LoRAX sends one event per chunk). A chunk split across reads
-    comes out as it arrives. At the terminal chunk the response is closed and the
-    connection goes back to the pool, as urllib3 does.
+    two reads per chunk (LoRAX sends one event per chunk). At the end of the body the
+    response is closed and the connection goes back to the pool, as urllib3 does.
     """
     read1 = fp.read1
-    buf = b""
-    left = 0  # data bytes of the current chunk not yet received
-    crlf = 0  # bytes of the CRLF that ends a chunk's data not yet skipped
+    decoder = ChunkedDecoder(max_trailer_bytes=common.DRAIN_LIMIT)
+    feed = decoder.feed
     while True:
         data = read1(common.READ_CHUNK)
         if not data:
-            raise IncompleteRead(buf)
-        if buf:
-            data = buf + data
-            buf = b""
-        size = len(data)
-        pos = 0
-        out: list[bytes] = []
-        while pos < size:
-            if crlf:
-                take = min(crlf, size - pos)
-                if data[pos : pos + take] != b"\r\n"[2 - crlf : 2 - crlf + take]:
-                    raise InvalidChunkLength(resp, data[pos : pos + 2])
-                pos += take
-                crlf -= take
-                continue
-            if left:
-                end = pos + left
-                if end > size:
-                    out.append(data[pos:])
-                    left = end - size
-                    pos = size
-                    break
-                out.append(data[pos:end])
-                pos = end
-                left = 0
-                crlf = 2
-                continue
-            eol = data.find(b"\r\n", pos, pos + _MAX_CHUNK_LINE)
-            if eol < 0:
-                if size - pos >= _MAX_CHUNK_LINE:
-                    raise InvalidChunkLength(resp, data[pos : pos + 40])
-                buf = data[pos:]
-                break
-            line = data[pos:eol]
-            semi = line.find(b";")
-            try:
-                left = int(line if semi < 0 else line[:semi], 16)
-            except ValueError:
-                raise InvalidChunkLength(resp, line[:40]) from None
-            if left < 0:
-                raise InvalidChunkLength(resp, line[:40])
-            pos = eol + 2
-            if left == 0:  # the terminal chunk: trailers (none from LoRAX), then an empty line
-                rest = data[pos:]
-                while not rest.startswith(b"\r\n") and b"\r\n\r\n" not in rest:
-                    if len(rest) > common.DRAIN_LIMIT:
-                        raise U3ProtocolError("chunked body trailers too long")
-                    more = read1(common.READ_CHUNK)
-                    if not more:
-                        break
-                    rest += more
-                if out:
-                    yield b"".join(out)
-                original = resp._original_response
-                if original is not None:
-                    original.close()
-                resp.release_conn()
-                return
+            raise IncompleteRead(b"")
+        out = feed(data)
+        if decoder.done:
+            if out:
+                yield out
+            _body_done(resp)
+            return
         if out:
-            yield out[0] if len(out) == 1 else b"".join(out)
+            yield out
+
+
+def _raw_reader(resp: BaseHTTPResponse) -> Any:
+    """The buffered socket reader under a chunked urllib3 response, or None.
+
+    urllib3 2.x has no public API for a chunked body's raw bytes: its own
+    ``read_chunked`` reads ``resp._fp.fp`` (the ``http.client`` response's reader), and
+    ``read1`` stops at every chunk boundary. This is the one place that reaches in.
+    """
+    if not (isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads()):
+        return None
+    if resp.chunk_left is not None or resp.headers.get("content-encoding"):
+        return None
+    return getattr(getattr(resp, "_fp", None), "fp", None)
+
+
+def _body_done(resp: HTTPResponse) -> None:
+    # As urllib3's read_chunked does at the end: mark the http.client response closed
+    # (so the connection can carry the next request) and give the connection back.
+    original = getattr(resp, "_original_response", None)
+    if original is not None:
+        original.close()
+    resp.release_conn()
 
 
 def _finish(resp: BaseHTTPResponse) -> None:
