@@ -97,28 +97,61 @@ class ChunkedDecoder:
         if self._buf:
             data = self._buf + data
             self._buf = b""
-        size = len(data)
-        pos = 0
         out: list[bytes] = []
+        pos = 0
+        if self._state in (_DATA, _CRLF):
+            # A read ends anywhere: finish the chunk it cut, then take the fast path.
+            pos = self._run(data, 0, out, until_size=True)
+            if 0 < pos < len(data):
+                data = data[pos:]
+                pos = 0
+        if self._state == _SIZE and pos < len(data):
+            # The fast path for many small chunks (LoRAX's one SSE event per chunk):
+            # one C-level split on CRLF gives size, data, size, data, ... as long as
+            # the data holds no CRLF, which the length check proves. It takes whole
+            # chunks from the start; _run goes on from where it stopped.
+            parts = data.split(b"\r\n")
+            last = len(parts) - 2  # the data at parts[i + 1] needs a CRLF after it
+            i = 0
+            while i < last:
+                line = parts[i]
+                chunk = parts[i + 1]
+                if not line or len(line) > 8 or line.translate(None, _HEX):
+                    break
+                n = int(line, 16)
+                if n == 0 or len(chunk) != n:
+                    break
+                out.append(chunk)
+                pos += len(line) + n + 4
+                i += 2
+        if pos < len(data):
+            self._run(data, pos, out, until_size=False)
+        if not out:
+            return b""
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _run(self, data: bytes, pos: int, out: list[bytes], *, until_size: bool) -> int:
+        """The general state machine from `pos`; returns where it stopped."""
+        size = len(data)
         state = self._state
         while pos < size:
             if state == _SIZE:
+                if until_size:
+                    break
                 eol = data.find(b"\r\n", pos, pos + self._max_line + 2)
                 if eol < 0:
                     if size - pos > self._max_line:
                         raise ChunkedBodyError(f"chunk size line longer than {self._max_line} bytes")
                     self._buf = data[pos:]
+                    pos = size
                     break
-                line = data[pos:eol]
-                # Bare hex digits (what servers send) inline; the rest is checked there.
-                n = int(line, 16) if line and len(line) <= 8 and not line.translate(None, _HEX) else _chunk_size(line)
+                n = _chunk_size(data[pos:eol])
                 pos = eol + 2
                 if n == 0:
                     state = _TRAILER
                     continue
                 end = pos + n
                 if end + 2 <= size:
-                    # The common case: the whole chunk and its CRLF are here.
                     if data[end : end + 2] != b"\r\n":
                         raise ChunkedBodyError(f"chunk data not followed by CRLF (got {data[end : end + 2]!r})")
                     out.append(data[pos:end])
@@ -133,12 +166,14 @@ class ChunkedDecoder:
                 out.append(data[pos:])
                 self._left = end - size
                 state = _DATA
+                pos = size
                 break
             if state == _DATA:
                 end = pos + self._left
                 if end > size:
                     out.append(data[pos:])
                     self._left = end - size
+                    pos = size
                     break
                 out.append(data[pos:end])
                 pos = end
@@ -162,6 +197,7 @@ class ChunkedDecoder:
                     if self._trailer_bytes + len(rest) > self._max_trailer + 1:
                         raise ChunkedBodyError(f"chunked body trailers larger than {self._max_trailer} bytes")
                     self._buf = rest
+                    pos = size
                     break
                 line = data[pos:eol]
                 pos = eol + 2
@@ -176,11 +212,10 @@ class ChunkedDecoder:
                 self.trailers.append(line)
             else:  # _DONE
                 self.unused += data[pos:]
+                pos = size
                 break
         self._state = state
-        if not out:
-            return b""
-        return out[0] if len(out) == 1 else b"".join(out)
+        return pos
 
 
 def _chunk_size(line: bytes) -> int:

@@ -36,9 +36,12 @@ import re
 import socket
 import ssl
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 from lorax import codec, errors
 from lorax._message import Message
@@ -784,3 +787,26 @@ def request_secrets(request: Message, _depth: int = 0) -> list[str]:
         elif _depth < 3 and isinstance(value, Message):
             out.extend(request_secrets(value, _depth + 1))
     return out
+
+
+_fast_decoders: dict[type[Any], Callable[[bytes], Any] | None] = {}
+
+
+def fast_decoder(message_class: type[Any]) -> Callable[[bytes], Any] | None:
+    """msgspec's own decoder of a stream's event class, for the per-token loop; None if
+    the class needs :func:`lorax.codec.decoder`'s unwrapping.
+
+    Use it only on data without ``"error"`` in it, and fall back to
+    ``codec.decoder(cls)`` when it raises: for such data the two give the same message,
+    this one without the wrapper's call (measured: ~0.3 µs of ~1 µs per event).
+    """
+    try:
+        return _fast_decoders[message_class]
+    except KeyError:
+        pass
+    fast: Callable[[bytes], Any] | None = None
+    is_message = isinstance(message_class, type) and issubclass(message_class, Message)
+    if is_message and not getattr(message_class, "__lorax_unwrap__", True):
+        fast = msgspec.json.Decoder(message_class).decode
+    _fast_decoders[message_class] = fast
+    return fast

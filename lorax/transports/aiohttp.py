@@ -48,11 +48,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from lorax import codec, errors
 from lorax._message import Message
 from lorax._routes import Method
-from lorax._sse import DONE, SSEDecoder, SSEEvent
+from lorax._sse import DONE, SSEDecoder
 from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
 from lorax.transports.base import AsyncMessageStream, AsyncTransport, CallOptions, ResponseMeta, lower_headers
@@ -382,7 +383,6 @@ class AsyncHTTPTransport(AsyncTransport):
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("Accept-Encoding",),
             # Compressed bodies are refused, never inflated (see _http_common.compressed).
             auto_decompress=False,
             trust_env=False,
@@ -425,41 +425,33 @@ class AsyncHTTPTransport(AsyncTransport):
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
-            try:
-                resp = await session.request(
-                    route.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    proxy=self._proxy_url,
-                    proxy_headers=self._proxy_headers,
-                )
-                return resp, route, slot, started
-            except Exception as exc:
-                if not _is_stale(exc, attempt):
-                    raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
-                first = exc
-            _log.debug(
-                "%s %s: the pooled connection was stale (%r); retrying on a new one", route.method, route.url, first
-            )
-            attempt = _Attempt(fresh=True)
-            _ATTEMPT.set(attempt)
-            try:
-                resp = await session.request(
-                    route.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    proxy=self._proxy_url,
-                    proxy_headers=self._proxy_headers,
-                )
-                return resp, route, slot, started
-            except Exception as exc:
-                raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+            while True:
+                try:
+                    resp = await session.request(
+                        route.method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=timeout,
+                        allow_redirects=False,
+                        proxy=self._proxy_url,
+                        proxy_headers=self._proxy_headers,
+                    )
+                    return resp, route, slot, started
+                except Exception as exc:
+                    if attempt.fresh or not _is_stale(exc, attempt):
+                        raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+                    # The reused connection had been closed by the server before it
+                    # read the request (see the module docstring): once more, on a
+                    # new connection.
+                    _log.debug(
+                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
+                        route.method,
+                        route.url,
+                        exc,
+                    )
+                attempt = _Attempt(fresh=True)
+                _ATTEMPT.set(attempt)
         except BaseException:
             if slot is not None:
                 slot.release()
@@ -747,8 +739,9 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
         self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
-        self._events: list[SSEEvent] = []
+        self._events: list[bytes] = []  # the data of the events of the last read
         self._idx = 0
+        self._fast = common.fast_decoder(method.output_type)
         self._count = 0
         self._options = options
         self._failure: Exception | None = None
@@ -762,12 +755,20 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
             events = self._events
             if idx < len(events) and not self._closing:
                 self._idx = idx + 1
-                data = events[idx].data
+                data = events[idx]
                 if data == DONE and self._done_marker:
                     await self._after_done()
                     raise StopAsyncIteration
+                fast = self._fast
+                message: Message
                 try:
-                    message: Message = self._decode(data)
+                    if fast is None or b'"error"' in data:
+                        message = self._decode(data)
+                    else:
+                        try:
+                            message = fast(data)
+                        except msgspec.MsgspecError:
+                            message = self._decode(data)  # names what is wrong, or decodes the odd case
                 except errors.LoraxError as exc:
                     # An error event (mapped to its class) or an event that does not
                     # decode: the stream ends here, without reading on. The server's
@@ -790,7 +791,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
             try:
                 chunk = await self._content.readany()
                 if chunk:
-                    self._events = self._decoder.feed(chunk)
+                    self._events = self._decoder.feed_data(chunk)
                     self._idx = 0
                     continue
             except BaseException as exc:
@@ -833,14 +834,14 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
                     pass
         self._release(reuse=content.at_eof())
 
-    def _salvage(self) -> list[SSEEvent]:
+    def _salvage(self) -> list[bytes]:
         buffered = getattr(self._content, "_buffer", None)  # aiohttp's StreamReader buffer (a deque)
         if not buffered:
             return []
         try:
             data = b"".join(buffered)
             buffered.clear()
-            return self._decoder.feed(data)
+            return self._decoder.feed_data(data)
         except Exception:
             return []
 

@@ -3,7 +3,12 @@
 Requests are the JSON of the request message (:func:`lorax.codec.to_json`); answers
 are decoded with :func:`lorax.codec.from_json`, streams with :class:`lorax._sse.SSEDecoder`.
 What is not I/O (URLs, headers, TLS and proxy settings, decoding, error mapping) is in
-:mod:`lorax.transports._http_common`, shared with the aiohttp transport.
+:mod:`lorax.transports._http_common`, shared with the aiohttp transport. The other rooms:
+:mod:`lorax.transports._urllib3_conn` (urllib3's connections and pools, adapted to
+record each attempt; reading bodies), :mod:`lorax.transports._urllib3_errors` (how
+urllib3's exceptions read), :mod:`lorax.transports._http_stream` (the stream and its
+per-token loop) and :mod:`lorax._chunked` (the sans-I/O chunked-body decoder). This
+module sends requests, reads unary answers and maps failures to :mod:`lorax.errors`.
 
 Connections. One urllib3 pool per transport (a ``ProxyManager`` pool when a proxy is
 configured or found in the environment), thread-safe: share one transport between
@@ -48,28 +53,22 @@ reading thread then sees the end of the stream). A stream that reaches its end, 
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import socket
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from http.client import HTTPException, IncompleteRead, RemoteDisconnected
-from types import GeneratorType
 from typing import Any
 
 import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ClosedPoolError,
     ConnectTimeoutError,
     DecodeError,
     EmptyPoolError,
-    InvalidChunkLength,
     NameResolutionError,
     NewConnectionError,
     ProxyError,
@@ -78,167 +77,29 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import ProtocolError as U3ProtocolError
 from urllib3.exceptions import TimeoutError as U3TimeoutError
-from urllib3.response import BaseHTTPResponse, HTTPResponse
-from urllib3.util.retry import Retry
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.timeout import Timeout as U3Timeout
 
 from lorax import codec, errors
-from lorax._chunked import ChunkedBodyError, ChunkedDecoder
 from lorax._message import Message
 from lorax._routes import Method
-from lorax._sse import DONE, SSEDecoder
 from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
+from lorax.transports._http_stream import _HTTPMessageStream
+from lorax.transports._urllib3_conn import (
+    _NO_RETRY,
+    _POOL_CLASSES,
+    _Attempt,
+    _finish,
+    _local,
+    _socket,
+)
+from lorax.transports._urllib3_errors import _broken_reason, _cause, _failed, _total
 from lorax.transports.base import CallOptions, MessageStream, ResponseMeta, Transport, lower_headers
 
 __all__ = ["HTTPTransport"]
 
 _log = logging.getLogger(__name__)
-
-# urllib3 must never retry or redirect on its own: retries belong to the client's
-# policy (and to the one stale-connection retry below).
-_NO_RETRY = Retry(total=False, redirect=False)
-
-_local = threading.local()
-
-
-class _Attempt:
-    """What happened to one request attempt, recorded by the connection classes.
-
-    ``sent``: the request started to go out on a connected socket. ``reused``: that
-    connection had carried an earlier request. ``stale``: it failed with a
-    connection error before any response byte. ``fresh``: this attempt must not
-    reuse a pooled connection.
-    """
-
-    __slots__ = ("fresh", "reused", "sent", "stale")
-
-    def __init__(self, fresh: bool = False) -> None:
-        self.fresh = fresh
-        self.reused = False
-        self.sent = False
-        self.stale = False
-
-
-def _attempt() -> _Attempt | None:
-    attempt: _Attempt | None = getattr(_local, "attempt", None)
-    return attempt
-
-
-class _TrackedHTTPConnection(HTTPConnection):
-    """urllib3's connection, counting the requests it carried.
-
-    It tells the attempt whether the request was sent and whether the connection was
-    reused, and it lets a stream shut its socket down from another thread only while
-    the stream still owns the connection (``lorax_gen`` changes with every request).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lorax_uses = 0
-        self.lorax_gen = 0
-        self.lorax_guard = threading.Lock()
-
-    def connect(self) -> None:
-        super().connect()
-        self.lorax_uses = 0
-
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        chunked: bool = False,
-        preload_content: bool = True,
-        decode_content: bool = True,
-        enforce_content_length: bool = True,
-    ) -> None:
-        if self.sock is None:
-            # http.client would connect lazily while sending; connecting first means
-            # that a failure here is known not to have sent anything.
-            self.connect()
-        reused = self.lorax_uses > 0
-        self.lorax_uses += 1
-        with self.lorax_guard:
-            self.lorax_gen += 1
-        attempt = _attempt()
-        if attempt is not None:
-            attempt.reused = reused
-            attempt.sent = True
-        try:
-            super().request(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                chunked=chunked,
-                preload_content=preload_content,
-                decode_content=decode_content,
-                enforce_content_length=enforce_content_length,
-            )
-        except ConnectionError:
-            # EPIPE/ECONNRESET while sending: urllib3 goes on to read a response anyway.
-            if reused and attempt is not None:
-                attempt.stale = True
-            raise
-
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
-        try:
-            return super().getresponse()
-        except ConnectionError:
-            # RemoteDisconnected (EOF before the status line) or ECONNRESET: nothing of
-            # a response arrived.
-            attempt = _attempt()
-            if attempt is not None and attempt.reused:
-                attempt.stale = True
-            raise
-
-    def lorax_shutdown(self, gen: int, sock: socket.socket) -> None:
-        """Shut `sock` down if this connection still carries request number `gen`."""
-        with self.lorax_guard:
-            if self.lorax_gen != gen:
-                return
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _TrackedHTTPSConnection(_TrackedHTTPConnection, HTTPSConnection):
-    pass
-
-
-def _fresh_only(conn: Any) -> Any:
-    attempt = _attempt()
-    if attempt is not None and attempt.fresh and not conn.is_closed:
-        conn.close()
-    return conn
-
-
-class _HTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _TrackedHTTPConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return _fresh_only(super()._get_conn(timeout))
-
-
-class _HTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return _fresh_only(super()._get_conn(timeout))
-
-    def _validate_conn(self, conn: Any) -> None:
-        # HTTPSConnectionPool._validate_conn connects early, so that TLS errors surface
-        # before the request, then warns (InsecureRequestWarning) on every request of an
-        # unverified connection. The transport logs that once when it is built instead.
-        if conn.is_closed:
-            conn.connect()
-
-
-_POOL_CLASSES = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
 
 
 class HTTPTransport(Transport):
@@ -475,55 +336,41 @@ class HTTPTransport(Transport):
 
         pool = self._pool
         attempt = _Attempt()
-        _local.attempt = attempt
         try:
-            try:
-                resp = pool.urlopen(
-                    route.method,
-                    route.target,
-                    body=body,
-                    headers=headers,
-                    retries=_NO_RETRY,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=timeout,
-                    pool_timeout=pool_timeout,  # type: ignore[arg-type]
-                    release_conn=False,
-                    preload_content=False,
-                )
-                return resp, route, read, started
-            except Exception as exc:
-                if not attempt.stale:
-                    raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
-                first = exc
-            # The reused connection had been closed by the server before it read the
-            # request (see the module docstring): once more, on a new connection.
-            _log.debug(
-                "%s %s: the pooled connection was stale (%r); retrying on a new one", route.method, route.url, first
-            )
-            attempt = _Attempt(fresh=True)
-            _local.attempt = attempt
-            try:
+            while True:
+                _local.attempt = attempt
+                try:
+                    resp = pool.urlopen(
+                        route.method,
+                        route.target,
+                        body=body,
+                        headers=headers,
+                        retries=_NO_RETRY,
+                        redirect=False,
+                        assert_same_host=False,
+                        timeout=timeout,
+                        pool_timeout=pool_timeout,  # type: ignore[arg-type]
+                        release_conn=False,
+                        preload_content=False,
+                    )
+                    return resp, route, read, started
+                except Exception as exc:
+                    if not attempt.stale or attempt.fresh:
+                        raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+                    # The reused connection had been closed by the server before it
+                    # read the request (see the module docstring): once more, on a
+                    # new connection.
+                    _log.debug(
+                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
+                        route.method,
+                        route.url,
+                        exc,
+                    )
+                attempt = _Attempt(fresh=True)
                 if deadline.total is not None:
                     timeout = U3Timeout(
                         connect=deadline.cap(timeout_opts.connect), read=deadline.cap(timeout_opts.read)
                     )
-                resp = pool.urlopen(
-                    route.method,
-                    route.target,
-                    body=body,
-                    headers=headers,
-                    retries=_NO_RETRY,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=timeout,
-                    pool_timeout=pool_timeout,  # type: ignore[arg-type]
-                    release_conn=False,
-                    preload_content=False,
-                )
-                return resp, route, read, started
-            except Exception as exc:
-                raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
         finally:
             _local.attempt = None
 
@@ -717,353 +564,3 @@ class HTTPTransport(Transport):
             self._secrets(options, request).scrub(f"unexpected error talking to {where}: {type(exc).__name__}: {exc}"),
             request_sent=True,
         )
-
-
-def _failed(route: common.Route, error: errors.LoraxError) -> errors.LoraxError:
-    if _log.isEnabledFor(logging.DEBUG):
-        _log.debug("%s %s failed: %s: %s", route.method, route.url, type(error).__name__, error)
-    return error
-
-
-def _total(deadline: Deadline, *, sent: bool) -> errors.APITimeoutError:
-    total = deadline.total
-    message = f"the total timeout of {total:g} s ran out" if total is not None else "the total timeout ran out"
-    return common.timeout_error(message, phase="total", request_sent=sent)
-
-
-def _cause(exc: BaseException) -> BaseException | None:
-    # urllib3's ProtocolError("Connection aborted.", err) carries the cause as args[1].
-    args: tuple[Any, ...] = exc.args
-    if len(args) > 1 and isinstance(args[1], BaseException):
-        return args[1]
-    return exc.__cause__ or exc.__context__
-
-
-def _broken_reason(exc: BaseException) -> str:
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, InvalidChunkLength):
-            return "invalid chunked framing (the body was cut off)"
-        if isinstance(current, ChunkedBodyError):
-            return f"invalid chunked framing: {current}"
-        if isinstance(current, IncompleteRead):
-            return "the body ended before it was complete (connection closed)"
-        if isinstance(current, OSError) and current.strerror:
-            return str(current.strerror).lower()
-        current = _cause(current) if current is exc or isinstance(current, U3ProtocolError) else current.__context__
-    return common.os_reason(exc)
-
-
-def _socket(resp: BaseHTTPResponse) -> socket.socket | None:
-    conn = resp.connection
-    sock = getattr(conn, "sock", None) if conn is not None else None
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _body_chunks(resp: BaseHTTPResponse) -> Iterator[bytes]:
-    """The body's bytes as they arrive.
-
-    A chunked body (what LoRAX sends) is read a chunk at a time with urllib3's
-    ``read_chunked``: one event per chunk, at a fraction of ``read1``'s cost per call.
-    Anything else (a proxy that removed the chunking) is read with ``read1``.
-    """
-    fp = _raw_reader(resp)
-    if fp is not None:
-        assert isinstance(resp, HTTPResponse)
-        return _dechunk(resp, fp)
-    if isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads():
-        return resp.read_chunked(common.READ_CHUNK, decode_content=True)
-    return iter(functools.partial(resp.read1, common.READ_CHUNK), b"")
-
-
-def _dechunk(resp: HTTPResponse, fp: Any) -> Iterator[bytes]:
-    """The data of a chunked body, de-chunked by :class:`lorax._chunked.ChunkedDecoder`.
-
-    Each ``read1`` of the socket's buffered reader returns what has arrived (up to
-    ``READ_CHUNK``), and the data of every chunk in it comes out as one piece: under a
-    backlog one SSE feed gets many events, where ``read_chunked`` costs a readline and
-    two reads per chunk (LoRAX sends one event per chunk). At the end of the body the
-    response is closed and the connection goes back to the pool, as urllib3 does.
-    """
-    read1 = fp.read1
-    decoder = ChunkedDecoder(max_trailer_bytes=common.DRAIN_LIMIT)
-    feed = decoder.feed
-    while True:
-        data = read1(common.READ_CHUNK)
-        if not data:
-            raise IncompleteRead(b"")
-        out = feed(data)
-        if decoder.done:
-            if out:
-                yield out
-            _body_done(resp)
-            return
-        if out:
-            yield out
-
-
-def _raw_reader(resp: BaseHTTPResponse) -> Any:
-    """The buffered socket reader under a chunked urllib3 response, or None.
-
-    urllib3 2.x has no public API for a chunked body's raw bytes: its own
-    ``read_chunked`` reads ``resp._fp.fp`` (the ``http.client`` response's reader), and
-    ``read1`` stops at every chunk boundary. This is the one place that reaches in.
-    """
-    if not (isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads()):
-        return None
-    if resp.chunk_left is not None or resp.headers.get("content-encoding"):
-        return None
-    return getattr(getattr(resp, "_fp", None), "fp", None)
-
-
-def _body_done(resp: HTTPResponse) -> None:
-    # As urllib3's read_chunked does at the end: mark the http.client response closed
-    # (so the connection can carry the next request) and give the connection back.
-    original = getattr(resp, "_original_response", None)
-    if original is not None:
-        original.close()
-    resp.release_conn()
-
-
-def _finish(resp: BaseHTTPResponse) -> None:
-    """Give the connection back: reusable if its body was read to the end, else closed."""
-    if resp.connection is None:
-        return  # read to the end: urllib3 has already returned it to the pool
-    try:
-        resp.close()
-    except Exception:
-        pass
-    try:
-        resp.release_conn()
-    except Exception:
-        pass
-
-
-class _HTTPMessageStream(MessageStream):
-    """The SSE stream of one call, decoded into messages."""
-
-    def __init__(
-        self,
-        transport: HTTPTransport,
-        method: Method,
-        resp: BaseHTTPResponse,
-        meta: ResponseMeta,
-        read: float | None,
-        deadline: Deadline,
-        call: tuple[CallOptions, Message],
-    ) -> None:
-        self._active = False
-        self.meta = meta
-        self._transport = transport
-        self._resp = resp
-        conn = resp.connection
-        self._conn: _TrackedHTTPConnection | None = conn if isinstance(conn, _TrackedHTTPConnection) else None
-        self._sock = _socket(resp)
-        self._gen = self._conn.lorax_gen if self._conn is not None else 0
-        self._cls = method.output_type
-        self._decode = codec.decoder(method.output_type)
-        self._done_marker = method.done_marker
-        self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
-        self._chunks = _body_chunks(resp)
-        self._next_chunk = self._chunks.__next__
-        self._batch: list[Message] = []
-        self._pos = 0
-        self._failed: BaseException | None = None
-        self._ended = False
-        self._count = 0
-        self._read = read
-        self._deadline = deadline if deadline.total is not None else None
-        self._lock = threading.Lock()
-        self._closing = False
-        self._call = call  # where the secrets to scrub out of error events are
-        self._active = True
-
-    def __next__(self) -> Message:
-        pos = self._pos
-        batch = self._batch
-        if pos < len(batch) and not self._closing:
-            self._pos = pos + 1
-            return batch[pos]
-        batch = self._batch = self._fill()
-        self._pos = 1
-        return batch[0]
-
-    def next_batch(self) -> list[Message]:
-        pos = self._pos
-        batch = self._batch
-        if pos < len(batch) and not self._closing:
-            self._batch = []
-            self._pos = 0
-            return batch[pos:] if pos else batch
-        self._batch = []
-        self._pos = 0
-        return self._fill()
-
-    def _fill(self) -> list[Message]:
-        """The messages of the next read(s), at least one; StopIteration at the end.
-
-        The hot path, one loop per read: the de-chunked bytes of everything that has
-        arrived are split into events' data (no event objects) and each is decoded
-        straight into its message. An error event (or one that does not decode) after
-        some messages ends the batch; it is raised by the next call.
-        """
-        error = self._failed
-        if error is not None:
-            self._failed = None
-            raise error
-        if self._ended:
-            raise StopIteration
-        decode = self._decode
-        feed = self._decoder.feed_data
-        lock = self._lock
-        while True:
-            lock.acquire()
-            try:
-                if not self._active or self._closing:
-                    self._release()
-                    raise StopIteration
-                if self._deadline is not None and self._sock is not None:
-                    self._sock.settimeout(self._deadline.cap(self._read))
-                datas = feed(self._next_chunk())
-            except StopIteration:
-                # The end of the body: urllib3 has returned the connection to the pool.
-                self._decoder.close()
-                self._release()
-                raise
-            except BaseException as exc:
-                closing = self._closing
-                self._release()
-                if not isinstance(exc, Exception):
-                    raise
-                if closing:
-                    raise StopIteration from None
-                raise self._error(exc) from exc
-            finally:
-                lock.release()
-            if not datas:
-                continue
-            out: list[Message] = []
-            try:
-                if self._done_marker:
-                    for data in datas:
-                        if data == DONE:
-                            self._ended = True
-                            self._after_done()
-                            break
-                        out.append(decode(data))
-                else:
-                    for data in datas:
-                        out.append(decode(data))
-            except BaseException as exc:
-                # An error event (the server's error, mapped), or an event that does
-                # not decode: the stream ends here, without reading on. The server's
-                # text may quote the request: scrub its credentials.
-                self._ended = True
-                self._abandon()
-                if isinstance(exc, errors.LoraxError):
-                    self._transport._secrets(*self._call).scrub_error(exc)
-                if not out or not isinstance(exc, Exception):
-                    raise
-                self._failed = exc
-            self._count += len(out)
-            if out:
-                return out
-            if self._ended:
-                raise StopIteration
-
-    def _after_done(self) -> None:
-        # [DONE] is the last event; the end of the chunked body follows at once. Read
-        # it (briefly, boundedly) so that the connection can be reused.
-        with self._lock:
-            if not self._active:
-                return
-            try:
-                timeout = common.DRAIN_TIMEOUT
-                if self._deadline is not None:
-                    remaining = self._deadline.remaining()
-                    timeout = min(timeout, remaining) if remaining else 0.0
-                if timeout > 0 and not self._closing:
-                    if self._sock is not None:
-                        self._sock.settimeout(timeout)
-                    drained = 0
-                    for chunk in self._chunks:
-                        drained += len(chunk)
-                        if drained > common.DRAIN_LIMIT:
-                            break
-            except Exception:
-                pass
-            self._release()
-
-    def _abandon(self) -> None:
-        with self._lock:
-            self._release()
-
-    def _release(self) -> None:
-        # Called with the lock held.
-        if not self._active:
-            return
-        self._active = False
-        self._sock = None
-        chunks = self._chunks
-        if isinstance(chunks, GeneratorType):
-            with contextlib.suppress(Exception):
-                chunks.close()
-        _finish(self._resp)
-        self._transport._forget(self)
-
-    def _error(self, exc: Exception) -> errors.LoraxError:
-        if isinstance(exc, errors.LoraxError):
-            return exc
-        where = self._transport._where
-        if isinstance(exc, (ReadTimeoutError, TimeoutError, U3TimeoutError)):
-            if self._deadline is not None and self._deadline.expired():
-                return _total(self._deadline, sent=True)
-            return common.timeout_error(
-                f"{where} sent nothing for {common.seconds(self._read)} after {self._count} events (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
-        if isinstance(exc, DecodeError):
-            return errors.ResponseDecodeError(f"the stream from {where} could not be decompressed: {exc}")
-        return common.interrupted(self._count, where, _broken_reason(exc))
-
-    def close(self) -> None:
-        """Stop the stream now, without reading the rest. Idempotent, thread-safe."""
-        if not getattr(self, "_active", False):
-            return
-        self._closing = True
-        if self._lock.acquire(blocking=False):
-            try:
-                self._release()
-            finally:
-                self._lock.release()
-            return
-        # Another thread is reading, most likely blocked in recv(): shut the socket
-        # down to wake it (it then ends the stream), as long as the connection is
-        # still this stream's.
-        conn, sock = self._conn, self._sock
-        if conn is not None and sock is not None and self._resp.connection is not None:
-            conn.lorax_shutdown(self._gen, sock)
-        with self._lock:
-            self._release()
-
-    def __del__(self) -> None:
-        # Dropped without close(): close the socket now (the server stops generating)
-        # and let the transport return the pool slot on its next call; the pool's
-        # locks must not be taken from the garbage collector.
-        if getattr(self, "_active", False):
-            self._active = False
-            resp = self._resp
-            try:
-                if resp.connection is not None:
-                    resp.close()
-                    self._transport._orphans.append(resp)
-            except Exception:
-                pass
-
-    def __repr__(self) -> str:
-        state = "open" if self._active else "closed"
-        name = self._cls.__name__
-        return f"<HTTP stream {name} from {self._transport.describe()}: {state}, {self._count} events>"
