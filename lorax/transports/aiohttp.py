@@ -195,6 +195,9 @@ class AsyncHTTPTransport(AsyncTransport):
             if self._ssl.verify_mode == ssl.CERT_NONE:
                 common.warn_insecure(base.display)
         self._where = base.where if self._proxy is None else f"{base.where} (via proxy {self._proxy.where})"
+        self._at = common.Where(
+            self._where, base.where, self._proxy.where if self._proxy else self._where, base.host, limit
+        )
         self._proxy_url: Any = None
         self._proxy_headers: dict[str, str] | None = None
         if self._proxy is not None:
@@ -545,79 +548,50 @@ class AsyncHTTPTransport(AsyncTransport):
     def _send_error(
         self, exc: Exception, attempt: _Attempt, options: CallOptions, request: Message
     ) -> errors.LoraxError:
-        """Map what ``session.request`` raised (connecting, sending, the status line)."""
+        """Map what ``session.request`` raised (connecting, sending, the status line): the
+        kind of failure is read here, its error comes from :data:`common.SEND_FAILURES`."""
         if isinstance(exc, errors.LoraxError):
             return exc
         sent = attempt.connected
-        where = self._where
         deadline = options.deadline
         timeout = options.timeout
+        at = self._at
         if isinstance(exc, RuntimeError) and "closed" in str(exc).lower():
             return errors.ClientClosedError(f"{self.describe()} is closed")
         if deadline.expired() and isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
             return _total(deadline, sent=sent)
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            return common.connection_error(
-                f"the TLS handshake with {where} failed: certificate verification failed: "
-                f"{common.os_reason(exc.certificate_error)}",
-                request_sent=False,
-            )
+            reason = f"certificate verification failed: {common.os_reason(exc.certificate_error)}"
+            return common.send_failure("tls_handshake", at, timeout, reason)
         if isinstance(exc, aiohttp.ClientConnectorSSLError):
-            return common.connection_error(
-                f"the TLS handshake with {where} failed: {common.os_reason(exc)}", request_sent=False
-            )
+            return common.send_failure("tls_handshake", at, timeout, common.os_reason(exc))
         if isinstance(exc, aiohttp.ClientProxyConnectionError):
-            proxy_where = self._proxy.where if self._proxy else where
-            return common.connection_error(
-                f"could not reach {self._base.where} through the proxy {proxy_where}: {common.os_reason(exc)}",
-                request_sent=False,
-            )
+            return common.send_failure("proxy", at, timeout, common.os_reason(exc))
         if isinstance(exc, aiohttp.ClientHttpProxyError):
-            proxy_where = self._proxy.where if self._proxy else where
-            return common.connection_error(
-                f"could not reach {self._base.where} through the proxy {proxy_where}: "
-                f"the proxy answered {exc.status} {exc.message}",
-                request_sent=False,
-            )
+            return common.send_failure("proxy", at, timeout, f"the proxy answered {exc.status} {exc.message}")
         if isinstance(exc, aiohttp.ClientConnectorError):
             os_error = getattr(exc, "os_error", None)
-            if _is_dns_error(exc, os_error):
-                return common.connection_error(
-                    f"could not resolve the host {self._base.host!r}: {common.os_reason(os_error or exc)}",
-                    request_sent=False,
-                )
-            return common.connection_error(
-                f"could not connect to {where}: {common.os_reason(os_error or exc)}", request_sent=False
-            )
+            kind = "dns" if _is_dns_error(exc, os_error) else "connect"
+            return common.send_failure(kind, at, timeout, common.os_reason(os_error or exc))
         if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError and its subclasses too
             # aiohttp < 3.10 has one class for both; whether a connection was made says which.
-            if not sent:
-                return common.timeout_error(
-                    f"connecting to {where} timed out after {common.seconds(timeout.connect)}",
-                    phase="connect",
-                    request_sent=False,
-                )
-            return common.timeout_error(
-                f"{where} sent no response within {common.seconds(timeout.read)} (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
+            return common.send_failure("read_timeout" if sent else "connect_timeout", at, timeout)
         if not sent:
-            return common.connection_error(f"could not connect to {where}: {common.os_reason(exc)}", request_sent=False)
+            return common.send_failure("connect", at, timeout, common.os_reason(exc))
         if isinstance(exc, aiohttp.ServerDisconnectedError):
-            return common.connection_error(f"{where} closed the connection without a response", request_sent=True)
+            return common.send_failure("no_response", at, timeout)
         if isinstance(exc, aiohttp.ClientResponseError):
             error = errors.ProtocolError(
-                self._secrets(options, request).scrub(f"malformed response from {where}: {exc.message}")
+                self._secrets(options, request).scrub(f"malformed response from {self._where}: {exc.message}")
             )
             error.request_sent = True  # type: ignore[attr-defined]
             return error
         if isinstance(exc, (aiohttp.ClientError, OSError)):
-            return common.connection_error(
-                f"the connection to {where} failed before a response: {common.os_reason(exc)}", request_sent=True
-            )
+            return common.send_failure("broken", at, timeout, common.os_reason(exc))
         return common.connection_error(
-            self._secrets(options, request).scrub(f"unexpected error talking to {where}: {type(exc).__name__}: {exc}"),
+            self._secrets(options, request).scrub(
+                f"unexpected error talking to {self._where}: {type(exc).__name__}: {exc}"
+            ),
             request_sent=True,
         )
 

@@ -175,6 +175,9 @@ class HTTPTransport(Transport):
         self._manager = manager
         self._pool: HTTPConnectionPool = manager.connection_from_url(base.origin)
         self._where = base.where if self._proxy is None else f"{base.where} (via proxy {self._proxy.where})"
+        self._at = common.Where(
+            self._where, base.where, self._proxy.where if self._proxy else self._where, base.host, pool_maxsize
+        )
         secrets = common.header_secrets(self._defaults)
         for value in (base.password, self._proxy.password if self._proxy else None):
             if value:
@@ -480,87 +483,54 @@ class HTTPTransport(Transport):
     def _send_error(
         self, exc: Exception, attempt: _Attempt, options: CallOptions, request: Message
     ) -> errors.LoraxError:
-        """Map what ``urlopen`` raised (sending, waiting for the status line)."""
+        """Map what ``urlopen`` raised (sending, waiting for the status line): the kind of
+        failure is read here, its error comes from :data:`common.SEND_FAILURES`."""
         if isinstance(exc, errors.LoraxError):
             return exc
         sent = attempt.sent
-        where = self._where
         deadline = options.deadline
         timeout = options.timeout
-        if isinstance(exc, EmptyPoolError):
-            if deadline.expired():
-                return _total(deadline, sent=False)
-            return common.timeout_error(
-                f"no free connection to {where} within {common.seconds(timeout.pool)}: "
-                f"all {self._maxsize} connections of the pool are in use (pool_maxsize)",
-                phase="pool",
-                request_sent=False,
-            )
         if isinstance(exc, ClosedPoolError):
             return errors.ClientClosedError(f"{self.describe()} is closed")
-        if deadline.expired() and isinstance(exc, (U3TimeoutError, TimeoutError, ProxyError)):
-            return _total(deadline, sent=sent)
+        if deadline.expired() and isinstance(exc, (EmptyPoolError, U3TimeoutError, TimeoutError, ProxyError)):
+            return _total(deadline, sent=sent and not isinstance(exc, EmptyPoolError))
+        at = self._at
+        if isinstance(exc, EmptyPoolError):
+            return common.send_failure("pool", at, timeout)
         if isinstance(exc, ProxyError):
-            proxy_where = self._proxy.where if self._proxy else where
             original = getattr(exc, "original_error", None) or exc
             if isinstance(original, ConnectTimeoutError) and not isinstance(original, NewConnectionError):
-                return common.timeout_error(
-                    f"connecting to the proxy {proxy_where} timed out after {common.seconds(timeout.connect)}",
-                    phase="connect",
-                    request_sent=False,
-                )
-            return common.connection_error(
-                f"could not reach {self._base.where} through the proxy {proxy_where}: {common.os_reason(exc)}",
-                request_sent=False,
-            )
+                return common.send_failure("proxy_timeout", at, timeout)
+            return common.send_failure("proxy", at, timeout, common.os_reason(exc))
         if isinstance(exc, NameResolutionError):
-            return common.connection_error(
-                f"could not resolve the host {self._base.host!r}: {common.os_reason(exc)}", request_sent=False
-            )
+            return common.send_failure("dns", at, timeout, common.os_reason(exc))
         if isinstance(exc, NewConnectionError):
-            return common.connection_error(f"could not connect to {where}: {common.os_reason(exc)}", request_sent=False)
+            return common.send_failure("connect", at, timeout, common.os_reason(exc))
         if isinstance(exc, ConnectTimeoutError):
-            return common.timeout_error(
-                f"connecting to {where} timed out after {common.seconds(timeout.connect)}",
-                phase="connect",
-                request_sent=False,
-            )
+            return common.send_failure("connect_timeout", at, timeout)
         if isinstance(exc, ReadTimeoutError):
-            if not sent:  # the TLS handshake timed out
-                return common.timeout_error(
-                    f"the TLS handshake with {where} timed out after {common.seconds(timeout.connect)}",
-                    phase="connect",
-                    request_sent=False,
-                )
-            return common.timeout_error(
-                f"{where} sent no response within {common.seconds(timeout.read)} (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
+            # Before the request was sent, only the TLS handshake reads.
+            return common.send_failure("read_timeout" if sent else "tls_handshake_timeout", at, timeout)
         if isinstance(exc, SSLError):
-            if not sent:
-                return common.connection_error(
-                    f"the TLS handshake with {where} failed: {common.os_reason(exc)}", request_sent=False
-                )
-            return common.connection_error(f"TLS error talking to {where}: {common.os_reason(exc)}", request_sent=True)
+            return common.send_failure("tls" if sent else "tls_handshake", at, timeout, common.os_reason(exc))
         cause = _cause(exc)
         if not sent:
-            return common.connection_error(f"could not connect to {where}: {common.os_reason(exc)}", request_sent=False)
+            return common.send_failure("connect", at, timeout, common.os_reason(exc))
         if isinstance(cause, RemoteDisconnected):
-            return common.connection_error(f"{where} closed the connection without a response", request_sent=True)
+            return common.send_failure("no_response", at, timeout)
         if isinstance(cause, HTTPException) and not isinstance(cause, IncompleteRead):
             error = errors.ProtocolError(
                 self._secrets(options, request).scrub(
-                    f"malformed response from {where}: {type(cause).__name__}: {cause}"
+                    f"malformed response from {self._where}: {type(cause).__name__}: {cause}"
                 )
             )
             error.request_sent = True  # type: ignore[attr-defined]
             return error
         if isinstance(exc, (U3ProtocolError, OSError, HTTPException)):
-            return common.connection_error(
-                f"the connection to {where} failed before a response: {common.os_reason(exc)}", request_sent=True
-            )
+            return common.send_failure("broken", at, timeout, common.os_reason(exc))
         return common.connection_error(
-            self._secrets(options, request).scrub(f"unexpected error talking to {where}: {type(exc).__name__}: {exc}"),
+            self._secrets(options, request).scrub(
+                f"unexpected error talking to {self._where}: {type(exc).__name__}: {exc}"
+            ),
             request_sent=True,
         )
