@@ -120,7 +120,7 @@ def test_large_chunk_in_small_reads_is_returned_as_it_arrives() -> None:
 
 
 def test_many_chunks_in_one_read_come_out_joined() -> None:
-    events = [b"data: {\"n\": %d}\n\n" % i for i in range(100)]
+    events = [b'data: {"n": %d}\n\n' % i for i in range(100)]
     raw = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events)
     decoder = ChunkedDecoder()
     assert decoder.feed(raw) == b"".join(events)
