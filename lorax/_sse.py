@@ -196,20 +196,32 @@ class SSEDecoder:
         if self._idle and chunk[:5] == b"data:" and 0x0D not in chunk:
             parts = chunk.split(b"\n\n")
             tail = parts.pop()  # b"" when the chunk ended with an event's blank line
-            out: list[bytes] = []
             limit = self._max
-            for part in parts:
-                # Each part must be exactly one data line, small enough that the
-                # general parser would not refuse it.
-                if part[:5] != b"data:" or 0x0A in part or len(part) >= limit:
-                    break
-                out.append(part[6:] if part[5:6] == b" " else part[5:])
+            n = len(parts)
+            end = len(chunk) - len(tail)
+            out: list[bytes]
+            if (
+                len(chunk) < limit
+                and chunk[5:6] == b" "
+                and chunk.count(b"\n", 0, end) == 2 * n
+                and chunk.count(b"\n\ndata: ", 0, end) == n - 1
+            ):
+                # Counted in C: no LF inside any part, and every part starts with
+                # "data: " (LoRAX's spelling), so each is exactly one data line.
+                out = [part[6:] for part in parts]
             else:
-                if tail:
-                    # The start of the next event (a read ends anywhere): from the
-                    # state every whole event leaves, the general parser buffers it.
-                    out += [event.data for event in self._feed(tail)]
-                return out
+                out = []
+                for part in parts:
+                    # Each part must be exactly one data line, small enough that the
+                    # general parser would not refuse it.
+                    if part[:5] != b"data:" or 0x0A in part or len(part) >= limit:
+                        return [event.data for event in self._feed(chunk)]
+                    out.append(part[6:] if part[5:6] == b" " else part[5:])
+            if tail:
+                # The start of the next event (a read ends anywhere): from the state
+                # every whole event leaves, the general parser buffers it.
+                out += [event.data for event in self._feed(tail)]
+            return out
         return [event.data for event in self._feed(chunk)]
 
     def close(self) -> list[SSEEvent]:
