@@ -393,6 +393,13 @@ def profile(runner: SeqCase | AsyncCase, top: int) -> dict[str, Any]:
 
 def main() -> None:
     contender, case, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    if contender != "official":
+        # "ours" is the checkout this script is in, not whatever `lorax` the interpreter
+        # has installed (workers run without PYTHONPATH; an editable install elsewhere
+        # would otherwise be measured). The official client runs isolated (-I) in its venv.
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     try:
         runner: SeqCase | AsyncCase = (
             SeqCase(contender, case, params) if case.startswith("seq_") else AsyncCase(contender, case, params)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, overload
 
 from lorax import _params
 from lorax import _routes as routes
@@ -64,9 +64,6 @@ from lorax.types import (
     SimpleToken,
     StreamResponse,
 )
-
-if TYPE_CHECKING:
-    from lorax.transports.mock import MockTransport
 
 __all__ = ["AsyncClient"]
 
@@ -123,7 +120,7 @@ class AsyncClient(ClientBase):
         session: object | None = None,
         max_session_retries: int | None = 2,
         *,
-        transport: AsyncTransport | MockTransport | None = None,
+        transport: AsyncTransport | None = None,
         max_retries: RetryPolicy | int | NotGiven | None = NOT_GIVEN,
         verify: Any = True,
         cert: str | tuple[str, str] | None = None,
@@ -196,7 +193,7 @@ class AsyncClient(ClientBase):
         state = RetryState(config.retry, options.deadline)
         while True:
             try:
-                message, meta = await self._transport.unary(method, request, options)
+                message, meta = await self._transport.unary_async(method, request, options)
             except LoraxError as exc:
                 delay = self._retry_delay(state, exc, method)
                 if delay is None:
@@ -216,7 +213,7 @@ class AsyncClient(ClientBase):
                 stream: AsyncMessageStream | None = None
                 try:
                     attach(None)  # raises once the stream was closed: no new attempt
-                    stream = await self._transport.stream(method, request, options)
+                    stream = await self._transport.stream_async(method, request, options)
                     attach(stream)  # closing can now interrupt the wait for the first event
                     try:
                         first = await anext(stream)

@@ -45,14 +45,8 @@ async def async_sleep(seconds: float) -> None:
 
 
 def check_transport(transport: Any, kind: type[Transport] | type[AsyncTransport], owner: str) -> Any:
-    """`transport` if it is of `kind` (a MockTransport's async face for AsyncTransport)."""
-    if kind is AsyncTransport:
-        # A MockTransport serves both clients; its async face is `.aio`.
-        aio = getattr(transport, "aio", None)
-        if isinstance(aio, AsyncTransport):
-            transport = aio
-    other = Transport if kind is AsyncTransport else AsyncTransport
-    if isinstance(transport, other) or not isinstance(transport, kind):
+    """`transport` if it is of `kind` (a MockTransport is both kinds)."""
+    if not isinstance(transport, kind):
         wanted = "an AsyncTransport" if kind is AsyncTransport else "a sync Transport"
         raise TypeError(f"{owner} needs {wanted}, got {type(transport).__name__}")
     return transport

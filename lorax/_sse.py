@@ -170,6 +170,60 @@ class SSEDecoder:
                 return [SSEEvent(data)]
         return self._feed(chunk)
 
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """Like :meth:`feed`, but return only the events' data buffers.
+
+        The streaming transports' hot path: no :class:`SSEEvent` per event, and a chunk
+        made only of whole ``data: <json>\\n\\n`` events (what LoRAX sends, many at
+        a time under a backlog) is split in one pass. Anything else (comments, other
+        fields, a split event, CRs) goes through the general parser, so the result is
+        exactly ``[e.data for e in feed(chunk)]``.
+        """
+        if (
+            self._line
+            and not self._idle
+            and self._line_len < 65536
+            and not (self._data or self._event or self._event_id is not None or self._skip_lf or self._start)
+        ):
+            # The last read ended inside a line (reads end anywhere), with nothing
+            # else buffered: joining that line's start to this chunk is exact, and
+            # lets the fast path below go on.
+            self._line.append(chunk)
+            chunk = b"".join(self._line)
+            self._line = []
+            self._line_len = 0
+            self._idle = True
+        if self._idle and chunk[:5] == b"data:" and 0x0D not in chunk:
+            parts = chunk.split(b"\n\n")
+            tail = parts.pop()  # b"" when the chunk ended with an event's blank line
+            limit = self._max
+            n = len(parts)
+            end = len(chunk) - len(tail)
+            out: list[bytes]
+            if (
+                len(chunk) < limit
+                and chunk[5:6] == b" "
+                and chunk.count(b"\n", 0, end) == 2 * n
+                and chunk.count(b"\n\ndata: ", 0, end) == n - 1
+            ):
+                # Counted in C: no LF inside any part, and every part starts with
+                # "data: " (LoRAX's spelling), so each is exactly one data line.
+                out = [part[6:] for part in parts]
+            else:
+                out = []
+                for part in parts:
+                    # Each part must be exactly one data line, small enough that the
+                    # general parser would not refuse it.
+                    if part[:5] != b"data:" or 0x0A in part or len(part) >= limit:
+                        return [event.data for event in self._feed(chunk)]
+                    out.append(part[6:] if part[5:6] == b" " else part[5:])
+            if tail:
+                # The start of the next event (a read ends anywhere): from the state
+                # every whole event leaves, the general parser buffers it.
+                out += [event.data for event in self._feed(tail)]
+            return out
+        return [event.data for event in self._feed(chunk)]
+
     def close(self) -> list[SSEEvent]:
         """Signal the end of the stream and return the events it completed.
 

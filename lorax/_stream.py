@@ -92,24 +92,60 @@ class Stream(_StreamBase[T]):
         self._opener = opener
         self._opening: MessageStream | None = None  # the attempt waiting for its first event
         self._lock = threading.Lock()
+        # The per-token path reads messages from the transport's last batch (all it
+        # decoded from one read). `_open` is False before the start, after the final
+        # event and after close(), which sends every call down the slow path.
+        self._batch: list[Any] = []
+        self._pos = 0
+        self._open = False
+        # The native routes' final event is the one with generated_text; checked
+        # inline. The OpenAI routes' rule (a choice with a finish_reason) is a call.
+        self._final_field: str | None = None if tracker.method.done_marker else "generated_text"
 
     def __iter__(self) -> Iterator[T]:
         return self
 
     def __next__(self) -> T:
+        pos = self._pos
+        batch = self._batch
+        if pos < len(batch) and self._open:
+            message = batch[pos]
+            self._pos = pos + 1
+            field = self._final_field
+            if field is not None and getattr(message, field) is None:
+                result: T = message
+                return result
+            return self._check_final(message)
+        return self._next_slow()
+
+    def _check_final(self, message: Any) -> T:
+        if self._tracker._is_final(message):
+            self._open = False
+            self._tracker.finished = True
+            if self.final is None:
+                self.final = message
+        result: T = message
+        return result
+
+    def _count(self) -> None:
+        # The tracker counts whole batches; the messages of this one are added here.
+        self._tracker.count += self._pos
+        self._batch = []
+        self._pos = 0
+
+    def _next_slow(self) -> T:
         if self._closed:
             raise StopIteration
         if self._inner is None:
             self._start()
-        if self._pending is not None:
-            return self._deliver(self._take_pending())
+            return self.__next__()
         if self._tracker.finished:
             self._drain()
             raise StopIteration
         inner = self._inner
-        assert inner is not None
+        self._count()
         try:
-            message = next(inner)
+            batch = inner.next_batch()
         except StopIteration:
             closed_by_user = self._closed
             self.close()
@@ -125,7 +161,9 @@ class Stream(_StreamBase[T]):
         except BaseException:
             self.close()
             raise
-        return self._deliver(message)
+        self._batch = batch
+        self._pos = 1
+        return self._check_final(batch[0])
 
     def _attach(self, inner: MessageStream | None) -> None:
         with self._lock:
@@ -164,17 +202,25 @@ class Stream(_StreamBase[T]):
         if first is None:
             self.close()
             raise self._tracker.incomplete()
-        self._pending = first
+        self._batch = [first]
+        self._pos = 0
+        with self._lock:
+            self._open = not self._closed
 
     def _drain(self) -> None:
         # The final event came; read the (normally empty) rest so the connection can
         # go back to the pool, but never wait on a misbehaving server for long.
         inner = self._inner
+        late = len(self._batch) - self._pos  # events after the final one in its batch
+        self._count()
         try:
             for _ in range(DRAIN_AFTER_FINAL):
                 if inner is None:
                     break
-                next(inner)
+                if late:
+                    late -= 1
+                else:
+                    next(inner)
                 self._dropped_late_event()
         except StopIteration:
             pass
@@ -189,6 +235,7 @@ class Stream(_StreamBase[T]):
             if self._closed:
                 return
             self._closed = True
+            self._open = False
             inner = self._inner if self._inner is not None else self._opening
         if inner is not None:
             inner.close()
@@ -200,6 +247,10 @@ class Stream(_StreamBase[T]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
+        return f"<Stream {self._tracker.method.name} {state}, {self._tracker.count + self._pos} event(s)>"
 
 
 class AsyncStream(_StreamBase[T]):

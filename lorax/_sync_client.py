@@ -67,9 +67,6 @@ from lorax.types import (
     StreamResponse,
 )
 
-if TYPE_CHECKING:
-    from lorax.transports.mock import MockTransport
-
 __all__ = ["Client"]
 
 

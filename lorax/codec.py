@@ -374,10 +374,13 @@ def _build_decoder(message_class: type[Any]) -> Callable[[Any], Any]:
     cls: type[Message] = message_class
     name = cls.__name__
     check_error = not any(spec.key == "error" for spec in cls.__lorax_fields__)
+    # A bare array (an unwrapped list) cannot be an error body; an object can.
+    bare = False
     if cls.__lorax_unwrap__:
         (only,) = msgspec.structs.fields(cls)
         inner = msgspec.json.Decoder(only.type).decode
         field_name = only.name
+        bare = cls.__lorax_fields__[0].label == "list"
 
         def fast(data: Any) -> Any:
             return cls(**{field_name: inner(data)})
@@ -388,12 +391,13 @@ def _build_decoder(message_class: type[Any]) -> Callable[[Any], Any]:
     fast_errors = (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
 
     def decode(data: Any) -> Any:
-        if type(data) is memoryview:
-            data = bytes(data)
-        # LoRAX's error bodies and events start with their "error" key (serde prints
-        # ErrorResponse's fields in order); looking at the head only keeps a token
-        # event's check to a few tens of nanoseconds.
-        if check_error and (b'"error' if type(data) is not str else '"error') in data[:24]:
+        # LoRAX's error bodies and events are compact JSON starting with their "error"
+        # key (serde prints ErrorResponse's fields in order), and its messages start with
+        # another key: looking at the first bytes keeps a token event's check to a few
+        # tens of nanoseconds. Anything laid out otherwise takes the careful path.
+        head = data[:7]
+        # Tuples, not sets: a memoryview's slice compares equal to bytes but cannot be hashed.
+        if check_error and (head in _ERROR_HEADS or not (bare or head[:2] in _OBJECT_HEADS)):
             obj = _loads(name, data)
             if type(obj) is dict and "error" in obj:
                 raise _error_body(obj)
@@ -405,9 +409,16 @@ def _build_decoder(message_class: type[Any]) -> Callable[[Any], Any]:
         except errors.InvalidRequestError as exc:
             # A request class's own checks (a request read back): a decode error, as on the careful path.
             raise errors.ResponseDecodeError(f"{name}: {exc}") from None
-        return _decode_careful(cls, _loads(name, data))
+        obj = _loads(name, data)
+        if check_error and type(obj) is dict and "error" in obj:
+            raise _error_body(obj)  # an error body laid out unlike LoRAX's
+        return _decode_careful(cls, obj)
 
     return decode
+
+
+_ERROR_HEADS = (b'{"error', '{"error')
+_OBJECT_HEADS = (b'{"', '{"')
 
 
 def _loads(name: str, data: Any) -> Any:

@@ -439,6 +439,47 @@ def test_fast_path_agrees_with_general_path(before: list[bytes], chunk: bytes, e
     assert events + last == reference_decode(b"data: first\n\n" + b"".join(before) + chunk)[0]
 
 
+@pytest.mark.parametrize("raw", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_feed_data_is_the_data_of_feed_for_every_chunking(raw: bytes) -> None:
+    # feed_data (the transports' hot path) must return exactly the events' data, with
+    # the multi-event fast path taken wherever it applies.
+    for name, chunks in all_chunkings(raw):
+        for warm in (False, True):
+            plain, fast = SSEDecoder(), SSEDecoder()
+            prefix = [b"data: first\n\n"] if warm else []
+            expected = [e.data for piece in prefix + list(chunks) for e in plain.feed(piece)]
+            got = [d for piece in prefix + list(chunks) for d in fast.feed_data(piece)]
+            assert (name, warm, got) == (name, warm, expected)
+            assert (fast.comments, fast.last_event_id) == (plain.comments, plain.last_event_id)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "expected"),
+    [
+        (b"data: a\n\ndata:b\n\ndata: [DONE]\n\n", [b"a", b"b", DONE]),
+        (b"data: a\n\ndata:\n\n", [b"a", b""]),
+        (b"data: a\n\n:\n\ndata: b\n\n", [b"a", b"b"]),  # a keep-alive: general path
+        (b"data: a\n\nevent: e\ndata: b\n\n", [b"a", b"b"]),
+        (b"data: a\n\ndata: b\n\n\n", [b"a", b"b"]),  # a stray blank line
+        (b"data: a\n\ndata: b\n\n\n\n", [b"a", b"b"]),
+        (b"data: a\n\ndata: b\r\n\r\n", [b"a", b"b"]),
+        (b"data: a\n\ndata: b\ndata: c\n\n", [b"a", b"b\nc"]),
+        (b"data: a\n\ndata: partial", [b"a"]),
+    ],
+)
+def test_feed_data_multi_event_chunks(chunk: bytes, expected: list[bytes]) -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed_data(b"data: first\n\n") == [b"first"]
+    assert decoder.feed_data(chunk) == expected
+
+
+def test_feed_data_respects_max_event_bytes() -> None:
+    decoder = SSEDecoder(max_event_bytes=16)
+    assert decoder.feed_data(b"data: x\n\n") == [b"x"]
+    with pytest.raises(ProtocolError, match="max_event_bytes=16"):
+        decoder.feed_data(b"data: y\n\ndata: " + b"z" * 40 + b"\n\n")
+
+
 def test_done_marker() -> None:
     assert DONE == b"[DONE]"
     events, _ = decode([b"data: {}\n\n", b"data: [DONE]\n\n"])

@@ -378,7 +378,7 @@ class Session:
         flow = state.flow
         window = flow.initial if flow is not None else None
         if method.server_streaming:
-            stream = await upstream.stream(method, request, options)
+            stream = await upstream.stream_async(method, request, options)
             try:
                 state.status = stream.meta.status_code
                 headers = self._scrub(stream.meta.headers, options, request)
@@ -402,7 +402,7 @@ class Session:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.
                 await stream.aclose()
         else:
-            message, meta = await upstream.unary(method, request, options)
+            message, meta = await upstream.unary_async(method, request, options)
             state.status = meta.status_code
             # Counted before anything is sent: a client that does not read would
             # otherwise leave the message held, uncounted, behind its FrameHeaders.

@@ -37,9 +37,12 @@ import re
 import socket
 import ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 from lorax import codec, errors
 from lorax._message import Message
@@ -653,6 +656,62 @@ def timeout_error(message: str, *, phase: str, request_sent: bool) -> errors.API
     return error
 
 
+# What a failure before the response means, for both HTTP transports. Each transport
+# reads its library's exception into one of these kinds and a reason (the library
+# knowledge stays there); the error class, text, phase and ``request_sent`` are here.
+# Texts name: where (host:port, proxy included), base (host:port), proxy, host, the
+# connect/read/pool timeouts, maxsize (pool_maxsize) and reason.
+SEND_FAILURES: dict[str, tuple[str, str | None, bool]] = {
+    # kind: (message template, timeout phase or None for a connection error, request_sent)
+    "pool": (
+        "no free connection to {where} within {pool}: all {maxsize} connections of the pool are in use (pool_maxsize)",
+        "pool",
+        False,
+    ),
+    "proxy": ("could not reach {base} through the proxy {proxy}: {reason}", None, False),
+    "proxy_timeout": ("connecting to the proxy {proxy} timed out after {connect}", "connect", False),
+    "dns": ("could not resolve the host {host!r}: {reason}", None, False),
+    "connect": ("could not connect to {where}: {reason}", None, False),
+    "connect_timeout": ("connecting to {where} timed out after {connect}", "connect", False),
+    "tls_handshake": ("the TLS handshake with {where} failed: {reason}", None, False),
+    "tls_handshake_timeout": ("the TLS handshake with {where} timed out after {connect}", "connect", False),
+    "tls": ("TLS error talking to {where}: {reason}", None, True),
+    "read_timeout": ("{where} sent no response within {read} (read timeout)", "read", True),
+    "no_response": ("{where} closed the connection without a response", None, True),
+    "broken": ("the connection to {where} failed before a response: {reason}", None, True),
+}
+
+
+@dataclass(frozen=True)
+class Where:
+    """What the error texts of one transport name."""
+
+    where: str
+    base: str
+    proxy: str
+    host: str
+    maxsize: int | str = ""
+
+
+def send_failure(kind: str, at: Where, timeout: Any, reason: str = "") -> errors.LoraxError:
+    """The error for a failure of `kind` (a key of :data:`SEND_FAILURES`)."""
+    template, phase, sent = SEND_FAILURES[kind]
+    message = template.format(
+        where=at.where,
+        base=at.base,
+        proxy=at.proxy,
+        host=at.host,
+        maxsize=at.maxsize,
+        connect=seconds(timeout.connect),
+        read=seconds(timeout.read),
+        pool=seconds(timeout.pool),
+        reason=reason,
+    )
+    if phase is None:
+        return connection_error(message, request_sent=sent)
+    return timeout_error(message, phase=phase, request_sent=sent)
+
+
 def interrupted(events: int, where: str, reason: str) -> errors.StreamInterruptedError:
     """The stream broke after it had started."""
     noun = "event" if events == 1 else "events"
@@ -691,3 +750,26 @@ def os_reason(exc: BaseException) -> str:
             fallback = str(current)
         current = current.__cause__ or current.__context__
     return fallback or type(exc).__name__
+
+
+_fast_decoders: dict[type[Any], Callable[[bytes], Any] | None] = {}
+
+
+def fast_decoder(message_class: type[Any]) -> Callable[[bytes], Any] | None:
+    """msgspec's own decoder of a stream's event class, for the per-token loop; None if
+    the class needs :func:`lorax.codec.decoder`'s unwrapping.
+
+    Use it only on data without ``"error"`` in it, and fall back to
+    ``codec.decoder(cls)`` when it raises: for such data the two give the same message,
+    this one without the wrapper's call (measured: ~0.3 µs of ~1 µs per event).
+    """
+    try:
+        return _fast_decoders[message_class]
+    except KeyError:
+        pass
+    fast: Callable[[bytes], Any] | None = None
+    is_message = isinstance(message_class, type) and issubclass(message_class, Message)
+    if is_message and not getattr(message_class, "__lorax_unwrap__", True):
+        fast = msgspec.json.Decoder(message_class).decode
+    _fast_decoders[message_class] = fast
+    return fast

@@ -48,11 +48,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from lorax import codec, errors
 from lorax._message import Message
 from lorax._routes import Method
-from lorax._sse import DONE, SSEDecoder, SSEEvent
+from lorax._sse import DONE, SSEDecoder
 from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
 from lorax.transports.base import AsyncMessageStream, AsyncTransport, CallOptions, ResponseMeta, lower_headers
@@ -194,6 +195,9 @@ class AsyncHTTPTransport(AsyncTransport):
             if self._ssl.verify_mode == ssl.CERT_NONE:
                 common.warn_insecure(base.display)
         self._where = base.where if self._proxy is None else f"{base.where} (via proxy {self._proxy.where})"
+        self._at = common.Where(
+            self._where, base.where, self._proxy.where if self._proxy else self._where, base.host, limit
+        )
         self._proxy_url: Any = None
         self._proxy_headers: dict[str, str] | None = None
         if self._proxy is not None:
@@ -221,7 +225,7 @@ class AsyncHTTPTransport(AsyncTransport):
     # ----------------------------------------------------------------------------
     # Transport
 
-    async def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+    async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
         resp, route, slot, started = await self._send(method, request, options)
         complete = False
         _reading(resp, resp.content)
@@ -252,7 +256,7 @@ class AsyncHTTPTransport(AsyncTransport):
         message = common.decode_response(method, status, resp.headers, data)
         return message, self._meta(status, resp.headers, options, request)
 
-    async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
+    async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
         resp, route, slot, started = await self._send(method, request, options)
         try:
             status = resp.status
@@ -382,7 +386,6 @@ class AsyncHTTPTransport(AsyncTransport):
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("Accept-Encoding",),
             # Compressed bodies are refused, never inflated (see _http_common.compressed).
             auto_decompress=False,
             trust_env=False,
@@ -425,41 +428,33 @@ class AsyncHTTPTransport(AsyncTransport):
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
-            try:
-                resp = await session.request(
-                    route.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    proxy=self._proxy_url,
-                    proxy_headers=self._proxy_headers,
-                )
-                return resp, route, slot, started
-            except Exception as exc:
-                if not _is_stale(exc, attempt):
-                    raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
-                first = exc
-            _log.debug(
-                "%s %s: the pooled connection was stale (%r); retrying on a new one", route.method, route.url, first
-            )
-            attempt = _Attempt(fresh=True)
-            _ATTEMPT.set(attempt)
-            try:
-                resp = await session.request(
-                    route.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    proxy=self._proxy_url,
-                    proxy_headers=self._proxy_headers,
-                )
-                return resp, route, slot, started
-            except Exception as exc:
-                raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+            while True:
+                try:
+                    resp = await session.request(
+                        route.method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=timeout,
+                        allow_redirects=False,
+                        proxy=self._proxy_url,
+                        proxy_headers=self._proxy_headers,
+                    )
+                    return resp, route, slot, started
+                except Exception as exc:
+                    if attempt.fresh or not _is_stale(exc, attempt):
+                        raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+                    # The reused connection had been closed by the server before it
+                    # read the request (see the module docstring): once more, on a
+                    # new connection.
+                    _log.debug(
+                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
+                        route.method,
+                        route.url,
+                        exc,
+                    )
+                attempt = _Attempt(fresh=True)
+                _ATTEMPT.set(attempt)
         except BaseException:
             if slot is not None:
                 slot.release()
@@ -553,79 +548,50 @@ class AsyncHTTPTransport(AsyncTransport):
     def _send_error(
         self, exc: Exception, attempt: _Attempt, options: CallOptions, request: Message
     ) -> errors.LoraxError:
-        """Map what ``session.request`` raised (connecting, sending, the status line)."""
+        """Map what ``session.request`` raised (connecting, sending, the status line): the
+        kind of failure is read here, its error comes from :data:`common.SEND_FAILURES`."""
         if isinstance(exc, errors.LoraxError):
             return exc
         sent = attempt.connected
-        where = self._where
         deadline = options.deadline
         timeout = options.timeout
+        at = self._at
         if isinstance(exc, RuntimeError) and "closed" in str(exc).lower():
             return errors.ClientClosedError(f"{self.describe()} is closed")
         if deadline.expired() and isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
             return _total(deadline, sent=sent)
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            return common.connection_error(
-                f"the TLS handshake with {where} failed: certificate verification failed: "
-                f"{common.os_reason(exc.certificate_error)}",
-                request_sent=False,
-            )
+            reason = f"certificate verification failed: {common.os_reason(exc.certificate_error)}"
+            return common.send_failure("tls_handshake", at, timeout, reason)
         if isinstance(exc, aiohttp.ClientConnectorSSLError):
-            return common.connection_error(
-                f"the TLS handshake with {where} failed: {common.os_reason(exc)}", request_sent=False
-            )
+            return common.send_failure("tls_handshake", at, timeout, common.os_reason(exc))
         if isinstance(exc, aiohttp.ClientProxyConnectionError):
-            proxy_where = self._proxy.where if self._proxy else where
-            return common.connection_error(
-                f"could not reach {self._base.where} through the proxy {proxy_where}: {common.os_reason(exc)}",
-                request_sent=False,
-            )
+            return common.send_failure("proxy", at, timeout, common.os_reason(exc))
         if isinstance(exc, aiohttp.ClientHttpProxyError):
-            proxy_where = self._proxy.where if self._proxy else where
-            return common.connection_error(
-                f"could not reach {self._base.where} through the proxy {proxy_where}: "
-                f"the proxy answered {exc.status} {exc.message}",
-                request_sent=False,
-            )
+            return common.send_failure("proxy", at, timeout, f"the proxy answered {exc.status} {exc.message}")
         if isinstance(exc, aiohttp.ClientConnectorError):
             os_error = getattr(exc, "os_error", None)
-            if _is_dns_error(exc, os_error):
-                return common.connection_error(
-                    f"could not resolve the host {self._base.host!r}: {common.os_reason(os_error or exc)}",
-                    request_sent=False,
-                )
-            return common.connection_error(
-                f"could not connect to {where}: {common.os_reason(os_error or exc)}", request_sent=False
-            )
+            kind = "dns" if _is_dns_error(exc, os_error) else "connect"
+            return common.send_failure(kind, at, timeout, common.os_reason(os_error or exc))
         if isinstance(exc, asyncio.TimeoutError):  # aiohttp's ServerTimeoutError and its subclasses too
             # aiohttp < 3.10 has one class for both; whether a connection was made says which.
-            if not sent:
-                return common.timeout_error(
-                    f"connecting to {where} timed out after {common.seconds(timeout.connect)}",
-                    phase="connect",
-                    request_sent=False,
-                )
-            return common.timeout_error(
-                f"{where} sent no response within {common.seconds(timeout.read)} (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
+            return common.send_failure("read_timeout" if sent else "connect_timeout", at, timeout)
         if not sent:
-            return common.connection_error(f"could not connect to {where}: {common.os_reason(exc)}", request_sent=False)
+            return common.send_failure("connect", at, timeout, common.os_reason(exc))
         if isinstance(exc, aiohttp.ServerDisconnectedError):
-            return common.connection_error(f"{where} closed the connection without a response", request_sent=True)
+            return common.send_failure("no_response", at, timeout)
         if isinstance(exc, aiohttp.ClientResponseError):
             error = errors.ProtocolError(
-                self._secrets(options, request).scrub(f"malformed response from {where}: {exc.message}")
+                self._secrets(options, request).scrub(f"malformed response from {self._where}: {exc.message}")
             )
             error.request_sent = True  # type: ignore[attr-defined]
             return error
         if isinstance(exc, (aiohttp.ClientError, OSError)):
-            return common.connection_error(
-                f"the connection to {where} failed before a response: {common.os_reason(exc)}", request_sent=True
-            )
+            return common.send_failure("broken", at, timeout, common.os_reason(exc))
         return common.connection_error(
-            self._secrets(options, request).scrub(f"unexpected error talking to {where}: {type(exc).__name__}: {exc}"),
+            self._secrets(options, request).scrub(
+                f"unexpected error talking to {self._where}: {type(exc).__name__}: {exc}"
+            ),
             request_sent=True,
         )
 
@@ -747,8 +713,9 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
         self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
-        self._events: list[SSEEvent] = []
+        self._events: list[bytes] = []  # the data of the events of the last read
         self._idx = 0
+        self._fast = common.fast_decoder(method.output_type)
         self._count = 0
         self._options = options
         self._failure: Exception | None = None
@@ -762,12 +729,20 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
             events = self._events
             if idx < len(events) and not self._closing:
                 self._idx = idx + 1
-                data = events[idx].data
+                data = events[idx]
                 if data == DONE and self._done_marker:
                     await self._after_done()
                     raise StopAsyncIteration
+                fast = self._fast
+                message: Message
                 try:
-                    message: Message = self._decode(data)
+                    if fast is None or b'"error"' in data:
+                        message = self._decode(data)
+                    else:
+                        try:
+                            message = fast(data)
+                        except msgspec.MsgspecError:
+                            message = self._decode(data)  # names what is wrong, or decodes the odd case
                 except errors.LoraxError as exc:
                     # An error event (mapped to its class) or an event that does not
                     # decode: the stream ends here, without reading on. The server's
@@ -790,7 +765,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
             try:
                 chunk = await self._content.readany()
                 if chunk:
-                    self._events = self._decoder.feed(chunk)
+                    self._events = self._decoder.feed_data(chunk)
                     self._idx = 0
                     continue
             except BaseException as exc:
@@ -833,14 +808,14 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
                     pass
         self._release(reuse=content.at_eof())
 
-    def _salvage(self) -> list[SSEEvent]:
+    def _salvage(self) -> list[bytes]:
         buffered = getattr(self._content, "_buffer", None)  # aiohttp's StreamReader buffer (a deque)
         if not buffered:
             return []
         try:
             data = b"".join(buffered)
             buffered.clear()
-            return self._decoder.feed(data)
+            return self._decoder.feed_data(data)
         except Exception:
             return []
 

@@ -2,7 +2,8 @@
 
 A transport works in messages of the ``lorax.v1`` service. The client builds a request
 message, picks a :class:`~lorax._routes.Method`, and calls :meth:`Transport.unary` or
-:meth:`Transport.stream`. The transport decides how the message travels (JSON over
+:meth:`Transport.stream` (sync) or :meth:`AsyncTransport.unary_async` or
+:meth:`AsyncTransport.stream_async` (asyncio). The transport decides how the message travels (JSON over
 HTTP with SSE, binary frames over a WebSocket, or not at all for the mock) and maps
 its library's exceptions to :mod:`lorax.errors` at the boundary: the client never sees
 a urllib3, aiohttp or websockets exception.
@@ -20,6 +21,17 @@ Implementing a transport::
 
         def close(self):
             ...
+
+The two seams use distinct method names (``unary``/``stream``/``close`` and
+``unary_async``/``stream_async``/``aclose``), as httpx's ``handle_request`` and
+``handle_async_request`` do, so one class may implement both: :class:`~lorax.transports.mock.
+MockTransport` is a single class serving :class:`lorax.Client` and :class:`lorax.AsyncClient`.
+An async transport implements::
+
+    class MyAsyncTransport(AsyncTransport):
+        async def unary_async(self, method, request, options): ...
+        async def stream_async(self, method, request, options): ...
+        async def aclose(self): ...
 
 Rules every transport follows:
 
@@ -196,6 +208,15 @@ class MessageStream(abc.ABC):
     def __iter__(self) -> Iterator[Message]:
         return self
 
+    def next_batch(self) -> list[Message]:
+        """The next messages that are ready, at least one; StopIteration at the end.
+
+        What :class:`lorax.Stream` calls: a transport that decodes a whole read at
+        once hands over every message of it in one call. The default is one
+        ``__next__``. An error found after some messages is raised by the next call.
+        """
+        return [self.__next__()]
+
     @abc.abstractmethod
     def close(self) -> None:
         """Stop the stream and release its connection (the server stops generating)."""
@@ -266,11 +287,11 @@ class AsyncTransport(abc.ABC):
     """An asyncio transport, bound to the event loop it is first used on."""
 
     @abc.abstractmethod
-    async def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+    async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
         """Send `request` to `method` and return its response message and metadata."""
 
     @abc.abstractmethod
-    async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
+    async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
         """Start a server-streaming call; return once the answer has begun."""
 
     @abc.abstractmethod

@@ -3,7 +3,12 @@
 Requests are the JSON of the request message (:func:`lorax.codec.to_json`); answers
 are decoded with :func:`lorax.codec.from_json`, streams with :class:`lorax._sse.SSEDecoder`.
 What is not I/O (URLs, headers, TLS and proxy settings, decoding, error mapping) is in
-:mod:`lorax.transports._http_common`, shared with the aiohttp transport.
+:mod:`lorax.transports._http_common`, shared with the aiohttp transport. The other rooms:
+:mod:`lorax.transports._urllib3_conn` (urllib3's connections and pools, adapted to
+record each attempt; reading bodies), :mod:`lorax.transports._urllib3_errors` (how
+urllib3's exceptions read), :mod:`lorax.transports._http_stream` (the stream and its
+per-token loop) and :mod:`lorax._chunked` (the sans-I/O chunked-body decoder). This
+module sends requests, reads unary answers and maps failures to :mod:`lorax.errors`.
 
 Connections. One urllib3 pool per transport (a ``ProxyManager`` pool when a proxy is
 configured or found in the environment), thread-safe: share one transport between
@@ -48,28 +53,22 @@ reading thread then sees the end of the stream). A stream that reaches its end, 
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import socket
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from http.client import HTTPException, IncompleteRead, RemoteDisconnected
-from types import GeneratorType
 from typing import Any
 
 import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ClosedPoolError,
     ConnectTimeoutError,
     DecodeError,
     EmptyPoolError,
-    InvalidChunkLength,
     NameResolutionError,
     NewConnectionError,
     ProxyError,
@@ -78,166 +77,29 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import ProtocolError as U3ProtocolError
 from urllib3.exceptions import TimeoutError as U3TimeoutError
-from urllib3.response import BaseHTTPResponse, HTTPResponse
-from urllib3.util.retry import Retry
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.timeout import Timeout as U3Timeout
 
 from lorax import codec, errors
 from lorax._message import Message
 from lorax._routes import Method
-from lorax._sse import DONE, SSEDecoder, SSEEvent
 from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
+from lorax.transports._http_stream import _HTTPMessageStream
+from lorax.transports._urllib3_conn import (
+    _NO_RETRY,
+    _POOL_CLASSES,
+    _Attempt,
+    _finish,
+    _local,
+    _socket,
+)
+from lorax.transports._urllib3_errors import _broken_reason, _cause, _failed, _total
 from lorax.transports.base import CallOptions, MessageStream, ResponseMeta, Transport, lower_headers
 
 __all__ = ["HTTPTransport"]
 
 _log = logging.getLogger(__name__)
-
-# urllib3 must never retry or redirect on its own: retries belong to the client's
-# policy (and to the one stale-connection retry below).
-_NO_RETRY = Retry(total=False, redirect=False)
-
-_local = threading.local()
-
-
-class _Attempt:
-    """What happened to one request attempt, recorded by the connection classes.
-
-    ``sent``: the request started to go out on a connected socket. ``reused``: that
-    connection had carried an earlier request. ``stale``: it failed with a
-    connection error before any response byte. ``fresh``: this attempt must not
-    reuse a pooled connection.
-    """
-
-    __slots__ = ("fresh", "reused", "sent", "stale")
-
-    def __init__(self, fresh: bool = False) -> None:
-        self.fresh = fresh
-        self.reused = False
-        self.sent = False
-        self.stale = False
-
-
-def _attempt() -> _Attempt | None:
-    attempt: _Attempt | None = getattr(_local, "attempt", None)
-    return attempt
-
-
-class _TrackedHTTPConnection(HTTPConnection):
-    """urllib3's connection, counting the requests it carried.
-
-    It tells the attempt whether the request was sent and whether the connection was
-    reused, and it lets a stream shut its socket down from another thread only while
-    the stream still owns the connection (``lorax_gen`` changes with every request).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lorax_uses = 0
-        self.lorax_gen = 0
-        self.lorax_guard = threading.Lock()
-
-    def connect(self) -> None:
-        super().connect()
-        self.lorax_uses = 0
-
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        chunked: bool = False,
-        preload_content: bool = True,
-        decode_content: bool = True,
-        enforce_content_length: bool = True,
-    ) -> None:
-        if self.sock is None:
-            # http.client would connect lazily while sending; connecting first means
-            # that a failure here is known not to have sent anything.
-            self.connect()
-        reused = self.lorax_uses > 0
-        self.lorax_uses += 1
-        with self.lorax_guard:
-            self.lorax_gen += 1
-        attempt = _attempt()
-        if attempt is not None:
-            attempt.reused = reused
-            attempt.sent = True
-        try:
-            super().request(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                chunked=chunked,
-                preload_content=preload_content,
-                decode_content=decode_content,
-                enforce_content_length=enforce_content_length,
-            )
-        except ConnectionError:
-            # EPIPE/ECONNRESET while sending: urllib3 goes on to read a response anyway.
-            if reused and attempt is not None:
-                attempt.stale = True
-            raise
-
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
-        try:
-            return super().getresponse()
-        except ConnectionError:
-            # RemoteDisconnected (EOF before the status line) or ECONNRESET: nothing of
-            # a response arrived.
-            attempt = _attempt()
-            if attempt is not None and attempt.reused:
-                attempt.stale = True
-            raise
-
-    def lorax_shutdown(self, gen: int, sock: socket.socket) -> None:
-        """Shut `sock` down if this connection still carries request number `gen`."""
-        with self.lorax_guard:
-            if self.lorax_gen != gen:
-                return
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _TrackedHTTPSConnection(_TrackedHTTPConnection, HTTPSConnection):
-    pass
-
-
-def _fresh_only(conn: Any) -> Any:
-    attempt = _attempt()
-    if attempt is not None and attempt.fresh and not conn.is_closed:
-        conn.close()
-    return conn
-
-
-class _HTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _TrackedHTTPConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return _fresh_only(super()._get_conn(timeout))
-
-
-class _HTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return _fresh_only(super()._get_conn(timeout))
-
-    def _validate_conn(self, conn: Any) -> None:
-        # HTTPSConnectionPool._validate_conn connects early, so that TLS errors surface
-        # before the request, then warns (InsecureRequestWarning) on every request of an
-        # unverified connection. The transport logs that once when it is built instead.
-        if conn.is_closed:
-            conn.connect()
-
-
-_POOL_CLASSES = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
 
 
 class HTTPTransport(Transport):
@@ -313,6 +175,9 @@ class HTTPTransport(Transport):
         self._manager = manager
         self._pool: HTTPConnectionPool = manager.connection_from_url(base.origin)
         self._where = base.where if self._proxy is None else f"{base.where} (via proxy {self._proxy.where})"
+        self._at = common.Where(
+            self._where, base.where, self._proxy.where if self._proxy else self._where, base.host, pool_maxsize
+        )
         secrets = common.header_secrets(self._defaults)
         for value in (base.password, self._proxy.password if self._proxy else None):
             if value:
@@ -474,55 +339,41 @@ class HTTPTransport(Transport):
 
         pool = self._pool
         attempt = _Attempt()
-        _local.attempt = attempt
         try:
-            try:
-                resp = pool.urlopen(
-                    route.method,
-                    route.target,
-                    body=body,
-                    headers=headers,
-                    retries=_NO_RETRY,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=timeout,
-                    pool_timeout=pool_timeout,  # type: ignore[arg-type]
-                    release_conn=False,
-                    preload_content=False,
-                )
-                return resp, route, read, started
-            except Exception as exc:
-                if not attempt.stale:
-                    raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
-                first = exc
-            # The reused connection had been closed by the server before it read the
-            # request (see the module docstring): once more, on a new connection.
-            _log.debug(
-                "%s %s: the pooled connection was stale (%r); retrying on a new one", route.method, route.url, first
-            )
-            attempt = _Attempt(fresh=True)
-            _local.attempt = attempt
-            try:
+            while True:
+                _local.attempt = attempt
+                try:
+                    resp = pool.urlopen(
+                        route.method,
+                        route.target,
+                        body=body,
+                        headers=headers,
+                        retries=_NO_RETRY,
+                        redirect=False,
+                        assert_same_host=False,
+                        timeout=timeout,
+                        pool_timeout=pool_timeout,  # type: ignore[arg-type]
+                        release_conn=False,
+                        preload_content=False,
+                    )
+                    return resp, route, read, started
+                except Exception as exc:
+                    if not attempt.stale or attempt.fresh:
+                        raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+                    # The reused connection had been closed by the server before it
+                    # read the request (see the module docstring): once more, on a
+                    # new connection.
+                    _log.debug(
+                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
+                        route.method,
+                        route.url,
+                        exc,
+                    )
+                attempt = _Attempt(fresh=True)
                 if deadline.total is not None:
                     timeout = U3Timeout(
                         connect=deadline.cap(timeout_opts.connect), read=deadline.cap(timeout_opts.read)
                     )
-                resp = pool.urlopen(
-                    route.method,
-                    route.target,
-                    body=body,
-                    headers=headers,
-                    retries=_NO_RETRY,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=timeout,
-                    pool_timeout=pool_timeout,  # type: ignore[arg-type]
-                    release_conn=False,
-                    preload_content=False,
-                )
-                return resp, route, read, started
-            except Exception as exc:
-                raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
         finally:
             _local.attempt = None
 
@@ -632,427 +483,54 @@ class HTTPTransport(Transport):
     def _send_error(
         self, exc: Exception, attempt: _Attempt, options: CallOptions, request: Message
     ) -> errors.LoraxError:
-        """Map what ``urlopen`` raised (sending, waiting for the status line)."""
+        """Map what ``urlopen`` raised (sending, waiting for the status line): the kind of
+        failure is read here, its error comes from :data:`common.SEND_FAILURES`."""
         if isinstance(exc, errors.LoraxError):
             return exc
         sent = attempt.sent
-        where = self._where
         deadline = options.deadline
         timeout = options.timeout
-        if isinstance(exc, EmptyPoolError):
-            if deadline.expired():
-                return _total(deadline, sent=False)
-            return common.timeout_error(
-                f"no free connection to {where} within {common.seconds(timeout.pool)}: "
-                f"all {self._maxsize} connections of the pool are in use (pool_maxsize)",
-                phase="pool",
-                request_sent=False,
-            )
         if isinstance(exc, ClosedPoolError):
             return errors.ClientClosedError(f"{self.describe()} is closed")
-        if deadline.expired() and isinstance(exc, (U3TimeoutError, TimeoutError, ProxyError)):
-            return _total(deadline, sent=sent)
+        if deadline.expired() and isinstance(exc, (EmptyPoolError, U3TimeoutError, TimeoutError, ProxyError)):
+            return _total(deadline, sent=sent and not isinstance(exc, EmptyPoolError))
+        at = self._at
+        if isinstance(exc, EmptyPoolError):
+            return common.send_failure("pool", at, timeout)
         if isinstance(exc, ProxyError):
-            proxy_where = self._proxy.where if self._proxy else where
             original = getattr(exc, "original_error", None) or exc
             if isinstance(original, ConnectTimeoutError) and not isinstance(original, NewConnectionError):
-                return common.timeout_error(
-                    f"connecting to the proxy {proxy_where} timed out after {common.seconds(timeout.connect)}",
-                    phase="connect",
-                    request_sent=False,
-                )
-            return common.connection_error(
-                f"could not reach {self._base.where} through the proxy {proxy_where}: {common.os_reason(exc)}",
-                request_sent=False,
-            )
+                return common.send_failure("proxy_timeout", at, timeout)
+            return common.send_failure("proxy", at, timeout, common.os_reason(exc))
         if isinstance(exc, NameResolutionError):
-            return common.connection_error(
-                f"could not resolve the host {self._base.host!r}: {common.os_reason(exc)}", request_sent=False
-            )
+            return common.send_failure("dns", at, timeout, common.os_reason(exc))
         if isinstance(exc, NewConnectionError):
-            return common.connection_error(f"could not connect to {where}: {common.os_reason(exc)}", request_sent=False)
+            return common.send_failure("connect", at, timeout, common.os_reason(exc))
         if isinstance(exc, ConnectTimeoutError):
-            return common.timeout_error(
-                f"connecting to {where} timed out after {common.seconds(timeout.connect)}",
-                phase="connect",
-                request_sent=False,
-            )
+            return common.send_failure("connect_timeout", at, timeout)
         if isinstance(exc, ReadTimeoutError):
-            if not sent:  # the TLS handshake timed out
-                return common.timeout_error(
-                    f"the TLS handshake with {where} timed out after {common.seconds(timeout.connect)}",
-                    phase="connect",
-                    request_sent=False,
-                )
-            return common.timeout_error(
-                f"{where} sent no response within {common.seconds(timeout.read)} (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
+            # Before the request was sent, only the TLS handshake reads.
+            return common.send_failure("read_timeout" if sent else "tls_handshake_timeout", at, timeout)
         if isinstance(exc, SSLError):
-            if not sent:
-                return common.connection_error(
-                    f"the TLS handshake with {where} failed: {common.os_reason(exc)}", request_sent=False
-                )
-            return common.connection_error(f"TLS error talking to {where}: {common.os_reason(exc)}", request_sent=True)
+            return common.send_failure("tls" if sent else "tls_handshake", at, timeout, common.os_reason(exc))
         cause = _cause(exc)
         if not sent:
-            return common.connection_error(f"could not connect to {where}: {common.os_reason(exc)}", request_sent=False)
+            return common.send_failure("connect", at, timeout, common.os_reason(exc))
         if isinstance(cause, RemoteDisconnected):
-            return common.connection_error(f"{where} closed the connection without a response", request_sent=True)
+            return common.send_failure("no_response", at, timeout)
         if isinstance(cause, HTTPException) and not isinstance(cause, IncompleteRead):
             error = errors.ProtocolError(
                 self._secrets(options, request).scrub(
-                    f"malformed response from {where}: {type(cause).__name__}: {cause}"
+                    f"malformed response from {self._where}: {type(cause).__name__}: {cause}"
                 )
             )
             error.request_sent = True  # type: ignore[attr-defined]
             return error
         if isinstance(exc, (U3ProtocolError, OSError, HTTPException)):
-            return common.connection_error(
-                f"the connection to {where} failed before a response: {common.os_reason(exc)}", request_sent=True
-            )
+            return common.send_failure("broken", at, timeout, common.os_reason(exc))
         return common.connection_error(
-            self._secrets(options, request).scrub(f"unexpected error talking to {where}: {type(exc).__name__}: {exc}"),
+            self._secrets(options, request).scrub(
+                f"unexpected error talking to {self._where}: {type(exc).__name__}: {exc}"
+            ),
             request_sent=True,
         )
-
-
-def _failed(route: common.Route, error: errors.LoraxError) -> errors.LoraxError:
-    if _log.isEnabledFor(logging.DEBUG):
-        _log.debug("%s %s failed: %s: %s", route.method, route.url, type(error).__name__, error)
-    return error
-
-
-def _total(deadline: Deadline, *, sent: bool) -> errors.APITimeoutError:
-    total = deadline.total
-    message = f"the total timeout of {total:g} s ran out" if total is not None else "the total timeout ran out"
-    return common.timeout_error(message, phase="total", request_sent=sent)
-
-
-def _cause(exc: BaseException) -> BaseException | None:
-    # urllib3's ProtocolError("Connection aborted.", err) carries the cause as args[1].
-    args: tuple[Any, ...] = exc.args
-    if len(args) > 1 and isinstance(args[1], BaseException):
-        return args[1]
-    return exc.__cause__ or exc.__context__
-
-
-def _broken_reason(exc: BaseException) -> str:
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, InvalidChunkLength):
-            return "invalid chunked framing (the body was cut off)"
-        if isinstance(current, IncompleteRead):
-            return "the body ended before it was complete (connection closed)"
-        if isinstance(current, OSError) and current.strerror:
-            return str(current.strerror).lower()
-        current = _cause(current) if current is exc or isinstance(current, U3ProtocolError) else current.__context__
-    return common.os_reason(exc)
-
-
-def _socket(resp: BaseHTTPResponse) -> socket.socket | None:
-    conn = resp.connection
-    sock = getattr(conn, "sock", None) if conn is not None else None
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _body_chunks(resp: BaseHTTPResponse) -> Iterator[bytes]:
-    """The body's bytes as they arrive.
-
-    A chunked body (what LoRAX sends) is read a chunk at a time with urllib3's
-    ``read_chunked``: one event per chunk, at a fraction of ``read1``'s cost per call.
-    Anything else (a proxy that removed the chunking) is read with ``read1``.
-    """
-    if isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads():
-        fp = getattr(resp._fp, "fp", None)
-        if fp is not None and resp.chunk_left is None and not resp.headers.get("content-encoding"):
-            return _dechunk(resp, fp)
-        return resp.read_chunked(common.READ_CHUNK, decode_content=True)
-    return iter(functools.partial(resp.read1, common.READ_CHUNK), b"")
-
-
-_MAX_CHUNK_LINE = 4096
-
-
-def _dechunk(resp: HTTPResponse, fp: Any) -> Iterator[bytes]:
-    """The data of a chunked body, de-chunked here rather than by urllib3.
-
-    Each ``read1`` of the socket's buffered reader returns what has arrived (up to
-    ``READ_CHUNK``), and the data of every chunk in it comes out as one piece: under a
-    backlog one SSE feed gets many events, where ``read_chunked`` costs a readline and
-    two reads per chunk (LoRAX sends one event per chunk). A chunk split across reads
-    comes out as it arrives. At the terminal chunk the response is closed and the
-    connection goes back to the pool, as urllib3 does.
-    """
-    read1 = fp.read1
-    buf = b""
-    left = 0  # data bytes of the current chunk not yet received
-    crlf = 0  # bytes of the CRLF that ends a chunk's data not yet skipped
-    while True:
-        data = read1(common.READ_CHUNK)
-        if not data:
-            raise IncompleteRead(buf)
-        if buf:
-            data = buf + data
-            buf = b""
-        size = len(data)
-        pos = 0
-        out: list[bytes] = []
-        while pos < size:
-            if crlf:
-                take = min(crlf, size - pos)
-                if data[pos : pos + take] != b"\r\n"[2 - crlf : 2 - crlf + take]:
-                    raise InvalidChunkLength(resp, data[pos : pos + 2])
-                pos += take
-                crlf -= take
-                continue
-            if left:
-                end = pos + left
-                if end > size:
-                    out.append(data[pos:])
-                    left = end - size
-                    pos = size
-                    break
-                out.append(data[pos:end])
-                pos = end
-                left = 0
-                crlf = 2
-                continue
-            eol = data.find(b"\r\n", pos, pos + _MAX_CHUNK_LINE)
-            if eol < 0:
-                if size - pos >= _MAX_CHUNK_LINE:
-                    raise InvalidChunkLength(resp, data[pos : pos + 40])
-                buf = data[pos:]
-                break
-            line = data[pos:eol]
-            semi = line.find(b";")
-            try:
-                left = int(line if semi < 0 else line[:semi], 16)
-            except ValueError:
-                raise InvalidChunkLength(resp, line[:40]) from None
-            if left < 0:
-                raise InvalidChunkLength(resp, line[:40])
-            pos = eol + 2
-            if left == 0:  # the terminal chunk: trailers (none from LoRAX), then an empty line
-                rest = data[pos:]
-                while not rest.startswith(b"\r\n") and b"\r\n\r\n" not in rest:
-                    if len(rest) > common.DRAIN_LIMIT:
-                        raise U3ProtocolError("chunked body trailers too long")
-                    more = read1(common.READ_CHUNK)
-                    if not more:
-                        break
-                    rest += more
-                if out:
-                    yield b"".join(out)
-                original = resp._original_response
-                if original is not None:
-                    original.close()
-                resp.release_conn()
-                return
-        if out:
-            yield out[0] if len(out) == 1 else b"".join(out)
-
-
-def _finish(resp: BaseHTTPResponse) -> None:
-    """Give the connection back: reusable if its body was read to the end, else closed."""
-    if resp.connection is None:
-        return  # read to the end: urllib3 has already returned it to the pool
-    try:
-        resp.close()
-    except Exception:
-        pass
-    try:
-        resp.release_conn()
-    except Exception:
-        pass
-
-
-class _HTTPMessageStream(MessageStream):
-    """The SSE stream of one call, decoded into messages."""
-
-    def __init__(
-        self,
-        transport: HTTPTransport,
-        method: Method,
-        resp: BaseHTTPResponse,
-        meta: ResponseMeta,
-        read: float | None,
-        deadline: Deadline,
-        call: tuple[CallOptions, Message],
-    ) -> None:
-        self._active = False
-        self.meta = meta
-        self._transport = transport
-        self._resp = resp
-        conn = resp.connection
-        self._conn: _TrackedHTTPConnection | None = conn if isinstance(conn, _TrackedHTTPConnection) else None
-        self._sock = _socket(resp)
-        self._gen = self._conn.lorax_gen if self._conn is not None else 0
-        self._cls = method.output_type
-        self._decode = codec.decoder(method.output_type)
-        self._done_marker = method.done_marker
-        self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
-        self._chunks = _body_chunks(resp)
-        self._next_chunk = self._chunks.__next__
-        self._events: list[SSEEvent] = []
-        self._idx = 0
-        self._count = 0
-        self._read = read
-        self._deadline = deadline if deadline.total is not None else None
-        self._lock = threading.Lock()
-        self._closing = False
-        self._call = call  # where the secrets to scrub out of error events are
-        self._active = True
-
-    def __next__(self) -> Message:
-        # The hot path: LoRAX sends one event per chunk, so most calls read one chunk,
-        # get one event from the decoder's fast path and decode it.
-        while True:
-            idx = self._idx
-            events = self._events
-            if idx < len(events) and not self._closing:
-                self._idx = idx + 1
-                data = events[idx].data
-                if data == DONE and self._done_marker:
-                    self._after_done()
-                    raise StopIteration
-                try:
-                    message: Message = self._decode(data)
-                except errors.LoraxError as exc:
-                    # An error event (the server's error, mapped), or an event that
-                    # does not decode: the stream ends here, without reading on. The
-                    # server's text may quote the request: scrub its credentials.
-                    self._abandon()
-                    self._transport._secrets(*self._call).scrub_error(exc)
-                    raise
-                except BaseException:
-                    self._abandon()
-                    raise
-                self._count += 1
-                return message
-            lock = self._lock
-            lock.acquire()
-            try:
-                if not self._active or self._closing:
-                    self._release()
-                    raise StopIteration
-                if self._deadline is not None and self._sock is not None:
-                    self._sock.settimeout(self._deadline.cap(self._read))
-                chunk = self._next_chunk()
-                self._events = self._decoder.feed(chunk)
-                self._idx = 0
-            except StopIteration:
-                # The end of the body: urllib3 has returned the connection to the pool.
-                self._decoder.close()
-                self._release()
-                raise
-            except BaseException as exc:
-                closing = self._closing
-                self._release()
-                if not isinstance(exc, Exception):
-                    raise
-                if closing:
-                    raise StopIteration from None
-                raise self._error(exc) from exc
-            finally:
-                lock.release()
-
-    def _after_done(self) -> None:
-        # [DONE] is the last event; the end of the chunked body follows at once. Read
-        # it (briefly, boundedly) so that the connection can be reused.
-        self._events = []
-        with self._lock:
-            if not self._active:
-                return
-            try:
-                timeout = common.DRAIN_TIMEOUT
-                if self._deadline is not None:
-                    remaining = self._deadline.remaining()
-                    timeout = min(timeout, remaining) if remaining else 0.0
-                if timeout > 0 and not self._closing:
-                    if self._sock is not None:
-                        self._sock.settimeout(timeout)
-                    drained = 0
-                    for chunk in self._chunks:
-                        drained += len(chunk)
-                        if drained > common.DRAIN_LIMIT:
-                            break
-            except Exception:
-                pass
-            self._release()
-
-    def _abandon(self) -> None:
-        self._events = []
-        with self._lock:
-            self._release()
-
-    def _release(self) -> None:
-        # Called with the lock held.
-        if not self._active:
-            return
-        self._active = False
-        self._sock = None
-        chunks = self._chunks
-        if isinstance(chunks, GeneratorType):
-            with contextlib.suppress(Exception):
-                chunks.close()
-        _finish(self._resp)
-        self._transport._forget(self)
-
-    def _error(self, exc: Exception) -> errors.LoraxError:
-        if isinstance(exc, errors.LoraxError):
-            return exc
-        where = self._transport._where
-        if isinstance(exc, (ReadTimeoutError, TimeoutError, U3TimeoutError)):
-            if self._deadline is not None and self._deadline.expired():
-                return _total(self._deadline, sent=True)
-            return common.timeout_error(
-                f"{where} sent nothing for {common.seconds(self._read)} after {self._count} events (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
-        if isinstance(exc, DecodeError):
-            return errors.ResponseDecodeError(f"the stream from {where} could not be decompressed: {exc}")
-        return common.interrupted(self._count, where, _broken_reason(exc))
-
-    def close(self) -> None:
-        """Stop the stream now, without reading the rest. Idempotent, thread-safe."""
-        if not getattr(self, "_active", False):
-            return
-        self._closing = True
-        if self._lock.acquire(blocking=False):
-            try:
-                self._release()
-            finally:
-                self._lock.release()
-            return
-        # Another thread is reading, most likely blocked in recv(): shut the socket
-        # down to wake it (it then ends the stream), as long as the connection is
-        # still this stream's.
-        conn, sock = self._conn, self._sock
-        if conn is not None and sock is not None and self._resp.connection is not None:
-            conn.lorax_shutdown(self._gen, sock)
-        with self._lock:
-            self._release()
-
-    def __del__(self) -> None:
-        # Dropped without close(): close the socket now (the server stops generating)
-        # and let the transport return the pool slot on its next call; the pool's
-        # locks must not be taken from the garbage collector.
-        if getattr(self, "_active", False):
-            self._active = False
-            resp = self._resp
-            try:
-                if resp.connection is not None:
-                    resp.close()
-                    self._transport._orphans.append(resp)
-            except Exception:
-                pass
-
-    def __repr__(self) -> str:
-        state = "open" if self._active else "closed"
-        name = self._cls.__name__
-        return f"<HTTP stream {name} from {self._transport.describe()}: {state}, {self._count} events>"

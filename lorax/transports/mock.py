@@ -18,9 +18,10 @@ and returns the response message, an iterable (or async iterable) of messages fo
 streaming method, or raises a :mod:`lorax.errors` exception, which reaches the caller
 exactly as if the server had sent it. Pass a mapping from method names (``"Generate"``,
 ``"GenerateStream"``, or full names) to handlers to answer several methods. Every call
-is recorded in ``calls``. The same instance serves :class:`lorax.Client` and
-:class:`lorax.AsyncClient` (through ``transport.aio``, which the async client picks up
-automatically when given a ``MockTransport``).
+is recorded in ``calls``. The same instance serves :class:`lorax.Client` (through
+``unary``/``stream``) and :class:`lorax.AsyncClient` (through ``unary_async``/
+``stream_async``); for the async client a handler may also be a coroutine function, and a
+streaming handler may return an async iterable.
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ class MockCall:
         return f"MockCall({self.method.name}, headers={redact_headers(self.headers)})"
 
 
-class MockTransport(Transport):
-    """A transport whose answers come from a handler (see the module docstring)."""
+class MockTransport(Transport, AsyncTransport):
+    """A transport whose answers come from a handler (see the module docstring).
+
+    It is both a :class:`Transport` and an :class:`AsyncTransport`: the two seams use
+    distinct method names, so one instance (one ``calls`` record) serves both clients.
+    """
 
     def __init__(
         self,
@@ -86,7 +91,6 @@ class MockTransport(Transport):
         self._lock = threading.Lock()
         self.calls: list[MockCall] = []
         self.closed = False
-        self.aio = _AsyncMock(self)
 
     def _handle(self, method: Method, request: Message, options: CallOptions) -> Any:
         if self.closed:
@@ -120,8 +124,30 @@ class MockTransport(Transport):
             raise TypeError(f"the MockTransport handler for {method.name} must return an iterable of messages")
         return _MockStream(self, method, iter(result))
 
+    async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+        """Call the handler (awaiting it if it is a coroutine); its result is the response."""
+        result = self._handle(method, request, options)
+        if inspect.isawaitable(result):
+            result = await result
+        return self._check(method, result), self._meta
+
+    async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
+        """Call the handler; it returns an iterable or an async iterable of messages."""
+        result = self._handle(method, request, options)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, AsyncIterable):
+            return _AsyncMockStream(self, method, result.__aiter__())
+        if isinstance(result, Message) or not isinstance(result, Iterable):
+            raise TypeError(f"the MockTransport handler for {method.name} must return an iterable of messages")
+        return _AsyncMockStream(self, method, _aiter(iter(result)))
+
     def close(self) -> None:
         """Mark the transport closed; later calls raise ClientClosedError."""
+        self.closed = True
+
+    async def aclose(self) -> None:
+        """The same as :meth:`close`."""
         self.closed = True
 
     def describe(self) -> str:
@@ -174,35 +200,6 @@ class _MockStream(MessageStream):
                 # "generator already executing": another thread is inside the
                 # handler; __next__ closes it once the handler yields.
                 pass
-
-
-class _AsyncMock(AsyncTransport):
-    """The async face of a MockTransport (same handlers, same ``calls`` record)."""
-
-    def __init__(self, sync: MockTransport) -> None:
-        self._sync = sync
-
-    async def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
-        result = self._sync._handle(method, request, options)
-        if inspect.isawaitable(result):
-            result = await result
-        return self._sync._check(method, result), self._sync._meta
-
-    async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
-        result = self._sync._handle(method, request, options)
-        if inspect.isawaitable(result):
-            result = await result
-        if isinstance(result, AsyncIterable):
-            return _AsyncMockStream(self._sync, method, result.__aiter__())
-        if isinstance(result, Message) or not isinstance(result, Iterable):
-            raise TypeError(f"the MockTransport handler for {method.name} must return an iterable of messages")
-        return _AsyncMockStream(self._sync, method, _aiter(iter(result)))
-
-    async def aclose(self) -> None:
-        self._sync.close()
-
-    def describe(self) -> str:
-        return "MockTransport()"
 
 
 async def _aiter(items: Iterator[Any]) -> Any:

@@ -984,7 +984,7 @@ class AsyncWebSocketTransport(AsyncTransport):
     def describe(self) -> str:
         return f"AsyncWebSocketTransport({redact_url(self._url)})"
 
-    async def unary(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
+    async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
         conn, call = await self._start(method, request, options)
         meta = ResponseMeta()
         message: Message | None = None
@@ -1006,7 +1006,7 @@ class AsyncWebSocketTransport(AsyncTransport):
             conn.cancel(call)
             raise
 
-    async def stream(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
+    async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
         conn, call = await self._start(method, request, options)
         try:
             frame = await conn.wait(call, options)

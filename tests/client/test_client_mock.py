@@ -1048,14 +1048,27 @@ def test_session_argument_is_refused(drv: Driver) -> None:
 
 
 def test_wrong_kind_of_transport_is_refused() -> None:
-    mock = MockTransport(lambda m, r: None)
-    with pytest.raises(TypeError, match="sync Transport"):
-        Client(URL, transport=mock.aio)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="AsyncTransport"):
+    from lorax.transports.aiohttp import AsyncHTTPTransport
+    from lorax.transports.http import HTTPTransport
+
+    with pytest.raises(TypeError, match="sync Transport, got AsyncHTTPTransport"):
+        Client(URL, transport=AsyncHTTPTransport(URL))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="AsyncTransport, got HTTPTransport"):
+        AsyncClient(URL, transport=HTTPTransport(URL))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="AsyncTransport, got object"):
         AsyncClient(URL, transport=object())  # type: ignore[arg-type]
-    assert AsyncClient(URL, transport=mock.aio).transport is mock.aio
-    assert AsyncClient(URL, transport=mock).transport is mock.aio  # type: ignore[arg-type]
+
+
+def test_one_mock_serves_both_clients() -> None:
+    # The sync and async seams have distinct method names (unary/stream and
+    # unary_async/stream_async), so one MockTransport instance is both kinds.
+    mock = MockTransport({"Generate": lambda m, r: GenerateResponse(generated_text=f"echo: {r.inputs}")})
+    assert not hasattr(mock, "aio")
     assert Client(URL, transport=mock).transport is mock
+    assert AsyncClient(URL, transport=mock).transport is mock
+    assert Client(URL, transport=mock).generate("sync").generated_text == "echo: sync"
+    assert asyncio.run(AsyncClient(URL, transport=mock).generate("async")).generated_text == "echo: async"
+    assert [r.inputs for r in mock.requests("Generate")] == ["sync", "async"]
 
 
 @pytest.mark.parametrize("url", ["lorax.test", "ftp://lorax.test", "http://", ""])

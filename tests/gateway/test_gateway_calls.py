@@ -44,10 +44,10 @@ def test_unary_and_stream_roundtrip(gateway: Any) -> None:
 def test_async_unary_and_stream_roundtrip(gateway: Any) -> None:
     async def main() -> None:
         async with AsyncWebSocketTransport(gateway.url) as transport:
-            message, meta = await transport.unary(_routes.GENERATE, req("hi"), OPTS)
+            message, meta = await transport.unary_async(_routes.GENERATE, req("hi"), OPTS)
             assert message.generated_text == "echo: hi"
             assert meta.model_id == "toy-model"
-            stream = await transport.stream(_routes.GENERATE_STREAM, req("tokens:3:0"), OPTS)
+            stream = await transport.stream_async(_routes.GENERATE_STREAM, req("tokens:3:0"), OPTS)
             async with stream:
                 texts = [event.token.text async for event in stream]
             assert texts == [" t0", " t1", " t2"]
@@ -71,7 +71,7 @@ def test_headers_forwarded_upstream(make_gateway: Any) -> None:
 
 def test_200_concurrent_streams_on_one_connection(gateway: Any) -> None:
     async def one(transport: AsyncWebSocketTransport, i: int) -> list[str]:
-        stream = await transport.stream(_routes.GENERATE_STREAM, req(f"tokens:{5 + i % 7}:5"), OPTS)
+        stream = await transport.stream_async(_routes.GENERATE_STREAM, req(f"tokens:{5 + i % 7}:5"), OPTS)
         async with stream:
             return [event.token.text async for event in stream]
 
@@ -139,10 +139,10 @@ def test_async_aclose_and_abandon_cancel_upstream(gateway: Any, upstream: Any) -
 
     async def main() -> None:
         async with AsyncWebSocketTransport(gateway.url) as transport:
-            stream = await transport.stream(_routes.GENERATE_STREAM, req("forever"), OPTS)
+            stream = await transport.stream_async(_routes.GENERATE_STREAM, req("forever"), OPTS)
             await stream.__anext__()
             await stream.aclose()
-            stream = await transport.stream(_routes.GENERATE_STREAM, req("forever"), OPTS)
+            stream = await transport.stream_async(_routes.GENERATE_STREAM, req("forever"), OPTS)
             await stream.__anext__()
             del stream
             gc.collect()
@@ -157,7 +157,7 @@ def test_task_cancellation_cancels_upstream(gateway: Any, upstream: Any) -> None
 
     async def main() -> None:
         async with AsyncWebSocketTransport(gateway.url) as transport:
-            task = asyncio.create_task(transport.unary(_routes.GENERATE, req("slow"), OPTS))
+            task = asyncio.create_task(transport.unary_async(_routes.GENERATE, req("slow"), OPTS))
             await asyncio.sleep(0.2)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -30,12 +30,12 @@ CASES = [
 async def _consume_async(transport: Any, method: Method, inputs: str) -> errors.LoraxError:
     try:
         if method.server_streaming:
-            stream = await transport.stream(method, GenerateRequest(inputs=inputs), OPTS)
+            stream = await transport.stream_async(method, GenerateRequest(inputs=inputs), OPTS)
             async with stream:
                 async for _ in stream:
                     pass
         else:
-            await transport.unary(method, GenerateRequest(inputs=inputs), OPTS)
+            await transport.unary_async(method, GenerateRequest(inputs=inputs), OPTS)
     except errors.LoraxError as exc:
         return exc
     raise AssertionError("no error")

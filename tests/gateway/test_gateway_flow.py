@@ -175,12 +175,12 @@ def test_async_slow_reader_is_bounded_by_its_window(gateway: GatewayThread) -> N
     async def main() -> None:
         options = CallOptions(timeout=Timeout(connect=5, read=10))
         async with AsyncWebSocketTransport(gateway.url, stream_window_bytes=64 * 1024) as transport:
-            stream = await transport.stream(_routes.GENERATE_STREAM, GenerateRequest(inputs="firehose"), options)
+            stream = await transport.stream_async(_routes.GENERATE_STREAM, GenerateRequest(inputs="firehose"), options)
             await stream.__anext__()
             await asyncio.sleep(1.0)
             assert _stream_queue(stream) <= 3
             message, _ = await asyncio.wait_for(
-                transport.unary(_routes.GENERATE, GenerateRequest(inputs="alongside"), options), 5
+                transport.unary_async(_routes.GENERATE, GenerateRequest(inputs="alongside"), options), 5
             )
             assert message.generated_text == "echo: alongside"
             for _ in range(50):

@@ -265,12 +265,12 @@ def test_async_transport_against_the_fake() -> None:
 
     async def main(url: str) -> None:
         async with AsyncWebSocketTransport(url) as transport:
-            stream = await transport.stream(_routes.GENERATE_STREAM, REQUEST, OPTS)
+            stream = await transport.stream_async(_routes.GENERATE_STREAM, REQUEST, OPTS)
             assert (await stream.__anext__()).token.id == 0
             await stream.aclose()
             assert [m async for m in stream] == []
             with pytest.raises(errors.APITimeoutError):
-                await transport.unary(_routes.GENERATE, REQUEST, give_up())
+                await transport.unary_async(_routes.GENERATE, REQUEST, give_up())
 
     with fake_gateway(handler) as url:
         asyncio.run(main(url))
@@ -287,7 +287,7 @@ def test_async_protocol_violation_and_connection_loss() -> None:
     async def main(url: str) -> None:
         async with AsyncWebSocketTransport(url) as transport:
             with pytest.raises(errors.ProtocolError):
-                await transport.unary(_routes.GENERATE, REQUEST, OPTS)
+                await transport.unary_async(_routes.GENERATE, REQUEST, OPTS)
 
     with fake_gateway(handler) as url:
         asyncio.run(main(url))
@@ -295,7 +295,7 @@ def test_async_protocol_violation_and_connection_loss() -> None:
     async def refused() -> None:
         async with AsyncWebSocketTransport(url) as transport:  # the fake is gone now
             with pytest.raises(errors.APIConnectionError) as info:
-                await transport.unary(_routes.GENERATE, REQUEST, OPTS)
+                await transport.unary_async(_routes.GENERATE, REQUEST, OPTS)
             assert info.value.request_sent is False  # type: ignore[attr-defined]
 
     asyncio.run(refused())
@@ -388,7 +388,7 @@ def test_window_updates_grant_what_the_caller_consumed(flavour: str) -> None:
 
             async def main() -> None:
                 async with AsyncWebSocketTransport(url, stream_window_bytes=window) as transport:
-                    stream = await transport.stream(_routes.GENERATE_STREAM, REQUEST, OPTS)
+                    stream = await transport.stream_async(_routes.GENERATE_STREAM, REQUEST, OPTS)
                     assert [m.token.id async for m in stream] == list(range(1, 10))
 
             asyncio.run(main())
@@ -440,7 +440,7 @@ def test_a_gateway_that_stops_heartbeats_is_noticed_within_the_read_timeout(flav
 
         async def async_call() -> None:
             async with AsyncWebSocketTransport(url) as transport:
-                await transport.unary(_routes.GENERATE, REQUEST, options)
+                await transport.unary_async(_routes.GENERATE, REQUEST, options)
 
         started = time.monotonic()
         with pytest.raises(errors.APITimeoutError) as info:

@@ -120,14 +120,14 @@ class Driver:
         options = options or CallOptions()
         if isinstance(self.transport, HTTPTransport):
             return self.transport.unary(method, request, options)
-        result: tuple[Message, ResponseMeta] = self.run(self.transport.unary(method, request, options))
+        result: tuple[Message, ResponseMeta] = self.run(self.transport.unary_async(method, request, options))
         return result
 
     def stream(self, method: Method, request: Message, options: CallOptions | None = None) -> Stream:
         options = options or CallOptions()
         if isinstance(self.transport, HTTPTransport):
             return Stream(self, self.transport.stream(method, request, options))
-        return Stream(self, self.run(self.transport.stream(method, request, options)))
+        return Stream(self, self.run(self.transport.stream_async(method, request, options)))
 
     def collect(
         self, method: Method, request: Message, options: CallOptions | None = None

@@ -397,17 +397,17 @@ def test_nothing_left_unclosed(app: AppServer, tls_app: AppServer, ca_file: str)
         async def run(url, ca):
             t = AsyncHTTPTransport(url, verify=ca)
             if "https" not in url:
-                await t.unary(G, G.input_type(inputs="x"), o)
+                await t.unary_async(G, G.input_type(inputs="x"), o)
                 try:
-                    await t.unary(bad, G.input_type(inputs="x"), o)
+                    await t.unary_async(bad, G.input_type(inputs="x"), o)
                 except errors.ValidationError:
                     pass
-            s = await t.stream(S, S.input_type(inputs="x"), o)
+            s = await t.stream_async(S, S.input_type(inputs="x"), o)
             await s.__anext__(); await s.aclose()
-            s = await t.stream(S, S.input_type(inputs="x"), o)
+            s = await t.stream_async(S, S.input_type(inputs="x"), o)
             await s.__anext__(); del s; gc.collect()
-            [m async for m in await t.stream(C, C.input_type(model="", messages=[]), o)]
-            s = await t.stream(S, S.input_type(inputs="x"), o)
+            [m async for m in await t.stream_async(C, C.input_type(model="", messages=[]), o)]
+            s = await t.stream_async(S, S.input_type(inputs="x"), o)
             task = asyncio.create_task(s.__anext__())
             await task
             task = asyncio.create_task(s.__anext__())
@@ -417,7 +417,7 @@ def test_nothing_left_unclosed(app: AppServer, tls_app: AppServer, ca_file: str)
                 await task
             except (asyncio.CancelledError, StopAsyncIteration):
                 pass
-            s = await t.stream(S, S.input_type(inputs="x"), o)
+            s = await t.stream_async(S, S.input_type(inputs="x"), o)
             await s.__anext__()  # left open: aclose() of the transport ends it
             await t.aclose()
 

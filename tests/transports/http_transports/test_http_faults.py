@@ -387,7 +387,7 @@ def test_async_cancel_closes_the_response(app: AppServer) -> None:
 
     async def main() -> None:
         async with AsyncHTTPTransport(app.url) as transport:
-            stream = await transport.stream(STREAM, req(), CallOptions())
+            stream = await transport.stream_async(STREAM, req(), CallOptions())
             started = asyncio.Event()
 
             async def consume() -> None:
@@ -407,7 +407,7 @@ def test_async_cancel_closes_the_response(app: AppServer) -> None:
             assert app.disconnects == ["/generate_stream"]
 
             # aclose() from another task ends the iteration of the first.
-            stream = await transport.stream(STREAM, req(), CallOptions())
+            stream = await transport.stream_async(STREAM, req(), CallOptions())
             seen: list[object] = []
 
             async def consume_all() -> None:
@@ -432,17 +432,17 @@ def test_async_transport_is_bound_to_its_loop(app: AppServer) -> None:
     transport = AsyncHTTPTransport(app.url)
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(transport.unary(GENERATE, req(), CallOptions()))
+        loop.run_until_complete(transport.unary_async(GENERATE, req(), CallOptions()))
 
         async def elsewhere() -> None:
             with pytest.raises(errors.LoraxError, match="event loop"):
-                await transport.unary(GENERATE, req(), CallOptions())
+                await transport.unary_async(GENERATE, req(), CallOptions())
 
         asyncio.run(elsewhere())
         loop.run_until_complete(transport.aclose())
         loop.run_until_complete(transport.aclose())  # idempotent
         with pytest.raises(errors.ClientClosedError):
-            loop.run_until_complete(transport.unary(GENERATE, req(), CallOptions()))
+            loop.run_until_complete(transport.unary_async(GENERATE, req(), CallOptions()))
     finally:
         loop.close()
 

@@ -114,6 +114,26 @@ def test_error_event_mid_stream(
     assert type(error) is cls
 
 
+def test_many_events_and_an_error_in_one_read(raw: Callable[..., RawServer], driver: Callable[..., Driver]) -> None:
+    # The whole answer arrives in one write, so one read decodes it as one batch: the
+    # messages before the error event come out, in order, then the typed error.
+    error_event = b'data: {"error":"Model is overloaded","error_type":"overloaded"}\n\n'
+    frames = [token(i, f" t{i}") for i in range(50)] + [error_event, token(99)]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD + b"".join(chunk(f) for f in frames) + b"0\r\n\r\n")
+        await writer.drain()
+
+    server = raw(handler)
+    d = driver(server.url, pool=1)
+    messages, error = d.collect(STREAM, request())
+    assert [m.token.text for m in messages] == [f" t{i}" for i in range(50)]  # type: ignore[attr-defined]
+    assert type(error) is errors.OverloadedError
+    assert str(error) == "Model is overloaded"
+    assert d.stats()["in_use"] == 0
+
+
 def test_event_that_is_not_json(app: AppServer, driver: Callable[..., Driver]) -> None:
     app.sse("POST", "/generate_stream", [token(1), b"data: {not json\n\n"])
     d = driver(app.url)

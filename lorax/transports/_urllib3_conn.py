@@ -1,0 +1,259 @@
+"""urllib3, adapted for :class:`~lorax.transports.http.HTTPTransport`: connections that
+record what happened to each request attempt (sent? on a reused connection? stale?),
+pools that can insist on a fresh connection, and the reading of response bodies
+(chunked bodies de-chunked by :class:`lorax._chunked.ChunkedDecoder`).
+
+The attempt is handed to the connection classes through a thread-local: urllib3's
+``urlopen`` picks the connection and calls it, and offers no parameter to carry it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import threading
+from collections.abc import Iterator, Mapping
+from http.client import IncompleteRead
+from typing import Any
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.response import BaseHTTPResponse, HTTPResponse
+from urllib3.util.retry import Retry
+
+from lorax._chunked import ChunkedDecoder
+from lorax.transports import _http_common as common
+
+_log = logging.getLogger("lorax.transports.http")
+
+
+# urllib3 must never retry or redirect on its own: retries belong to the client's
+# policy (and to the one stale-connection retry below).
+_NO_RETRY = Retry(total=False, redirect=False)
+
+_local = threading.local()
+
+
+class _Attempt:
+    """What happened to one request attempt, recorded by the connection classes.
+
+    ``sent``: the request started to go out on a connected socket. ``reused``: that
+    connection had carried an earlier request. ``stale``: it failed with a
+    connection error before any response byte. ``fresh``: this attempt must not
+    reuse a pooled connection.
+    """
+
+    __slots__ = ("fresh", "reused", "sent", "stale")
+
+    def __init__(self, fresh: bool = False) -> None:
+        self.fresh = fresh
+        self.reused = False
+        self.sent = False
+        self.stale = False
+
+
+def _attempt() -> _Attempt | None:
+    attempt: _Attempt | None = getattr(_local, "attempt", None)
+    return attempt
+
+
+class _TrackedHTTPConnection(HTTPConnection):
+    """urllib3's connection, counting the requests it carried.
+
+    It tells the attempt whether the request was sent and whether the connection was
+    reused, and it lets a stream shut its socket down from another thread only while
+    the stream still owns the connection (``lorax_gen`` changes with every request).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lorax_uses = 0
+        self.lorax_gen = 0
+        self.lorax_guard = threading.Lock()
+
+    def connect(self) -> None:
+        super().connect()
+        self.lorax_uses = 0
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        chunked: bool = False,
+        preload_content: bool = True,
+        decode_content: bool = True,
+        enforce_content_length: bool = True,
+    ) -> None:
+        if self.sock is None:
+            # http.client would connect lazily while sending; connecting first means
+            # that a failure here is known not to have sent anything.
+            self.connect()
+        reused = self.lorax_uses > 0
+        self.lorax_uses += 1
+        with self.lorax_guard:
+            self.lorax_gen += 1
+        attempt = _attempt()
+        if attempt is not None:
+            attempt.reused = reused
+            attempt.sent = True
+        try:
+            super().request(
+                method,
+                url,
+                body=body,
+                headers=headers,
+                chunked=chunked,
+                preload_content=preload_content,
+                decode_content=decode_content,
+                enforce_content_length=enforce_content_length,
+            )
+        except ConnectionError:
+            # EPIPE/ECONNRESET while sending: urllib3 goes on to read a response anyway.
+            if reused and attempt is not None:
+                attempt.stale = True
+            raise
+
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]
+        try:
+            return super().getresponse()
+        except ConnectionError:
+            # RemoteDisconnected (EOF before the status line) or ECONNRESET: nothing of
+            # a response arrived.
+            attempt = _attempt()
+            if attempt is not None and attempt.reused:
+                attempt.stale = True
+            raise
+
+    def lorax_shutdown(self, gen: int, sock: socket.socket) -> None:
+        """Shut `sock` down if this connection still carries request number `gen`."""
+        with self.lorax_guard:
+            if self.lorax_gen != gen:
+                return
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _TrackedHTTPSConnection(_TrackedHTTPConnection, HTTPSConnection):
+    pass
+
+
+def _fresh_only(conn: Any) -> Any:
+    attempt = _attempt()
+    if attempt is not None and attempt.fresh and not conn.is_closed:
+        conn.close()
+    return conn
+
+
+class _HTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _fresh_only(super()._get_conn(timeout))
+
+
+class _HTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _fresh_only(super()._get_conn(timeout))
+
+    def _validate_conn(self, conn: Any) -> None:
+        # HTTPSConnectionPool._validate_conn connects early, so that TLS errors surface
+        # before the request, then warns (InsecureRequestWarning) on every request of an
+        # unverified connection. The transport logs that once when it is built instead.
+        if conn.is_closed:
+            conn.connect()
+
+
+_POOL_CLASSES = {"http": _HTTPConnectionPool, "https": _HTTPSConnectionPool}
+
+
+def _socket(resp: BaseHTTPResponse) -> socket.socket | None:
+    conn = resp.connection
+    sock = getattr(conn, "sock", None) if conn is not None else None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _body_chunks(resp: BaseHTTPResponse) -> Iterator[bytes]:
+    """The body's bytes as they arrive.
+
+    A chunked body (what LoRAX sends) is read a chunk at a time with urllib3's
+    ``read_chunked``: one event per chunk, at a fraction of ``read1``'s cost per call.
+    Anything else (a proxy that removed the chunking) is read with ``read1``.
+    """
+    fp = _raw_reader(resp)
+    if fp is not None:
+        assert isinstance(resp, HTTPResponse)
+        return _dechunk(resp, fp)
+    if isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads():
+        return resp.read_chunked(common.READ_CHUNK, decode_content=True)
+    return iter(functools.partial(resp.read1, common.READ_CHUNK), b"")
+
+
+def _dechunk(resp: HTTPResponse, fp: Any) -> Iterator[bytes]:
+    """The data of a chunked body, de-chunked by :class:`lorax._chunked.ChunkedDecoder`.
+
+    Each ``read1`` of the socket's buffered reader returns what has arrived (up to
+    ``READ_CHUNK``), and the data of every chunk in it comes out as one piece: under a
+    backlog one SSE feed gets many events, where ``read_chunked`` costs a readline and
+    two reads per chunk (LoRAX sends one event per chunk). At the end of the body the
+    response is closed and the connection goes back to the pool, as urllib3 does.
+    """
+    read1 = fp.read1
+    decoder = ChunkedDecoder(max_trailer_bytes=common.DRAIN_LIMIT)
+    feed = decoder.feed
+    while True:
+        data = read1(common.READ_CHUNK)
+        if not data:
+            raise IncompleteRead(b"")
+        out = feed(data)
+        if decoder.done:
+            if out:
+                yield out
+            _body_done(resp)
+            return
+        if out:
+            yield out
+
+
+def _raw_reader(resp: BaseHTTPResponse) -> Any:
+    """The buffered socket reader under a chunked urllib3 response, or None.
+
+    urllib3 2.x has no public API for a chunked body's raw bytes: its own
+    ``read_chunked`` reads ``resp._fp.fp`` (the ``http.client`` response's reader), and
+    ``read1`` stops at every chunk boundary. This is the one place that reaches in.
+    """
+    if not (isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads()):
+        return None
+    if resp.chunk_left is not None or resp.headers.get("content-encoding"):
+        return None
+    return getattr(getattr(resp, "_fp", None), "fp", None)
+
+
+def _body_done(resp: HTTPResponse) -> None:
+    # As urllib3's read_chunked does at the end: mark the http.client response closed
+    # (so the connection can carry the next request) and give the connection back.
+    original = getattr(resp, "_original_response", None)
+    if original is not None:
+        original.close()
+    resp.release_conn()
+
+
+def _finish(resp: BaseHTTPResponse) -> None:
+    """Give the connection back: reusable if its body was read to the end, else closed."""
+    if resp.connection is None:
+        return  # read to the end: urllib3 has already returned it to the pool
+    try:
+        resp.close()
+    except Exception:
+        pass
+    try:
+        resp.release_conn()
+    except Exception:
+        pass
