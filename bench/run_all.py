@@ -811,7 +811,17 @@ def case_ws(ctx: Context, canned: Server) -> None:
 
     # 5b: 1,000 concurrent streams over ONE WebSocket.
     n = plan.ws_streams
-    gw = procs.gateway(f"{canned.url}/t64")
+    # One connection carries all n calls, each with its upstream request open at once
+    # (the pool's 100 connections are the upstream limit), as in a deployment sized for it.
+    gw = procs.gateway(
+        f"{canned.url}/t64",
+        "--max-calls-per-connection",
+        str(n),
+        "--max-upstream-calls-per-connection",
+        str(n),
+        "--upstream-pool-size",
+        "100",
+    )
     try:
         ctx.log(f"ws streams: {n} concurrent over one WebSocket")
         contenders = [
