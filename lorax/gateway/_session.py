@@ -39,6 +39,7 @@ from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
+from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports._http_common import Secrets
 from lorax.transports.base import AsyncTransport, CallOptions
@@ -116,6 +117,8 @@ class Session:
     def __init__(self, gateway: Gateway, ws: ServerConnection, number: int) -> None:
         self._gateway = gateway
         self._ws = ws
+        # Every frame of the connection goes out through it: one socket write per loop iteration.
+        self._writer = FrameWriter(ws)
         self.number = number
         self._loop = asyncio.get_running_loop()
         self._calls: dict[int, asyncio.Task[None]] = {}
@@ -302,7 +305,7 @@ class Session:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await asyncio.sleep(interval)
-                await self._ws.send(data)
+                await self._writer.send(data)
 
     async def _run(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
@@ -444,7 +447,7 @@ class Session:
     async def _send_taken(self, data: bytes) -> None:
         """Send a frame from :meth:`_take_message`; its bytes are held until the socket took it."""
         try:
-            await self._ws.send(data)
+            await self._writer.send(data)
         finally:
             self._release(len(data))
 
@@ -454,7 +457,7 @@ class Session:
         Raises GatewayRefusal (502 ``response_too_large``) for a frame above the limit.
         """
         self._check_size(data)
-        await self._ws.send(data)
+        await self._writer.send(data)
 
     def _check_size(self, data: bytes) -> None:
         limit = self._gateway.max_frame_bytes
@@ -474,7 +477,7 @@ class Session:
             error.message = error.message[: self._gateway.max_frame_bytes // 4]
             data = wsf.encode_error(call_id, error)
         with contextlib.suppress(ConnectionClosed):
-            await self._ws.send(data)
+            await self._writer.send(data)
 
     # -- idle ---------------------------------------------------------------------
 

@@ -1,0 +1,79 @@
+"""Frames of one connection written to the socket together, once per loop iteration.
+
+With many calls on one connection, many frames become ready in the same event-loop
+iteration (the upstream reads of a batch of streams complete together). ``websockets``
+writes each message to the transport on its own (one ``send()`` syscall each on an
+idle socket) behind an async context manager and a drain check. :class:`FrameWriter`
+instead queues each frame in the connection's Sans-I/O protocol object (the queue the
+library's own writes go through, so ordering with its pings, pongs and close frames
+is kept) and writes everything queued in one ``transport.write`` at the start of the
+next iteration. Backpressure is the library's: a sender waits while the transport is
+paused above its high-water mark, as ``send()`` does.
+
+Anything unusual (the connection not open, a fragmented send in progress, a
+``websockets`` release without the attributes used here) goes through the regular
+``send()``, which raises :class:`~websockets.exceptions.ConnectionClosed` as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+__all__ = ["FrameWriter"]
+
+
+def _supported(ws: ServerConnection) -> bool:
+    return all(hasattr(ws, name) for name in ("protocol", "transport", "paused", "drain", "send_in_progress")) and all(
+        hasattr(ws.protocol, name) for name in ("send_binary", "data_to_send", "state")
+    )
+
+
+class FrameWriter:
+    """Sends binary messages on `ws`, batching the writes of one loop iteration."""
+
+    __slots__ = ("_fast", "_loop", "_scheduled", "_ws")
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self._ws = ws
+        self._loop = asyncio.get_running_loop()
+        self._scheduled = False
+        self._fast = _supported(ws)
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message; raises ConnectionClosed when the connection is gone."""
+        ws: Any = self._ws
+        if not self._fast or ws.protocol.state is not State.OPEN or ws.send_in_progress is not None:
+            await ws.send(data)
+            return
+        ws.protocol.send_binary(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+        if ws.paused:
+            await ws.drain()
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        ws: Any = self._ws
+        writes = ws.protocol.data_to_send()
+        if not writes:
+            return  # the library's own send_data() wrote them already
+        if all(writes):
+            data = writes[0] if len(writes) == 1 else b"".join(writes)
+            try:
+                ws.transport.write(data)
+            except Exception as exc:
+                # As websockets does when a write fails: record it and drop the connection;
+                # the calls see ConnectionClosed on their next send or receive.
+                ws.set_connection_exc(exc)
+                ws.transport.abort()
+            return
+        # An empty chunk is the library's half-close marker (after a close frame):
+        # let its own writer handle the sequence.
+        protocol = ws.protocol
+        protocol.writes = list(writes)
+        ws.send_data()
