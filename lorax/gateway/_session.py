@@ -32,8 +32,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from lorax import errors
-from lorax._convert import from_binary, to_binary
+from lorax._convert import from_binary
 from lorax._message import Message
+from lorax._pbwire import frame_message, to_binary
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
@@ -436,8 +437,9 @@ class Session:
         ``memory_limit`` when a budget has no room for it. The caller must hand the
         frame to :meth:`_send_taken`, which gives the bytes back.
         """
+        # Written straight from the Struct, no upb message (see lorax/_pbwire.py).
         payload = to_binary(message)
-        data = wsf.encode_message(call_id, payload)
+        data = frame_message(call_id, payload)
         self._check_size(data)
         self._reserve(len(data), "a response message", 502)
         if flow is not None:
