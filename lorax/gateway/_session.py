@@ -360,8 +360,13 @@ class Session:
         """Make the upstream request and send its answer as frames; raise its errors."""
         # Wait for one of the connection's upstream slots (in order), no longer than the
         # call's deadline: it stands for the time the call may take as a whole.
+        slots = self._upstream_slots
         try:
-            await asyncio.wait_for(self._upstream_slots.acquire(), options.deadline.remaining())
+            if slots.locked():
+                await asyncio.wait_for(slots.acquire(), options.deadline.remaining())
+            else:
+                # A free slot (the usual case): take it without wait_for's task and timer.
+                await slots.acquire()
         except asyncio.TimeoutError:
             raise errors.APITimeoutError(
                 "the call's deadline ran out while it waited for an upstream slot", phase="total"

@@ -18,30 +18,49 @@ Anything unusual (the connection not open, a fragmented send in progress, a
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
+from websockets.protocol import SERVER, State
 
 __all__ = ["FrameWriter"]
 
 
 def _supported(ws: ServerConnection) -> bool:
     return all(hasattr(ws, name) for name in ("protocol", "transport", "paused", "drain", "send_in_progress")) and all(
-        hasattr(ws.protocol, name) for name in ("send_binary", "data_to_send", "state")
+        hasattr(ws.protocol, name) for name in ("send_binary", "data_to_send", "state", "writes", "extensions", "side")
     )
+
+
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
+
+
+def _binary_frame(data: bytes) -> bytes:
+    """An unfragmented, unmasked binary WebSocket frame (RFC 6455 5.2) holding `data`:
+    what websockets' Frame.serialize() writes for a server without extensions."""
+    size = len(data)
+    if size < 126:
+        return bytes((0x82, size)) + data
+    if size < 1 << 16:
+        return _LEN16(0x82, 126, size) + data
+    return _LEN64(0x82, 127, size) + data
 
 
 class FrameWriter:
     """Sends binary messages on `ws`, batching the writes of one loop iteration."""
 
-    __slots__ = ("_fast", "_loop", "_scheduled", "_ws")
+    __slots__ = ("_fast", "_loop", "_raw", "_scheduled", "_ws")
 
     def __init__(self, ws: ServerConnection) -> None:
         self._ws = ws
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
         self._fast = _supported(ws)
+        # Frames written here without the library's Frame.serialize(): only when no
+        # extension (compression) transforms them and no mask applies (server side).
+        self._raw = self._fast and not ws.protocol.extensions and ws.protocol.side is SERVER
 
     async def send(self, data: bytes) -> None:
         """Send one binary message; raises ConnectionClosed when the connection is gone."""
@@ -49,7 +68,12 @@ class FrameWriter:
         if not self._fast or ws.protocol.state is not State.OPEN or ws.send_in_progress is not None:
             await ws.send(data)
             return
-        ws.protocol.send_binary(data)
+        protocol = ws.protocol
+        if self._raw:
+            # What send_binary() queues, without its Frame object and checks (done above).
+            protocol.writes.append(_binary_frame(data))
+        else:
+            protocol.send_binary(data)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
