@@ -233,3 +233,94 @@ def frame_message(call_id: int, payload: bytes) -> bytes:
         raise ValueError(f"call id {call_id} is out of range")
     inner = _FRAME_MESSAGE_BYTES + _varint(len(payload)) + payload if payload else b""
     return _FRAME_CALL_ID + _varint(call_id) + _FRAME_MESSAGE + _varint(len(inner)) + inner
+
+
+# -- bytes -> Struct -----------------------------------------------------------------
+#
+# Parsing stays upb's (C, and exact on every input); what is compiled per class is the
+# walk from the upb message to the Struct, in place of lorax/_convert.py's per-field
+# closures: one generated expression per class, for response classes (request classes
+# validate on construction and keep the general path).
+
+_builders: dict[type[Any], Callable[[Any], Any] | None] = {}
+
+
+def _builder(cls: type[Message]) -> Callable[[Any], Any] | None:
+    if cls in _builders:
+        return _builders[cls]
+    _builders[cls] = None
+    built = _build_from(cls)
+    _builders[cls] = built
+    return built
+
+
+def _build_from(cls: type[Message]) -> Callable[[Any], Any] | None:
+    if cls.__lorax_request__:
+        return None
+    descriptor = _convert.proto_class(cls).DESCRIPTOR
+    env: dict[str, Any] = {"C": cls, "list": list}
+    args = []
+    for spec in cls.__lorax_fields__:
+        if spec.kind == KIND_RAW or spec.label == "map" or spec.unwrap:
+            return None
+        fd = descriptor.fields_by_name.get(spec.name)
+        if fd is None:
+            return None
+        name = spec.name
+        if spec.kind == KIND_MESSAGE:
+            inner = _builder(_convert._BY_SHORT[spec.target])
+            if inner is None or fd.type != _T.TYPE_MESSAGE:
+                return None
+            env[f"B_{name}"] = inner
+            if spec.label == "list":
+                expr = f"[B_{name}(x) for x in p.{name}]"
+            else:
+                expr = f'(B_{name}(p.{name}) if p.HasField("{name}") else None)'
+        elif spec.kind == KIND_ENUM:
+            if fd.type != _T.TYPE_ENUM:
+                return None
+            enum_cls = getattr(_convert._messages, spec.target)
+            env[f"N_{name}"] = {n: enum_cls(w) for n, w in _convert._enum_maps(spec.target)[1].items()}
+            if spec.label == "list":
+                expr = f"[N_{name}.get(x) for x in p.{name}]"
+            elif spec.presence:
+                expr = f'(N_{name}.get(p.{name}) if p.HasField("{name}") else None)'
+            else:
+                expr = f"N_{name}.get(p.{name})"
+        elif spec.kind in ("int", "float", "bool", "string", KIND_OPEN_ENUM) and fd.type != _T.TYPE_ENUM:
+            if spec.label == "list":
+                expr = f"list(p.{name})"
+            elif spec.presence:
+                expr = f'(p.{name} if p.HasField("{name}") else None)'
+            else:
+                expr = f"p.{name}"
+        else:
+            return None
+        args.append(f"{name}={expr}")
+    source = "def build(p):\n    return C(" + ", ".join(args) + ")"
+    exec(source, env)  # noqa: S102 - source built above from the class's own field table
+    build: Callable[[Any], Any] = env["build"]
+    return build
+
+
+_parsers: dict[type[Any], Callable[[bytes], Any]] = {}
+
+
+def from_binary(cls: type[Message], data: bytes) -> Any:
+    """A Struct of class `cls` from its protobuf binary encoding; equal to what
+    ``lorax._convert.from_binary`` gives.
+
+    Raises google.protobuf.message.DecodeError for bytes that are not such a message.
+    """
+    parse = _parsers.get(cls)
+    if parse is None:
+        build = _builder(cls)
+        if build is None:
+            return _convert.from_binary(cls, data)
+        from_string = _convert.proto_class(cls).FromString
+
+        def parse(data: bytes) -> Any:
+            return build(from_string(data))
+
+        _parsers[cls] = parse
+    return parse(data)

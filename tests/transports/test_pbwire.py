@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -84,7 +85,7 @@ def test_the_hot_classes_have_a_direct_encoder() -> None:
 
 
 @pytest.mark.parametrize("cls", SUPPORTED, ids=lambda c: c.__name__)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_direct_encoding_is_upbs_bytes(cls: type[Message], data: st.DataObject) -> None:
     try:
@@ -138,6 +139,49 @@ def test_classes_outside_the_fast_path_fall_back_to_upb() -> None:
     assert M.GenerateRequest in unsupported  # a free-form JSON schema inside
     request = M.GenerateRequest(inputs="hi", parameters={"max_new_tokens": 3})
     assert _pbwire.to_binary(request) == _upb(request)
+
+
+DECODED = [cls for cls in ALL if _pbwire._builder(cls) is not None]
+
+
+def test_the_hot_response_classes_have_a_direct_builder() -> None:
+    names = {cls.__name__ for cls in DECODED}
+    for hot in (
+        "StreamResponse",
+        "Token",
+        "StreamDetails",
+        "GenerateResponse",
+        "Details",
+        "ChatCompletionStreamResponse",
+    ):
+        assert hot in names
+    assert not any(cls.__lorax_request__ for cls in DECODED)
+
+
+@pytest.mark.parametrize("cls", DECODED, ids=lambda c: c.__name__)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_direct_decoding_is_the_general_paths_struct(cls: type[Message], data: st.DataObject) -> None:
+    message = data.draw(_struct(cls))
+    encoded = _upb(message)
+    fast = _pbwire.from_binary(cls, encoded)
+    slow = _convert.from_binary(cls, encoded)
+    assert type(fast) is cls
+    # NaN != NaN: compare the bytes each re-encodes to, then the structure without them.
+    assert _upb(fast) == _upb(slow) == encoded
+    assert repr(fast) == repr(slow)
+
+
+def test_direct_decoding_of_bytes_that_are_not_the_message_raises_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        _pbwire.from_binary(M.StreamResponse, b"\x0a\x05\x08")  # a length past the end
+    with pytest.raises(DecodeError):
+        _pbwire.from_binary(M.Token, b"\x12\x01\xff")  # text that is not UTF-8
+
+
+def test_unknown_enum_numbers_and_unknown_fields_read_as_the_general_path_reads_them() -> None:
+    data = b"\x08\x63" + b"\xa0\x06\x01"  # StreamDetails.finish_reason = 99, then field 100
+    assert _pbwire.from_binary(M.StreamDetails, data) == _convert.from_binary(M.StreamDetails, data)
 
 
 @pytest.mark.parametrize("call_id", [1, 127, 128, 2**32, 2**64 - 1])
