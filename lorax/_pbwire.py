@@ -25,6 +25,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from lorax import _convert
 from lorax._message import KIND_ENUM, KIND_MESSAGE, KIND_OPEN_ENUM, KIND_RAW, Message, WireEnum
+from lorax.v1 import messages as _messages
 
 __all__ = ["encoder", "frame_message", "to_binary"]
 
@@ -209,7 +210,9 @@ def _scalar_source(spec: Any, fd: Any, name: str, env: dict[str, Any]) -> tuple[
 
 
 def to_binary(message: Message) -> bytes:
-    """The protobuf binary encoding of `message`, as upb would write it."""
+    """The protobuf binary encoding of `message` (a Struct, or a upb message), as upb would write it."""
+    if not isinstance(message, Message):
+        return _convert.to_binary(message)
     encode = encoder(type(message))
     if encode is not None:
         try:
@@ -279,7 +282,7 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any] | None:
         elif spec.kind == KIND_ENUM:
             if fd.type != _T.TYPE_ENUM:
                 return None
-            enum_cls = getattr(_convert._messages, spec.target)
+            enum_cls = getattr(_messages, spec.target)
             env[f"N_{name}"] = {n: enum_cls(w) for n, w in _convert._enum_maps(spec.target)[1].items()}
             if spec.label == "list":
                 expr = f"[N_{name}.get(x) for x in p.{name}]"
@@ -298,7 +301,7 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any] | None:
             return None
         args.append(f"{name}={expr}")
     source = "def build(p):\n    return C(" + ", ".join(args) + ")"
-    exec(source, env)  # noqa: S102 - source built above from the class's own field table
+    exec(source, env)
     build: Callable[[Any], Any] = env["build"]
     return build
 
