@@ -102,8 +102,8 @@ class _CallState:
         self.request_bytes = request_bytes
         # The call's flow-control window; None without flow control.
         self.flow = flow
-        # The task sending the call's FrameHeartbeat frames, if it asked for them.
-        self.heartbeat: asyncio.Task[None] | None = None
+        # The timer of the call's next FrameHeartbeat, if it asked for them.
+        self.heartbeat: asyncio.TimerHandle | None = None
 
     def stop_heartbeat(self) -> None:
         """Stop the heartbeats: the call's last frame is about to be sent."""
@@ -221,7 +221,7 @@ class Session:
         flow = Flow(call.window_bytes) if call.window_bytes else None
         state = _CallState(request_bytes, flow)
         if call.heartbeats:
-            state.heartbeat = self._loop.create_task(self._beat(call_id, options.timeout.read))
+            self._beat(call_id, options.timeout.read, state)
         task = self._loop.create_task(self._run(call_id, method, request, options, state))
         self._calls[call_id] = task
         self._states[call_id] = state
@@ -297,16 +297,23 @@ class Session:
         self.memory.give(size)
         self._gateway.memory.give(size)
 
-    async def _beat(self, call_id: int, read_timeout: float | None) -> None:
-        """Send the call's FrameHeartbeat frames until cancelled (see websocket.proto, LIVENESS)."""
+    def _beat(self, call_id: int, read_timeout: float | None, state: _CallState) -> None:
+        """Send the call's FrameHeartbeat frames until state.stop_heartbeat() (see
+        websocket.proto, LIVENESS). A timer, not a task: most calls end before the first."""
         interval = self._gateway.heartbeat_interval
         if read_timeout is not None:
             interval = min(interval, read_timeout / 4)
         data = wsf.encode_heartbeat(call_id)
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await asyncio.sleep(interval)
-                await self._writer.send(data)
+        loop = self._loop
+        writer = self._writer
+
+        def beat() -> None:
+            if state.heartbeat is None:
+                return  # stopped
+            writer.queue(data)
+            state.heartbeat = loop.call_later(interval, beat)
+
+        state.heartbeat = loop.call_later(interval, beat)
 
     async def _run(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState

@@ -18,10 +18,12 @@ Anything unusual (the connection not open, a fragmented send in progress, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import SERVER, State
 
 __all__ = ["FrameWriter"]
@@ -51,12 +53,13 @@ def _binary_frame(data: bytes) -> bytes:
 class FrameWriter:
     """Sends binary messages on `ws`, batching the writes of one loop iteration."""
 
-    __slots__ = ("_fast", "_loop", "_raw", "_scheduled", "_ws")
+    __slots__ = ("_fast", "_loop", "_raw", "_scheduled", "_tasks", "_ws")
 
     def __init__(self, ws: ServerConnection) -> None:
         self._ws = ws
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._fast = _supported(ws)
         # Frames written here without the library's Frame.serialize(): only when no
         # extension (compression) transforms them and no mask applies (server side).
@@ -68,17 +71,37 @@ class FrameWriter:
         if not self._fast or ws.protocol.state is not State.OPEN or ws.send_in_progress is not None:
             await ws.send(data)
             return
-        protocol = ws.protocol
+        self._queue(ws.protocol, data)
+        if ws.paused:
+            await ws.drain()
+
+    def queue(self, data: bytes) -> None:
+        """Send one small binary message without waiting (no backpressure: for heartbeats).
+
+        Dropped when the connection is no longer open.
+        """
+        ws: Any = self._ws
+        if self._fast and ws.send_in_progress is None:
+            if ws.protocol.state is State.OPEN:
+                self._queue(ws.protocol, data)
+            return
+        task = self._loop.create_task(self._send_quietly(data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_quietly(self, data: bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(data)
+
+    def _queue(self, protocol: Any, data: bytes) -> None:
         if self._raw:
-            # What send_binary() queues, without its Frame object and checks (done above).
+            # What send_binary() queues, without its Frame object and checks (done by the caller).
             protocol.writes.append(_binary_frame(data))
         else:
             protocol.send_binary(data)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
-        if ws.paused:
-            await ws.drain()
 
     def _flush(self) -> None:
         self._scheduled = False
