@@ -282,6 +282,12 @@ class Session:
                 502 for an answer that arrived (LoRAX did the work: no retry).
         """
         total = self._gateway.memory
+        mine = self.memory
+        if mine.held + size <= mine.limit and total.held + size <= total.limit:
+            # Both fit (every message of a healthy gateway): the counts, nothing more.
+            mine.held += size
+            total.held += size
+            return
         for budget, whose in ((self.memory, "this connection's"), (total, "the gateway's")):
             if not budget.fits(size):
                 raise GatewayRefusal(
@@ -294,8 +300,8 @@ class Session:
         total.take(size)
 
     def _release(self, size: int) -> None:
-        self.memory.give(size)
-        self._gateway.memory.give(size)
+        self.memory.held -= size
+        self._gateway.memory.held -= size
 
     def _beat(self, call_id: int, read_timeout: float | None, state: _CallState) -> None:
         """Send the call's FrameHeartbeat frames until state.stop_heartbeat() (see
@@ -400,7 +406,7 @@ class Session:
                 state.begun = True
                 messages = stream.__aiter__()
                 while True:
-                    if flow is not None:
+                    if flow is not None and flow.window <= 0:
                         # Wait for the window before reading on: LoRAX is slowed through
                         # TCP, and the gateway holds nothing for the call meanwhile.
                         await flow.wait_open()
