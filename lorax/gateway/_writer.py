@@ -30,10 +30,18 @@ __all__ = ["FrameWriter"]
 
 
 def _supported(ws: ServerConnection) -> bool:
-    return all(hasattr(ws, name) for name in ("protocol", "transport", "paused", "drain", "send_in_progress")) and all(
-        hasattr(ws.protocol, name) for name in ("send_binary", "data_to_send", "state", "writes", "extensions", "side")
+    # close_exc is a property that is only valid once closed: look it up on the class.
+    attributes = ("protocol", "transport", "paused", "drain", "send_in_progress", "connection_lost_waiter")
+    protocol = ("send_binary", "data_to_send", "state", "writes", "extensions", "side")
+    return (
+        all(hasattr(ws, name) for name in attributes)
+        and hasattr(type(ws), "close_exc")
+        and all(hasattr(ws.protocol, name) for name in protocol)
     )
 
+
+# Queued bytes that are written at once rather than at the end of the iteration.
+_FLUSH_BYTES = 64 * 1024
 
 _LEN16 = struct.Struct("!BBH").pack
 _LEN64 = struct.Struct("!BBQ").pack
@@ -53,12 +61,13 @@ def _binary_frame(data: bytes) -> bytes:
 class FrameWriter:
     """Sends binary messages on `ws`, batching the writes of one loop iteration."""
 
-    __slots__ = ("_fast", "_loop", "_raw", "_scheduled", "_tasks", "_ws")
+    __slots__ = ("_fast", "_loop", "_pending", "_raw", "_scheduled", "_tasks", "_ws")
 
     def __init__(self, ws: ServerConnection) -> None:
         self._ws = ws
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
+        self._pending = 0  # bytes queued since the last write
         self._tasks: set[asyncio.Task[None]] = set()
         self._fast = _supported(ws)
         # Frames written here without the library's Frame.serialize(): only when no
@@ -73,7 +82,12 @@ class FrameWriter:
             return
         self._queue(ws.protocol, data)
         if ws.paused:
-            await ws.drain()
+            try:
+                await ws.drain()
+            except Exception:
+                # Only connection_lost() fails a drain: report it as send() does.
+                await asyncio.shield(ws.connection_lost_waiter)
+                raise ws.close_exc from None
 
     def queue(self, data: bytes) -> None:
         """Send one small binary message without waiting (no backpressure: for heartbeats).
@@ -99,12 +113,18 @@ class FrameWriter:
             protocol.writes.append(_binary_frame(data))
         else:
             protocol.send_binary(data)
-        if not self._scheduled:
+        self._pending += len(data)
+        if self._pending >= _FLUSH_BYTES:
+            # Enough for one write: write now, so that the transport's flow control
+            # (pause_writing) sees the bytes and a sender that never yields waits in drain().
+            self._flush()
+        elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._pending = 0
         ws: Any = self._ws
         writes = ws.protocol.data_to_send()
         if not writes:

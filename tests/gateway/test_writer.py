@@ -49,9 +49,11 @@ async def _run(
 
     async with serve(serve_one, "127.0.0.1", 0, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
-        async with connect(f"ws://127.0.0.1:{port}", compression=None) as client:
-            got = [await asyncio.wait_for(client.recv(), 10) for _ in range(expect)]
-            done.set_result(None)
+        try:
+            async with connect(f"ws://127.0.0.1:{port}", compression=None) as client:
+                got = [await asyncio.wait_for(client.recv(), 10) for _ in range(expect)]
+        finally:
+            done.set_result(None)  # also when the client failed: the handler must not wait forever
     return [got, seen]
 
 
@@ -104,3 +106,39 @@ async def _test_a_closed_connection_raises_connection_closed() -> None:
 
     got, _ = await _run(handler, 1)
     assert got == [b"only"]
+
+
+def test_a_sender_waiting_for_a_reader_that_vanishes_gets_connection_closed() -> None:
+    asyncio.run(_test_a_sender_waiting_for_a_reader_that_vanishes_gets_connection_closed())
+
+
+async def _test_a_sender_waiting_for_a_reader_that_vanishes_gets_connection_closed() -> None:
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    paused = asyncio.Event()
+
+    async def serve_one(ws: ServerConnection) -> None:
+        writer = FrameWriter(ws)
+
+        async def watch() -> None:
+            while not ws.paused:
+                await asyncio.sleep(0.01)
+            paused.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            for _ in range(10_000):  # 640 MiB at most: far more than the socket buffers hold
+                await writer.send(b"x" * 65536)
+        except BaseException as exc:
+            outcome.set_result(exc)
+            return
+        finally:
+            watcher.cancel()
+        outcome.set_result(None)
+
+    async with serve(serve_one, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}", compression=None, max_queue=1)
+        await asyncio.wait_for(paused.wait(), 30)  # the gateway side waits on the full socket
+        client.transport.abort()  # no close frame: the connection is lost
+        exc = await asyncio.wait_for(outcome, 30)
+    assert isinstance(exc, ConnectionClosed)
