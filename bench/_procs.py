@@ -69,8 +69,13 @@ class Server:
 class Worker:
     """A contender's worker process (bench/_workers.py), driven line by line."""
 
-    def __init__(self, label: str, argv: list[str], cwd: Path, timeout: float) -> None:
+    def __init__(self, label: str, argv: list[str], cwd: Path, timeout: float, *, ours: bool = True) -> None:
         self.label = label
+        env = clean_env()
+        if ours:
+            # This checkout's lorax, not whichever one the venv has installed (an editable
+            # install of another worktree would be measured instead).
+            env["PYTHONPATH"] = str(ROOT)
         self.timeout = timeout
         self.proc = subprocess.Popen(
             argv,
@@ -78,7 +83,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=str(cwd),
-            env=clean_env(),
+            env=env,
         )
         self._lines: queue.Queue[bytes] = queue.Queue()
         self._stderr: list[bytes] = []
@@ -203,7 +208,7 @@ class Processes:
             r"listening on (http://\S+)",
         )
 
-    def gateway(self, upstream: str) -> Server:
+    def gateway(self, upstream: str, *extra: str) -> Server:
         return self._start(
             "gateway",
             [
@@ -218,6 +223,7 @@ class Processes:
                 "0",
                 "--log-level",
                 "warning",
+                *extra,
             ],
             r"lorax gateway on (ws://\S+)",
         )
@@ -247,7 +253,7 @@ class Processes:
         else:
             argv = [str(python), script, contender, case, json.dumps(params)]
             cwd = ROOT
-        worker = Worker(label, argv, cwd, timeout)
+        worker = Worker(label, argv, cwd, timeout, ours=contender != "official")
         self.workers.append(worker)
         return worker
 

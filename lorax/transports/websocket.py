@@ -65,8 +65,8 @@ from websockets.sync.client import ClientConnection as SyncClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from lorax import errors
-from lorax._convert import from_binary, to_binary
 from lorax._message import Message
+from lorax._pbwire import from_binary, to_binary
 from lorax._redact import HeaderRedactingLogger, Secrets, redact_url
 from lorax._routes import Method
 from lorax.transports import _ws_frames as wsf

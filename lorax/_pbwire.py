@@ -1,0 +1,329 @@
+"""The protobuf binary encoding of a Struct, written directly (no upb message in between).
+
+The gateway sends every response message as protobuf binary inside a WebSocket frame.
+Going Struct -> upb message (lorax/_convert.py) -> bytes costs a Python walk plus the
+upb construction for every token; the wire format of these messages is simple enough
+(varints, length-delimited strings and messages, fixed-width floats) to write straight
+from the Struct's fields. One encoder per class is compiled, on first use, from the
+class's ``__lorax_fields__`` and the field numbers and types of its upb twin.
+
+Exactness: the output is byte-for-byte what upb's ``SerializeToString()`` gives for
+``to_proto(message)`` (fields in number order, packed repeated scalars, implicit-presence
+zero values left out; tests/test_pbwire.py checks it for every class it supports).
+Classes with a oneof, a free-form JSON, a map or an unwrapped field, and any value the
+fast path does not expect (a wrong type, an int out of its range, an unknown enum
+spelling), go through lorax/_convert.py instead, which raises what it raises for them.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+
+from lorax import _convert
+from lorax._message import KIND_ENUM, KIND_MESSAGE, KIND_OPEN_ENUM, KIND_RAW, Message, WireEnum
+from lorax.v1 import messages as _messages
+
+__all__ = ["encoder", "frame_message", "to_binary"]
+
+
+class _Fallback(Exception):
+    """A value the fast path does not handle: encode through upb instead."""
+
+
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
+def _varint(value: int) -> bytes:
+    if value < 128:
+        if value < 0:
+            value += 1 << 64  # negative int32/int64: ten bytes of two's complement
+        else:
+            return _SMALL[value]
+    out = bytearray()
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _key(number: int, wire_type: int) -> bytes:
+    return _varint(number << 3 | wire_type)
+
+
+_T = FieldDescriptor
+_INT_RANGES = {
+    _T.TYPE_INT32: (-(1 << 31), 1 << 31),
+    _T.TYPE_INT64: (-(1 << 63), 1 << 63),
+    _T.TYPE_UINT32: (0, 1 << 32),
+    _T.TYPE_UINT64: (0, 1 << 64),
+}
+_PACK_D = struct.Struct("<d").pack
+_PACK_F = struct.Struct("<f").pack
+
+_encoders: dict[type[Any], Callable[[Any], bytes] | None] = {}
+
+
+def encoder(cls: type[Message]) -> Callable[[Any], bytes] | None:
+    """The direct encoder of `cls`, or None when the class needs the upb path."""
+    if cls in _encoders:
+        return _encoders[cls]
+    # A class that contains itself finds None while it is built: the upb path.
+    _encoders[cls] = None
+    built = _build(cls)
+    _encoders[cls] = built
+    return built
+
+
+def _build(cls: type[Message]) -> Callable[[Any], bytes] | None:
+    """Compile the encoder of `cls` from generated Python source (one straight-line
+    function per class: no per-field calls, which cost more than the encoding itself)."""
+    descriptor = _convert.proto_class(cls).DESCRIPTOR
+    fields = []
+    for spec in cls.__lorax_fields__:
+        if spec.kind == KIND_RAW or spec.label == "map" or spec.unwrap:
+            return None
+        fd = descriptor.fields_by_name.get(spec.name)
+        if fd is None:
+            return None  # a oneof, or a name that differs from the proto's
+        fields.append((fd.number, spec, fd))
+    fields.sort(key=lambda f: f[0])
+    env: dict[str, Any] = {
+        "_Fallback": _Fallback,
+        "_varint": _varint,
+        "_PACK_D": _PACK_D,
+        "_PACK_F": _PACK_F,
+        "WireEnum": WireEnum,
+        "isinstance": isinstance,
+        "type": type,
+        "int": int,
+        "float": float,
+        "str": str,
+        "list": list,
+        "len": len,
+    }
+    lines = ["def encode(m):", "    parts = []", "    add = parts.append"]
+    for number, spec, fd in fields:
+        body = _field_source(number, spec, fd, env)
+        if body is None:
+            return None
+        lines.append(f"    v = m.{spec.name}")
+        lines.extend("    " + line for line in body)
+    lines.append('    return b"".join(parts)')
+    exec("\n".join(lines), env)
+    encode: Callable[[Any], bytes] = env["encode"]
+    return encode
+
+
+def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any]) -> list[str] | None:
+    """Source lines writing field `spec` (its value is in ``v``) to ``parts``."""
+    name = spec.name
+    if spec.kind == KIND_MESSAGE:
+        if fd.type != _T.TYPE_MESSAGE:
+            return None
+        target = _convert._BY_SHORT[spec.target]
+        inner = encoder(target)
+        if inner is None:
+            return None
+        env[f"E_{name}"] = inner
+        env[f"T_{name}"] = target
+        env[f"K_{name}"] = _key(number, 2)
+        one = [
+            f"if type(x) is not T_{name}: raise _Fallback",
+            f"d = E_{name}(x)",
+            f"add(K_{name} + _varint(len(d)) + d)",
+        ]
+        if spec.label == "list":
+            return ["if type(v) is not list: raise _Fallback", "for x in v:", *("    " + line for line in one)]
+        return ["if v is not None:", "    x = v", *("    " + line for line in one)]
+    found = _scalar_source(spec, fd, name, env)
+    if found is None:
+        return None
+    check, write, wire_type, nonzero = found
+    if spec.label == "list":
+        if wire_type == 2:  # strings: one record each
+            env[f"K_{name}"] = _key(number, 2)
+            return [
+                "if type(v) is not list: raise _Fallback",
+                "for x in v:",
+                *("    " + line for line in check),
+                f"    add(K_{name} + {write})",
+            ]
+        env[f"K_{name}"] = _key(number, 2)
+        return [
+            "if type(v) is not list: raise _Fallback",
+            "if v:",
+            "    packed = []",
+            "    for x in v:",
+            *("        " + line for line in check),
+            f"        packed.append({write})",
+            '    d = b"".join(packed)',
+            f"    add(K_{name} + _varint(len(d)) + d)",
+        ]
+    env[f"K_{name}"] = _key(number, wire_type)
+    if spec.presence:
+        return ["if v is not None:", "    x = v", *("    " + line for line in check), f"    add(K_{name} + {write})"]
+    # proto3 leaves a zero value out (a float by its bits: -0.0 is written).
+    return ["x = v", *check, f"if {nonzero}:", f"    add(K_{name} + {write})"]
+
+
+def _scalar_source(spec: Any, fd: Any, name: str, env: dict[str, Any]) -> tuple[list[str], str, int, str] | None:
+    """(lines checking ``x``, expression writing ``x``, wire type, test for "not zero")."""
+    t = fd.type
+    if t in _INT_RANGES and spec.kind == "int":
+        lo, hi = _INT_RANGES[t]
+        return [f"if type(x) is not int or not {lo} <= x < {hi}: raise _Fallback"], "_varint(x)", 0, "x"
+    if t == _T.TYPE_BOOL and spec.kind == "bool":
+        return ["if x is not True and x is not False: raise _Fallback"], '(b"\\x01" if x else b"\\x00")', 0, "x"
+    if t in (_T.TYPE_DOUBLE, _T.TYPE_FLOAT) and spec.kind == "float":
+        pack, size, wire_type = ("_PACK_D", 8, 1) if t == _T.TYPE_DOUBLE else ("_PACK_F", 4, 5)
+        env[f"Z_{name}"] = b"\x00" * size
+        return (
+            ["if type(x) is not float and type(x) is not int: raise _Fallback", f"d = {pack}(x)"],
+            "d",
+            wire_type,
+            f"d != Z_{name}",
+        )
+    if t == _T.TYPE_STRING and spec.kind in ("string", KIND_OPEN_ENUM):
+        return (
+            ["if type(x) is not str and not isinstance(x, str): raise _Fallback", 'd = x.encode("utf-8")'],
+            "_varint(len(d)) + d",
+            2,
+            "d",
+        )
+    if t == _T.TYPE_ENUM and spec.kind == KIND_ENUM:
+        env[f"N_{name}"] = _convert._enum_maps(spec.target)[0]
+        return (
+            [
+                f"n = N_{name}.get(x.value if isinstance(x, WireEnum) else x)",
+                "if n is None: raise _Fallback",
+            ],
+            "_varint(n)",
+            0,
+            "n",
+        )
+    return None
+
+
+def to_binary(message: Message) -> bytes:
+    """The protobuf binary encoding of `message` (a Struct, or a upb message), as upb would write it."""
+    if not isinstance(message, Message):
+        return _convert.to_binary(message)
+    encode = encoder(type(message))
+    if encode is not None:
+        try:
+            return encode(message)
+        except (_Fallback, OverflowError, struct.error, UnicodeEncodeError):
+            pass
+    return _convert.to_binary(message)
+
+
+_FRAME_CALL_ID = _key(1, 0)
+_FRAME_MESSAGE = _key(4, 2)
+_FRAME_MESSAGE_BYTES = _key(1, 2)
+
+
+def frame_message(call_id: int, payload: bytes) -> bytes:
+    """The serialized ``Frame`` carrying ``FrameMessage(message=payload)`` for `call_id`.
+
+    Same bytes as ``wsf.encode_message``, without building two upb messages.
+    """
+    if not 0 < call_id < 1 << 64:
+        raise ValueError(f"call id {call_id} is out of range")
+    inner = _FRAME_MESSAGE_BYTES + _varint(len(payload)) + payload if payload else b""
+    return _FRAME_CALL_ID + _varint(call_id) + _FRAME_MESSAGE + _varint(len(inner)) + inner
+
+
+# -- bytes -> Struct -----------------------------------------------------------------
+#
+# Parsing stays upb's (C, and exact on every input); what is compiled per class is the
+# walk from the upb message to the Struct, in place of lorax/_convert.py's per-field
+# closures: one generated expression per class, for response classes (request classes
+# validate on construction and keep the general path).
+
+_builders: dict[type[Any], Callable[[Any], Any] | None] = {}
+
+
+def _builder(cls: type[Message]) -> Callable[[Any], Any] | None:
+    if cls in _builders:
+        return _builders[cls]
+    _builders[cls] = None
+    built = _build_from(cls)
+    _builders[cls] = built
+    return built
+
+
+def _build_from(cls: type[Message]) -> Callable[[Any], Any] | None:
+    if cls.__lorax_request__:
+        return None
+    descriptor = _convert.proto_class(cls).DESCRIPTOR
+    env: dict[str, Any] = {"C": cls, "list": list}
+    args = []
+    for spec in cls.__lorax_fields__:
+        if spec.kind == KIND_RAW or spec.label == "map" or spec.unwrap:
+            return None
+        fd = descriptor.fields_by_name.get(spec.name)
+        if fd is None:
+            return None
+        name = spec.name
+        if spec.kind == KIND_MESSAGE:
+            inner = _builder(_convert._BY_SHORT[spec.target])
+            if inner is None or fd.type != _T.TYPE_MESSAGE:
+                return None
+            env[f"B_{name}"] = inner
+            if spec.label == "list":
+                expr = f"[B_{name}(x) for x in p.{name}]"
+            else:
+                expr = f'(B_{name}(p.{name}) if p.HasField("{name}") else None)'
+        elif spec.kind == KIND_ENUM:
+            if fd.type != _T.TYPE_ENUM:
+                return None
+            enum_cls = getattr(_messages, spec.target)
+            env[f"N_{name}"] = {n: enum_cls(w) for n, w in _convert._enum_maps(spec.target)[1].items()}
+            if spec.label == "list":
+                expr = f"[N_{name}.get(x) for x in p.{name}]"
+            elif spec.presence:
+                expr = f'(N_{name}.get(p.{name}) if p.HasField("{name}") else None)'
+            else:
+                expr = f"N_{name}.get(p.{name})"
+        elif spec.kind in ("int", "float", "bool", "string", KIND_OPEN_ENUM) and fd.type != _T.TYPE_ENUM:
+            if spec.label == "list":
+                expr = f"list(p.{name})"
+            elif spec.presence:
+                expr = f'(p.{name} if p.HasField("{name}") else None)'
+            else:
+                expr = f"p.{name}"
+        else:
+            return None
+        args.append(f"{name}={expr}")
+    source = "def build(p):\n    return C(" + ", ".join(args) + ")"
+    exec(source, env)
+    build: Callable[[Any], Any] = env["build"]
+    return build
+
+
+_parsers: dict[type[Any], Callable[[bytes], Any]] = {}
+
+
+def from_binary(cls: type[Message], data: bytes) -> Any:
+    """A Struct of class `cls` from its protobuf binary encoding; equal to what
+    ``lorax._convert.from_binary`` gives.
+
+    Raises google.protobuf.message.DecodeError for bytes that are not such a message.
+    """
+    parse = _parsers.get(cls)
+    if parse is None:
+        build = _builder(cls)
+        if build is None:
+            return _convert.from_binary(cls, data)
+        from_string = _convert.proto_class(cls).FromString
+
+        def parse(data: bytes) -> Any:
+            return build(from_string(data))
+
+        _parsers[cls] = parse
+    return parse(data)
