@@ -25,11 +25,12 @@ import struct
 from fractions import Fraction
 from typing import Any
 
+import google.protobuf
 import msgspec
 import orjson
 import pytest
 from google.protobuf import json_format
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from lorax import codec
@@ -93,6 +94,14 @@ OTHER_CLASSES = [c for c in ALL_CLASSES if c not in ROUTE_CLASSES]
 # Strategies from the __lorax_fields__ tables.
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+# Protobuf before 4.21 (pure Python) is the `floor` tox env's runtime. It drops -0.0 from
+# fields without presence when serializing (later runtimes keep it), and its json_format
+# prints differently from the current one that serves as the oracle below.
+MODERN_PROTOBUF = int(google.protobuf.__version__.split(".")[0]) >= 4
+needs_modern_oracle = pytest.mark.skipif(
+    not MODERN_PROTOBUF, reason="json_format is the oracle of current protobuf runtimes only"
+)
+
 F32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 F64 = st.floats(allow_nan=False, allow_infinity=False)
 
@@ -254,6 +263,8 @@ def test_struct_upb_binary_roundtrip(cls: type[Message]) -> None:
     @(SETTINGS_SOME if cls.__name__ in HOT else SETTINGS_FEW)
     @given(messages(cls))
     def run(message: Any) -> None:
+        if not MODERN_PROTOBUF:
+            assume(b"-0.0" not in codec.to_json(message))
         _check_proto_roundtrip(cls, message)
 
     run()
@@ -468,6 +479,7 @@ def _normalize_one(spec: FieldSpec, printed: Any, theirs: bool) -> Any:
     return printed
 
 
+@needs_modern_oracle
 @pytest.mark.parametrize("cls", PLAIN, ids=lambda c: c.__name__)
 def test_json_format_agrees_on_plain_types(cls: type[Message]) -> None:
     """No LoRAX-specific mapping anywhere below: json_format's output is ours, as values."""
@@ -485,6 +497,7 @@ def test_json_format_agrees_on_plain_types(cls: type[Message]) -> None:
     run()
 
 
+@needs_modern_oracle
 @pytest.mark.parametrize("cls", NEAR_PLAIN, ids=lambda c: c.__name__)
 def test_json_format_agrees_modulo_documented_differences(cls: type[Message]) -> None:
     @SETTINGS_FEWER

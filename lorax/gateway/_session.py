@@ -244,7 +244,7 @@ class Session:
             )
         try:
             request = from_binary(method.input_type, call.request)
-        except DecodeError:
+        except (DecodeError, UnicodeDecodeError):  # protobuf < 4 raises the latter for bad UTF-8
             raise GatewayRefusal(
                 400, "invalid_request", f"the request is not a {method.input_type.__lorax_full_name__}"
             ) from None

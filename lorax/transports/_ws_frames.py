@@ -137,7 +137,7 @@ def parse_frame(data: bytes | bytearray | memoryview | str, *, sender: Literal["
         raise FrameViolation(CLOSE_UNSUPPORTED_DATA, "text messages are not part of the lorax.v1 protocol")
     try:
         frame = Frame.FromString(bytes(data))
-    except DecodeError:
+    except (DecodeError, UnicodeDecodeError):  # protobuf < 4 raises the latter for bad UTF-8
         raise FrameViolation(CLOSE_PROTOCOL_ERROR, "malformed frame: not a serialized lorax.v1.Frame") from None
     kind = frame.WhichOneof("kind")
     if kind is None:

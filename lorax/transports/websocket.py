@@ -274,7 +274,7 @@ def _meta(frame: Frame) -> ResponseMeta:
 def _decode(method: Method, frame: Frame) -> Message:
     try:
         message: Message = from_binary(method.output_type, frame.message.message)
-    except DecodeError:
+    except (DecodeError, UnicodeDecodeError):  # protobuf < 4 raises the latter for bad UTF-8
         raise errors.ResponseDecodeError(
             f"{method.name}: a message frame does not hold a {method.output_type.__lorax_full_name__}"
         ) from None
