@@ -382,11 +382,29 @@ def test_an_answer_waiting_behind_a_stalled_socket_is_counted(make_gateway: Any,
     The client stops reading while a firehose stream fills its socket, then makes 8
     unary calls with 10 kB answers. The budget has room for about 3 of them next to
     the firehose's blocked frame: the others fail with 502 memory_limit (LoRAX did the
-    work), instead of each holding its answer, uncounted, behind a blocked send. How
-    many fit depends on how much of the firehose the kernel's socket buffers absorbed,
-    so the test asserts the rule (never above the budget; the rest refused, typed)
-    rather than a count; the old behaviour refused none.
+    work), instead of each holding its answer, uncounted, behind a blocked send.
+
+    How many fit depends on how much the client library and the kernel's socket buffers
+    absorbed meanwhile (a loaded machine drains them differently), so the test asserts
+    the rule (never above the budget; what does not fit is refused, typed) and runs the
+    scenario up to three times for one in which the socket stayed stalled. The old
+    behaviour refused none in any run.
     """
+    outcomes = []
+    for _ in range(3):
+        failed, finished = _stalled_socket_round(make_gateway, upstream)
+        assert finished == 8
+        outcomes.append(len(failed))
+        for frame in failed:
+            assert (frame.error.status, frame.error.error_type) == (502, "memory_limit")
+            assert frame.error.message.startswith("a response message (")
+            assert "does not fit this connection's memory budget of 65536 bytes" in frame.error.message
+        if failed:
+            return
+    raise AssertionError(f"every answer fitted in {outcomes}: nothing was counted while the socket was stalled")
+
+
+def _stalled_socket_round(make_gateway: Any, upstream: Any) -> tuple[list[Frame], int]:
     gw = make_gateway(max_frame_bytes=40_000, max_connection_bytes=65_536, max_total_bytes=65_536)
     gateway = gw.gateway
     assert gateway is not None
@@ -407,10 +425,4 @@ def test_an_answer_waiting_behind_a_stalled_socket_is_counted(make_gateway: Any,
             frame = recv(ws)
             if frame.call_id != 1 and frame.WhichOneof("kind") in ("end", "error"):
                 last[frame.call_id] = frame
-    failed = [f for f in last.values() if f.WhichOneof("kind") == "error"]
-    assert len(failed) >= 1, "every answer fitted: nothing was counted while the socket was stalled"
-    assert len(last) == 8
-    for frame in failed:
-        assert (frame.error.status, frame.error.error_type) == (502, "memory_limit")
-        assert frame.error.message.startswith("a response message (")
-        assert "does not fit this connection's memory budget of 65536 bytes" in frame.error.message
+    return [f for f in last.values() if f.WhichOneof("kind") == "error"], len(last)

@@ -63,6 +63,13 @@ def test_frames_of_one_iteration_go_out_in_one_write() -> None:
 
 async def _test_frames_of_one_iteration_go_out_in_one_write() -> None:
     async def handler(ws: ServerConnection, writer: FrameWriter, writes: list[int]) -> None:
+        if not writer._fast:
+            # An older websockets (Python 3.10 gets 16.x) lacks the internals the batching
+            # uses: the writer sends each frame with ws.send(), as the library does.
+            await writer.send(b"one")
+            await writer.send(b"two")
+            await writer.send(b"x" * 300)
+            return
         # Nothing is paused, so no send yields: all three in this iteration.
         await writer.send(b"one")
         await writer.send(b"two")
@@ -73,7 +80,11 @@ async def _test_frames_of_one_iteration_go_out_in_one_write() -> None:
 
     got, writes = await _run(handler, 3)
     assert got == [b"one", b"two", b"x" * 300]
-    assert writes == [314]
+    if writes != [314]:
+        import websockets
+
+        assert int(websockets.__version__.split(".")[0]) < 17, writes  # the batching applies from 17 on
+        assert len(writes) == 3
 
 
 def test_order_is_kept_with_the_librarys_own_sends() -> None:
