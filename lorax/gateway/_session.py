@@ -32,16 +32,14 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from lorax import errors
-from lorax._convert import from_binary
+from lorax._convert import from_binary, to_binary
 from lorax._message import Message
-from lorax._pbwire import frame_message, to_binary
 from lorax._redact import Secrets
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
-from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import AsyncTransport, CallOptions
 from lorax.v1.websocket_pb2 import FrameCall, FrameError
@@ -102,8 +100,8 @@ class _CallState:
         self.request_bytes = request_bytes
         # The call's flow-control window; None without flow control.
         self.flow = flow
-        # The timer of the call's next FrameHeartbeat, if it asked for them.
-        self.heartbeat: asyncio.TimerHandle | None = None
+        # The task sending the call's FrameHeartbeat frames, if it asked for them.
+        self.heartbeat: asyncio.Task[None] | None = None
 
     def stop_heartbeat(self) -> None:
         """Stop the heartbeats: the call's last frame is about to be sent."""
@@ -118,8 +116,6 @@ class Session:
     def __init__(self, gateway: Gateway, ws: ServerConnection, number: int) -> None:
         self._gateway = gateway
         self._ws = ws
-        # Every frame of the connection goes out through it: one socket write per loop iteration.
-        self._writer = FrameWriter(ws)
         self.number = number
         self._loop = asyncio.get_running_loop()
         self._calls: dict[int, asyncio.Task[None]] = {}
@@ -223,7 +219,7 @@ class Session:
         flow = Flow(call.window_bytes) if call.window_bytes else None
         state = _CallState(request_bytes, flow)
         if call.heartbeats:
-            self._beat(call_id, options.timeout.read, state)
+            state.heartbeat = self._loop.create_task(self._beat(call_id, options.timeout.read))
         task = self._loop.create_task(self._run(call_id, method, request, options, state))
         self._calls[call_id] = task
         self._states[call_id] = state
@@ -284,12 +280,6 @@ class Session:
                 502 for an answer that arrived (LoRAX did the work: no retry).
         """
         total = self._gateway.memory
-        mine = self.memory
-        if mine.held + size <= mine.limit and total.held + size <= total.limit:
-            # Both fit (every message of a healthy gateway): the counts, nothing more.
-            mine.held += size
-            total.held += size
-            return
         for budget, whose in ((self.memory, "this connection's"), (total, "the gateway's")):
             if not budget.fits(size):
                 raise GatewayRefusal(
@@ -302,26 +292,19 @@ class Session:
         total.take(size)
 
     def _release(self, size: int) -> None:
-        self.memory.held -= size
-        self._gateway.memory.held -= size
+        self.memory.give(size)
+        self._gateway.memory.give(size)
 
-    def _beat(self, call_id: int, read_timeout: float | None, state: _CallState) -> None:
-        """Send the call's FrameHeartbeat frames until state.stop_heartbeat() (see
-        websocket.proto, LIVENESS). A timer, not a task: most calls end before the first."""
+    async def _beat(self, call_id: int, read_timeout: float | None) -> None:
+        """Send the call's FrameHeartbeat frames until cancelled (see websocket.proto, LIVENESS)."""
         interval = self._gateway.heartbeat_interval
         if read_timeout is not None:
             interval = min(interval, read_timeout / 4)
         data = wsf.encode_heartbeat(call_id)
-        loop = self._loop
-        writer = self._writer
-
-        def beat() -> None:
-            if state.heartbeat is None:
-                return  # stopped
-            writer.queue(data)
-            state.heartbeat = loop.call_later(interval, beat)
-
-        state.heartbeat = loop.call_later(interval, beat)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(interval)
+                await self._ws.send(data)
 
     async def _run(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
@@ -375,13 +358,8 @@ class Session:
         """Make the upstream request and send its answer as frames; raise its errors."""
         # Wait for one of the connection's upstream slots (in order), no longer than the
         # call's deadline: it stands for the time the call may take as a whole.
-        slots = self._upstream_slots
         try:
-            if slots.locked():
-                await asyncio.wait_for(slots.acquire(), options.deadline.remaining())
-            else:
-                # A free slot (the usual case): take it without wait_for's task and timer.
-                await slots.acquire()
+            await asyncio.wait_for(self._upstream_slots.acquire(), options.deadline.remaining())
         except asyncio.TimeoutError:
             raise errors.APITimeoutError(
                 "the call's deadline ran out while it waited for an upstream slot", phase="total"
@@ -408,7 +386,7 @@ class Session:
                 state.begun = True
                 messages = stream.__aiter__()
                 while True:
-                    if flow is not None and flow.window <= 0:
+                    if flow is not None:
                         # Wait for the window before reading on: LoRAX is slowed through
                         # TCP, and the gateway holds nothing for the call meanwhile.
                         await flow.wait_open()
@@ -457,9 +435,8 @@ class Session:
         ``memory_limit`` when a budget has no room for it. The caller must hand the
         frame to :meth:`_send_taken`, which gives the bytes back.
         """
-        # Written straight from the Struct, no upb message (see lorax/_pbwire.py).
         payload = to_binary(message)
-        data = frame_message(call_id, payload)
+        data = wsf.encode_message(call_id, payload)
         self._check_size(data)
         self._reserve(len(data), "a response message", 502)
         if flow is not None:
@@ -469,7 +446,7 @@ class Session:
     async def _send_taken(self, data: bytes) -> None:
         """Send a frame from :meth:`_take_message`; its bytes are held until the socket took it."""
         try:
-            await self._writer.send(data)
+            await self._ws.send(data)
         finally:
             self._release(len(data))
 
@@ -479,7 +456,7 @@ class Session:
         Raises GatewayRefusal (502 ``response_too_large``) for a frame above the limit.
         """
         self._check_size(data)
-        await self._writer.send(data)
+        await self._ws.send(data)
 
     def _check_size(self, data: bytes) -> None:
         limit = self._gateway.max_frame_bytes
@@ -499,7 +476,7 @@ class Session:
             error.message = error.message[: self._gateway.max_frame_bytes // 4]
             data = wsf.encode_error(call_id, error)
         with contextlib.suppress(ConnectionClosed):
-            await self._writer.send(data)
+            await self._ws.send(data)
 
     # -- idle ---------------------------------------------------------------------
 
