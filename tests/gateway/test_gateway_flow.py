@@ -376,6 +376,12 @@ def test_cli_flags_for_the_limits() -> None:
     )
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="the stall this test needs is not reliable: on a loaded CI machine (seen on Python 3.13) the "
+    "client library and kernel buffers drain the socket and every answer fits; to be rewritten with a "
+    "client that truly stops reading (raw socket, websockets' sans-I/O ClientProtocol)",
+)
 def test_an_answer_waiting_behind_a_stalled_socket_is_counted(make_gateway: Any, upstream: Any) -> None:
     """A unary answer is counted from its arrival, not from when its FrameHeaders got out.
 
