@@ -347,7 +347,8 @@ def from_json(message_class: type[M], data: _Data) -> M:
     decode = _decoders.get(message_class)
     if decode is None:
         decode = decoder(message_class)
-    return decode(data)
+    message: M = decode(data)
+    return message
 
 
 _decoders: dict[type[Any], Callable[[Any], Any]] = {}
