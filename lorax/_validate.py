@@ -256,10 +256,12 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 # Strings that passed `header_safe`: a request's adapter id is checked by one set lookup
-# (a str caches its hash), not by a scan of its characters each time. Bounded: past the
-# limit new strings are still checked, just not remembered.
+# (a str caches its hash), not by a scan of its characters each time. Bounded (an internal
+# memo, not a limit on requests): at most 1024 strings of at most 512 characters are
+# remembered; others are still checked, every time.
 SAFE_HEADER_VALUES: set[str] = set()
 _SAFE_HEADER_LIMIT = 1024
+_SAFE_HEADER_MAX_LEN = 512
 
 
 def header_safe(name: str, value: str | None) -> None:
@@ -278,7 +280,7 @@ def _header(name: str, value: Any) -> str:
     """A string LoRAX can copy into a response header (``adapter_id``, ``adapter_source``)."""
     text = _str(name, value)
     header_safe(name, text)
-    if len(SAFE_HEADER_VALUES) < _SAFE_HEADER_LIMIT:
+    if len(text) <= _SAFE_HEADER_MAX_LEN and len(SAFE_HEADER_VALUES) < _SAFE_HEADER_LIMIT:
         SAFE_HEADER_VALUES.add(text)
     return text
 
