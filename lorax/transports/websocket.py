@@ -119,7 +119,7 @@ class _SyncConnection(_ConnectionCore):
     """One WebSocket connection with its reader and writer threads."""
 
     def __init__(self, ws: SyncClientConnection, url: str, max_frame_bytes: int, window: int | None) -> None:
-        super().__init__(url, max_frame_bytes, window, threading.Lock())
+        super().__init__(url, max_frame_bytes, window)
         self._ws = ws
         # (op, call, data) items, or None to stop. SimpleQueue.put is reentrant, so a
         # stream's __del__ can cancel its call from any thread, at any point.
@@ -341,7 +341,7 @@ class _AsyncConnection(_ConnectionCore):
     """One WebSocket connection with its reader task."""
 
     def __init__(self, ws: AsyncClientConnection, url: str, max_frame_bytes: int, window: int | None) -> None:
-        super().__init__(url, max_frame_bytes, window, contextlib.nullcontext())
+        super().__init__(url, max_frame_bytes, window)
         self._ws = ws
         self._loop = asyncio.get_running_loop()
         self._cancels: set[asyncio.Task[None]] = set()
