@@ -7,8 +7,8 @@ locking; everything else is here once: the constructor's options and their check
 (:class:`_TransportCore`), the handshake's arguments and its failures, the calls of one
 connection and the frames that route to them (:class:`_ConnectionCore`, :class:`_Registry`),
 building a call frame, and what each received frame means for a unary call
-(:class:`_Unary`) or a stream (:class:`_StreamCore`). The frames themselves are
-:mod:`lorax.transports._ws_frames`', shared with the gateway.
+(:class:`_Unary`) or a stream (:class:`_StreamCore`). The frames themselves are built
+and parsed by :mod:`lorax.transports._ws_frames`, shared with the gateway.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def _deliver(call: _Call, frame: Frame, put: Callable[[Any], None], empty: Calla
 class _Registry:
     """The calls of one connection: id allocation, dispatch and the order checks.
 
-    Used by both shells; the sync one calls it under its lock.
+    Used by both transports' connections, under their lock (see _ConnectionCore).
     """
 
     __slots__ = ("calls", "failure", "next_id")

@@ -42,6 +42,11 @@ blocks on a call's queue, so the connection never stalls on one slow reader; ins
 each stream is flow-controlled (``stream_window_bytes``, see websocket.proto, FLOW
 CONTROL): the gateway sends no more than the window ahead of what the caller has
 consumed, so a slow caller buffers at most the window plus one message.
+
+This module holds only the two transports' I/O: sockets, threads, tasks, queues and
+locks. What they share (the options, the handshake's arguments and errors, the calls of
+a connection, building call frames and reading answers from frames) is written once,
+without I/O, in :mod:`lorax.transports._ws_core`.
 """
 
 from __future__ import annotations
