@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from lorax import errors
+from lorax._build import build_recursive, oneof_types, per_label, run_steps
 from lorax._f32 import format_f32
 from lorax._message import (
     INT_RANGES,
@@ -179,12 +180,7 @@ _class_encoders: dict[type[Any], _Encoder] = {}
 def _value_encoder_for_class(cls: type[Message]) -> _Encoder:
     enc = _class_encoders.get(cls)
     if enc is None:
-        # A message type that contains itself finds this trampoline while it is built.
-        def trampoline(message: Any) -> Any:
-            return _class_encoders[cls](message)
-
-        _class_encoders[cls] = trampoline
-        enc = _class_encoders[cls] = _build_class_encoder(cls)
+        enc = build_recursive(_class_encoders, cls, _build_class_encoder)
     return enc
 
 
@@ -220,35 +216,11 @@ def _inner_encoder(cls: type[Message]) -> _Encoder:
 
 
 def _container_encoder(spec: FieldSpec) -> _Encoder | None:
-    conv = _scalar_encoder(spec)
-    if conv is None:
-        return None
-    if spec.label == "list":
-        return lambda value: [conv(v) for v in value]
-    if spec.label == "map":
-        return lambda value: {k: conv(v) for k, v in value.items()}
-    return conv
+    return per_label(spec, _scalar_encoder(spec))
 
 
 def _oneof_encoder(spec: FieldSpec) -> _Encoder:
-    by_type: list[tuple[type[Any], _Encoder | None]] = []
-    for member in spec.members:
-        conv = _scalar_encoder(member)
-        if member.kind == KIND_MESSAGE:
-            target = _cls(member.target)
-            if member.unwrap:
-                (only,) = target.__lorax_fields__
-                by_type.append((dict if only.label == "map" else list, conv))
-            else:
-                by_type.append((target, conv))
-        elif member.kind in (KIND_STRING, KIND_OPEN_ENUM, KIND_ENUM):
-            by_type.append((str, conv))
-        elif member.kind == KIND_FLOAT:
-            by_type.append((float, conv))
-        elif member.kind == KIND_INT:
-            by_type.append((int, conv))
-        elif member.kind == KIND_BOOL:
-            by_type.append((bool, conv))
+    by_type = [(typ, _scalar_encoder(member)) for typ, member in oneof_types(spec, _cls)]
 
     def encode(value: Any) -> Any:
         for typ, conv in by_type:
@@ -274,13 +246,7 @@ def _build_class_encoder(cls: type[Message]) -> _Encoder:
 
         return encode_unwrapped
 
-    def encode(msg: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for step in steps:
-            step(msg, out)
-        return out
-
-    return encode
+    return run_steps(steps)
 
 
 def _field_step(spec: FieldSpec) -> Callable[[Any, dict[str, Any]], None]:
