@@ -1,7 +1,7 @@
 """urllib3, adapted for :class:`~lorax.transports.http.HTTPTransport`: connections that
 record what happened to each request attempt (sent? on a reused connection? stale?),
 pools that can insist on a fresh connection, and the reading of response bodies
-(chunked bodies de-chunked by :class:`lorax._chunked.ChunkedDecoder`).
+(chunked SSE bodies decoded by :class:`lorax._sse_chunked.ChunkedEventDecoder`).
 
 The attempt is handed to the connection classes through a thread-local: urllib3's
 ``urlopen`` picks the connection and calls it, and offers no parameter to carry it.
@@ -9,12 +9,14 @@ The attempt is handed to the connection classes through a thread-local: urllib3'
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import socket
 import threading
 from collections.abc import Iterator, Mapping
 from http.client import IncompleteRead
+from types import GeneratorType
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -22,7 +24,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util.retry import Retry
 
-from lorax._chunked import ChunkedDecoder
+from lorax._sse import SSEDecoder
+from lorax._sse_chunked import ChunkedEventDecoder
 from lorax.transports import _http_common as common
 
 _log = logging.getLogger("lorax.transports.http")
@@ -181,45 +184,100 @@ def _socket(resp: BaseHTTPResponse) -> socket.socket | None:
 
 
 def _body_chunks(resp: BaseHTTPResponse) -> Iterator[bytes]:
-    """The body's bytes as they arrive.
+    """The body's bytes as they arrive, for a body :func:`_raw_reader` cannot read.
 
-    A chunked body (what LoRAX sends) is read a chunk at a time with urllib3's
-    ``read_chunked``: one event per chunk, at a fraction of ``read1``'s cost per call.
-    Anything else (a proxy that removed the chunking) is read with ``read1``.
+    A chunked body is read a chunk at a time with urllib3's ``read_chunked``; anything
+    else (a proxy that removed the chunking) with ``read1``.
     """
-    fp = _raw_reader(resp)
-    if fp is not None:
-        assert isinstance(resp, HTTPResponse)
-        return _dechunk(resp, fp)
     if isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads():
         return resp.read_chunked(common.READ_CHUNK, decode_content=True)
     return iter(functools.partial(resp.read1, common.READ_CHUNK), b"")
 
 
-def _dechunk(resp: HTTPResponse, fp: Any) -> Iterator[bytes]:
-    """The data of a chunked body, de-chunked by :class:`lorax._chunked.ChunkedDecoder`.
+class _EventBatches:
+    """The data of a response's SSE events, one batch per read of the socket.
 
-    Each ``read1`` of the socket's buffered reader returns what has arrived (up to
-    ``READ_CHUNK``), and the data of every chunk in it comes out as one piece: under a
-    backlog one SSE feed gets many events, where ``read_chunked`` costs a readline and
-    two reads per chunk (LoRAX sends one event per chunk). At the end of the body the
-    response is closed and the connection goes back to the pool, as urllib3 does.
+    ``next()`` reads once and returns the data of the events that read completed
+    (maybe none); StopIteration after the end of the body, once the connection is
+    back in the pool. ``received`` counts the body bytes read.
+
+    A chunked body (what LoRAX sends) is read from the socket's buffered reader with
+    one ``read1`` per batch, de-chunked and split into events by
+    :class:`lorax._sse_chunked.ChunkedEventDecoder` in one pass: under a backlog a read
+    holds many events, where urllib3's ``read_chunked`` costs a ``readline`` and two
+    reads per chunk (LoRAX sends one event per chunk). Anything else goes through
+    :func:`_body_chunks` and :meth:`lorax._sse.SSEDecoder.feed_data`.
     """
-    read1 = fp.read1
-    decoder = ChunkedDecoder(max_trailer_bytes=common.DRAIN_LIMIT)
-    feed = decoder.feed
-    while True:
-        data = read1(common.READ_CHUNK)
+
+    __slots__ = ("_chunks", "_decoder", "_ended", "_feed", "_read1", "_resp", "_sse", "received")
+
+    def __init__(self, resp: BaseHTTPResponse, *, max_event_bytes: int) -> None:
+        self._resp = resp
+        self._ended = False
+        self.received = 0
+        fp = _raw_reader(resp)
+        self._read1: Any = None
+        self._chunks: Iterator[bytes] | None = None
+        if fp is not None:
+            self._read1 = fp.read1
+            self._decoder: ChunkedEventDecoder | None = ChunkedEventDecoder(
+                max_event_bytes=max_event_bytes, max_trailer_bytes=common.DRAIN_LIMIT
+            )
+            self._sse = self._decoder.sse
+            self._feed = self._decoder.feed
+        else:
+            self._decoder = None
+            self._chunks = _body_chunks(resp)
+            self._sse = SSEDecoder(max_event_bytes=max_event_bytes)
+            self._feed = self._sse.feed_data
+
+    def __iter__(self) -> _EventBatches:
+        return self
+
+    def __next__(self) -> list[bytes]:
+        if self._ended:
+            self._end()
+            raise StopIteration
+        decoder = self._decoder
+        if decoder is None:
+            assert self._chunks is not None
+            try:
+                data = next(self._chunks)
+            except StopIteration:
+                self._ended = True
+                self._sse.close()
+                raise
+            self.received += len(data)
+            return self._feed(data)
+        data = self._read1(common.READ_CHUNK)
         if not data:
             raise IncompleteRead(b"")
-        out = feed(data)
+        self.received += len(data)
+        out: list[bytes] = self._feed(data)
         if decoder.done:
-            if out:
-                yield out
-            _body_done(resp)
-            return
-        if out:
-            yield out
+            # As urllib3's read_chunked: the end of the body gives the connection back,
+            # on the call after the last events (the stream reads on to see the end).
+            self._ended = True
+            if not out:
+                self._end()
+                raise StopIteration
+        return out
+
+    def _end(self) -> None:
+        if self._decoder is not None:
+            resp = self._resp
+            if resp.connection is not None:
+                assert isinstance(resp, HTTPResponse)
+                _body_done(resp)
+
+    def close(self) -> None:
+        """Stop reading: drop what is buffered (the caller closes the response)."""
+        chunks = self._chunks
+        if isinstance(chunks, GeneratorType):
+            with contextlib.suppress(Exception):
+                chunks.close()
+        if self._decoder is not None:
+            self._decoder.close()
 
 
 def _raw_reader(resp: BaseHTTPResponse) -> Any:
