@@ -120,11 +120,12 @@ class ChunkedEventDecoder:
             if last:
                 k = ints.index(0)
                 del sizes[k:], datas[k:]
-            body = b"".join(datas)
-            events = self.sse.feed_whole(body) if body else []
+            events = self.sse.feed_events(datas) if datas else []
             if events is None:
-                return self._general(data)
-            rest = data[sum(map(len, sizes)) + len(body) + 4 * k :]
+                events = self.sse.feed_whole(b"".join(datas))
+                if events is None:
+                    return self._general(data)
+            rest = data[sum(map(len, sizes)) + sum(ints[:k]) + 4 * k :]
             if rest:
                 if last or len(rest) > self._carry_max:
                     events += self._general(rest)

@@ -136,9 +136,10 @@ def test_malformed_framing_raises_what_chunked_decoder_raises(raw: bytes, messag
 
 def test_size_line_longer_than_the_limit_without_crlf_is_refused() -> None:
     decoder = ChunkedEventDecoder(carry_max=64)
+    for _ in range(40):
+        assert decoder.feed(b"1" * 100) == []
     with pytest.raises(ChunkedBodyError, match="chunk size line longer than 4096 bytes"):
-        for _ in range(100):
-            decoder.feed(b"1" * 100)
+        decoder.feed(b"1" * 100)
 
 
 def test_max_event_bytes_holds_on_the_fast_path() -> None:
