@@ -178,3 +178,26 @@ def test_feed_whole_refuses_what_it_cannot_prove() -> None:
     assert decoder.feed_whole(b"data: b\n\n") is None  # something is buffered
     fresh = SSEDecoder()
     assert fresh.feed_whole(b"data: a\n\ndata: data: b\n\ndata: \n\n") == [b"a", b"data: b", b""]
+
+
+def test_feed_events_takes_only_one_whole_data_event_per_chunk() -> None:
+    for chunks in (
+        [b"data: a\n\n", b"data:b\n\n"],
+        [b"data: a\n\ndata: b\n\n"],
+        [b"data: a\r\n\r\n"],
+        [b"data: a\n", b"\n"],
+        [b"data:\n\n"],
+        [b"data: a\nb\n\n"],
+        [b":\n\n"],
+        [b"data: a\n\n", b"\n\n"],
+    ):
+        decoder = SSEDecoder()
+        assert decoder.feed_events(chunks) is None, chunks
+    decoder = SSEDecoder()
+    assert decoder.feed_events([b"data: \n\n", b"data: data: x\n\n", b'data: {"a":1}\n\n']) == [
+        b"",
+        b"data: x",
+        b'{"a":1}',
+    ]
+    assert SSEDecoder(max_event_bytes=20).feed_events([b"data: 0123456789\n\n", b"data: x\n\n"]) is None
+    assert SSEDecoder(max_event_bytes=20).feed_events([b"data: 0123456789\n\n"]) == [b"0123456789"]
