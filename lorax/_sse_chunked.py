@@ -24,7 +24,7 @@ the general decoders, so the result is always theirs, with their limits and erro
 
 from __future__ import annotations
 
-from itertools import repeat
+from typing import cast
 
 from lorax._chunked import DEFAULT_MAX_TRAILER_BYTES, ChunkedDecoder
 from lorax._sse import SSEDecoder
@@ -37,7 +37,33 @@ DEFAULT_CARRY_MAX = 64 * 1024
 
 _HEX = b"0123456789abcdefABCDEF"
 _MAX_SIZE_DIGITS = 16  # as ChunkedDecoder: longer size lines go to it, which refuses them
-_SIXTEEN = repeat(16)  # map(int, sizes, _SIXTEEN): int(size, 16) for each, in C
+
+# The size lines seen (bare hex digits, as LoRAX sends them) and their values, shared by
+# all decoders: a token event's size takes a few values, and a dict lookup costs a
+# third of checking and converting the line again. Bounded: past _KNOWN_MAX entries,
+# new lines are checked and converted every time.
+_KNOWN: dict[bytes, int] = {}
+_KNOWN_MAX = 4096
+_SIZE_OF = _KNOWN.get
+
+
+def _sizes(lines: list[bytes]) -> list[int] | None:
+    """The sizes of bare-hex size lines, learning the new ones; None if one is not that.
+
+    Hex digits only: ``int(line, 16)`` would also take spaces, signs, ``0x`` and ``_``.
+    An extension, an empty or a too long line is left to ChunkedDecoder.
+    """
+    out: list[int] = []
+    for line in lines:
+        size = _KNOWN.get(line)
+        if size is None:
+            if not line or len(line) > _MAX_SIZE_DIGITS or line.translate(None, _HEX):
+                return None
+            size = int(line, 16)
+            if len(_KNOWN) < _KNOWN_MAX:
+                _KNOWN[line] = size
+        out.append(size)
+    return out
 
 
 class ChunkedEventDecoder:
@@ -106,15 +132,14 @@ class ChunkedEventDecoder:
                 return self._general(data)
             sizes = parts[0 : 2 * k : 2]
             datas = parts[1 : 2 * k : 2]
-            # Hex digits only (int() would take spaces, signs, "0x" and "_"), none empty,
-            # none too long; then each size equals its data's length (which also proves
-            # that no data held a CRLF). Checked for the whole read at once.
-            if (
-                b"".join(sizes).translate(None, _HEX)
-                or b"" in sizes
-                or max(map(len, sizes)) > _MAX_SIZE_DIGITS
-                or (ints := list(map(int, sizes, _SIXTEEN))) != list(map(len, datas))
-            ):
+            # Each size line is a known one (a dict lookup, in C), or is checked and
+            # learnt; then each size must equal its data's length (which also proves that
+            # no data held a CRLF). Checked for the whole read at once.
+            known = list(map(_SIZE_OF, sizes))
+            ints = _sizes(sizes) if None in known else cast("list[int]", known)
+            if ints is None:
+                return self._general(data)
+            if ints != list(map(len, datas)):
                 return self._general(data)
             last = 0 in ints  # the last chunk: it and what follows go to ChunkedDecoder
             if last:

@@ -201,3 +201,17 @@ def test_feed_events_takes_only_one_whole_data_event_per_chunk() -> None:
     ]
     assert SSEDecoder(max_event_bytes=20).feed_events([b"data: 0123456789\n\n", b"data: x\n\n"]) is None
     assert SSEDecoder(max_event_bytes=20).feed_events([b"data: 0123456789\n\n"]) == [b"0123456789"]
+
+
+def test_the_known_size_lines_stay_bounded_and_never_hold_a_bad_line() -> None:
+    from lorax import _sse_chunked
+
+    decoder = ChunkedEventDecoder()
+    for i in range(5000):  # 5000 chunk lengths: 5000 size lines never seen before
+        assert decoder.feed(chunk(b"data: " + b"x" * i + b"\n\n", b"%06X" % (i + 8))) == [b"x" * i]
+    with pytest.raises(ChunkedBodyError, match="invalid chunk size line b'0x9'"):
+        decoder.feed(chunk(b"data: y\n\n", b"0x9"))
+    assert b"0x9" not in _sse_chunked._KNOWN
+    assert len(_sse_chunked._KNOWN) == _sse_chunked._KNOWN_MAX
+    assert all(not line.translate(None, b"0123456789abcdefABCDEF") for line in _sse_chunked._KNOWN)
+    assert all(int(line, 16) == size for line, size in _sse_chunked._KNOWN.items())
