@@ -103,6 +103,9 @@ class ChunkedDecoder:
             ChunkedBodyError: a size that is not hexadecimal, a line too long, data
                 not followed by CRLF, or trailers over the limit.
         """
+        if data == b"0\r\n\r\n" and self._state == _SIZE and not self._buf:
+            self._state = _DONE  # the last chunk without trailers: how every stream ends
+            return b""
         if self._buf:
             data = self._buf + data
             self._buf = b""
