@@ -18,7 +18,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.client import IncompleteRead
-from types import GeneratorType
+from types import FunctionType, GeneratorType
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -99,54 +99,18 @@ def _parse_headers(fp: Any) -> http.client.HTTPMessage:
 class _HTTPResponse(http.client.HTTPResponse):
     """http.client's response with :func:`_parse_headers`.
 
-    ``begin`` is ``http.client.HTTPResponse.begin`` (the same in Python 3.10 to 3.13)
-    with that one call changed; it cannot be reached otherwise.
+    ``begin`` is http.client's own function, run with a namespace in which
+    ``parse_headers`` is ours: the rest of it (and any fix a Python release makes to
+    it) stays the standard library's, and nothing else reaches that call.
     """
 
-    def begin(self) -> None:
-        if self.headers is not None:
-            return
-        while True:
-            version, status, reason = self._read_status()
-            if status != http.client.CONTINUE:
-                break
-            _read_headers(self.fp)
-        self.code = self.status = status
-        self.reason = reason.strip()
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
-        else:
-            raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = _parse_headers(self.fp)
-        if self.debuglevel > 0:
-            for hdr, val in self.headers.items():
-                print("header:", hdr + ":", val)
-        tr_enc = self.headers.get("transfer-encoding")
-        if tr_enc and tr_enc.lower() == "chunked":
-            self.chunked = True
-            self.chunk_left = None
-        else:
-            self.chunked = False
-        self.will_close = self._check_close()
-        self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked:
-            try:
-                self.length = int(length)
-            except ValueError:
-                self.length = None
-            else:
-                if self.length < 0:
-                    self.length = None
-        else:
-            self.length = None
-        no_body = (http.client.NO_CONTENT, http.client.NOT_MODIFIED)
-        if status in no_body or 100 <= status < 200 or self._method == "HEAD":
-            self.length = 0
-        if not self.will_close and not self.chunked and self.length is None:
-            self.will_close = True
+    begin = FunctionType(
+        http.client.HTTPResponse.begin.__code__,
+        {**vars(http.client), "parse_headers": _parse_headers},
+        "begin",
+        http.client.HTTPResponse.begin.__defaults__,
+        http.client.HTTPResponse.begin.__closure__,
+    )
 
 
 class _TrackedHTTPConnection(HTTPConnection):

@@ -112,3 +112,12 @@ def test_odd_headers_read_the_same_through_the_transport(raw: Callable[..., RawS
         assert server.connections == 1  # the length was read right: the connection was reused
     finally:
         transport.close()
+
+
+def test_begin_is_the_standard_librarys_own_code() -> None:
+    """Only the header parser is ours: every other line of reading a response head (and any
+    fix a Python release makes to it) is http.client's."""
+    ours = _urllib3_conn._HTTPResponse.begin
+    assert ours.__code__ is http.client.HTTPResponse.begin.__code__
+    assert ours.__globals__["parse_headers"] is _parse_headers
+    assert http.client.parse_headers is not _parse_headers
