@@ -12,7 +12,6 @@ import threading
 from types import GeneratorType
 from typing import TYPE_CHECKING
 
-import msgspec
 from urllib3.exceptions import (
     DecodeError,
     ReadTimeoutError,
@@ -156,7 +155,7 @@ class _HTTPMessageStream(MessageStream):
                         continue
                     try:
                         out.append(fast(data))
-                    except msgspec.MsgspecError:
+                    except common.FAST_DECODE_ERRORS:
                         out.append(decode(data))  # names what is wrong, or decodes the odd case
             except BaseException as exc:
                 # An error event (the server's error, mapped), or an event that does
