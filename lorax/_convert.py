@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from lorax import errors
@@ -342,7 +343,18 @@ def from_binary(cls: type[Message], data: bytes) -> Any:
         build = _from(cls)
 
         def decode(data: bytes) -> Any:
-            return build(parse(data))
+            try:
+                message = parse(data)
+            except UnicodeDecodeError as exc:
+                raise not_utf8(exc) from None
+            return build(message)
 
         _binary_decoders[cls] = decode
     return decode(data)
+
+
+def not_utf8(exc: UnicodeDecodeError) -> DecodeError:
+    """The DecodeError that upb raises for a string field that is not UTF-8, in place of
+    the UnicodeDecodeError that protobuf's pure-Python implementation raises (protobuf 3.x
+    runs it where it has no C extension, e.g. 3.20 on Python 3.11)."""
+    return DecodeError(f"a string field is not UTF-8: {exc.reason}")

@@ -311,7 +311,11 @@ def from_binary(cls: type[Message], data: bytes) -> Any:
         from_string = _convert.proto_class(cls).FromString
 
         def parse(data: bytes) -> Any:
-            return build(from_string(data))
+            try:
+                message = from_string(data)
+            except UnicodeDecodeError as exc:
+                raise _convert.not_utf8(exc) from None
+            return build(message)
 
         _parsers[cls] = parse
     return parse(data)

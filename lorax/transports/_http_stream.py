@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-import msgspec
 from urllib3.exceptions import (
     DecodeError,
     ReadTimeoutError,
@@ -148,7 +147,7 @@ class _HTTPMessageStream(MessageStream):
             if fast is not None and not (done_marker and DONE in datas) and b'"error"' not in b"".join(datas):
                 try:
                     out: list[Message] = list(map(fast, datas))
-                except msgspec.MsgspecError:
+                except common.FAST_DECODE_ERRORS:
                     pass  # the loop below names what is wrong, or decodes the odd case
                 else:
                     self._count += len(out)
@@ -176,7 +175,7 @@ class _HTTPMessageStream(MessageStream):
                     continue
                 try:
                     out.append(fast(data))
-                except msgspec.MsgspecError:
+                except common.FAST_DECODE_ERRORS:
                     out.append(decode(data))  # names what is wrong, or decodes the odd case
         except BaseException as exc:
             # An error event (the server's error, mapped), or an event that does not

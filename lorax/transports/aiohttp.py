@@ -48,7 +48,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import msgspec
 
 from lorax import codec, errors
 from lorax._message import Message
@@ -741,7 +740,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
                     else:
                         try:
                             message = fast(data)
-                        except msgspec.MsgspecError:
+                        except common.FAST_DECODE_ERRORS:
                             message = self._decode(data)  # names what is wrong, or decodes the odd case
                 except errors.LoraxError as exc:
                     # An error event (mapped to its class) or an event that does not
