@@ -238,42 +238,60 @@ def generate(
     """The body of /generate and /generate_stream."""
     if not isinstance(prompt, str):
         raise invalid(f"prompt must be a string, not {type(prompt).__name__}")
-    _check_header_safe("adapter_id", adapter_id)
-    _check_header_safe("adapter_source", adapter_source)
-    kwargs = _set_only(
-        {
-            "adapter_id": adapter_id,
-            "adapter_source": adapter_source,
-            "api_token": api_token,
-            "best_of": best_of,
-            "temperature": temperature,
-            "repetition_penalty": repetition_penalty,
-            "frequency_penalty": frequency_penalty,
-            "presence_penalty": presence_penalty,
-            "top_k": top_k,
-            "top_p": top_p,
-            "typical_p": typical_p,
-            "do_sample": _flag("do_sample", do_sample),
-            "max_new_tokens": max_new_tokens,
-            "ignore_eos_token": _flag("ignore_eos_token", ignore_eos_token),
-            "return_full_text": _flag("return_full_text", return_full_text),
-            "truncate": truncate,
-            "watermark": _flag("watermark", watermark),
-            "details": _flag("details", details),
-            "decoder_input_details": _flag("decoder_input_details", decoder_input_details),
-            "return_k_alternatives": return_k_alternatives,
-            "seed": seed,
-        }
-    )
-    stop = _strings("stop_sequences", stop_sequences)
-    if stop:
-        kwargs["stop"] = stop
-    merged = to_merged_adapters(merged_adapters)
-    if merged is not None:
-        kwargs["merged_adapters"] = merged
-    fmt = to_response_format(response_format)
-    if fmt is not None:
-        kwargs["response_format"] = fmt
+    # Only what was given goes into the message. Written out test by test (not a dict of
+    # every argument filtered by value): this runs on every call and the usual call
+    # sets two or three of these.
+    kwargs: dict[str, Any] = {}
+    if adapter_id is not None:
+        _check_header_safe("adapter_id", adapter_id)
+        kwargs["adapter_id"] = adapter_id
+    if adapter_source is not None:
+        _check_header_safe("adapter_source", adapter_source)
+        kwargs["adapter_source"] = adapter_source
+    if api_token is not None:
+        kwargs["api_token"] = api_token
+    if best_of is not None:
+        kwargs["best_of"] = best_of
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if repetition_penalty is not None:
+        kwargs["repetition_penalty"] = repetition_penalty
+    if frequency_penalty is not None:
+        kwargs["frequency_penalty"] = frequency_penalty
+    if presence_penalty is not None:
+        kwargs["presence_penalty"] = presence_penalty
+    if top_k is not None:
+        kwargs["top_k"] = top_k
+    if top_p is not None:
+        kwargs["top_p"] = top_p
+    if typical_p is not None:
+        kwargs["typical_p"] = typical_p
+    if max_new_tokens is not None:
+        kwargs["max_new_tokens"] = max_new_tokens
+    if truncate is not None:
+        kwargs["truncate"] = truncate
+    if return_k_alternatives is not None:
+        kwargs["return_k_alternatives"] = return_k_alternatives
+    if seed is not None:
+        kwargs["seed"] = seed
+    for name, flag in (
+        ("do_sample", do_sample),
+        ("ignore_eos_token", ignore_eos_token),
+        ("return_full_text", return_full_text),
+        ("watermark", watermark),
+        ("details", details),
+        ("decoder_input_details", decoder_input_details),
+    ):
+        if flag is not False and _flag(name, flag):
+            kwargs[name] = True
+    if stop_sequences is not None:
+        stop = _strings("stop_sequences", stop_sequences)
+        if stop:
+            kwargs["stop"] = stop
+    if merged_adapters is not None:
+        kwargs["merged_adapters"] = to_merged_adapters(merged_adapters)
+    if response_format is not None:
+        kwargs["response_format"] = to_response_format(response_format)
     return GenerateRequest(inputs=prompt, parameters=GenerateParameters(**kwargs))
 
 
