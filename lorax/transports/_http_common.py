@@ -36,6 +36,7 @@ import os
 import re
 import socket
 import ssl
+import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -686,6 +687,11 @@ def total_timeout(deadline: Deadline, *, sent: bool) -> errors.APITimeoutError:
     total = deadline.total
     message = f"the total timeout of {total:g} s ran out" if total is not None else "the total timeout ran out"
     return timeout_error(message, phase="total", request_sent=sent)
+
+
+def log_answer(log: logging.Logger, route: Route, status: int, started: float, kind: str = "") -> None:
+    """Log (debug) a call's status and the time since `started` (``time.perf_counter()``)."""
+    log.debug("%s %s -> %d%s in %.1f ms", route.method, route.url, status, kind, (time.perf_counter() - started) * 1000)
 
 
 def failed(log: logging.Logger, route: Route, error: errors.LoraxError) -> errors.LoraxError:

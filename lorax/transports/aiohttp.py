@@ -132,6 +132,28 @@ class _Slots:
         self.free += 1
 
 
+# Why a connector subclass, a context variable and a wrapped ``connection_lost``, and not
+# a public aiohttp API (checked against aiohttp 3.9-3.14):
+#
+# * The stale-connection retry must know whether an attempt got a pooled connection,
+#   and its second attempt must refuse pooled ones. aiohttp's public per-request hook
+#   is tracing (``TraceConfig.on_connection_reuseconn`` with ``trace_request_ctx``): it
+#   answers the first question but not the second (no request option makes the
+#   connector skip its pool; ``force_close`` is for the whole connector, and would
+#   cost every call a new connection), and it costs every request of the session a
+#   ``Trace`` and its signal coroutines (measured on the canned server: 330 -> 366
+#   Python calls per request). So ``_Connector.connect`` (aiohttp's documented
+#   ``BaseConnector.connect(req, traces, timeout)``) does both, and learns which attempt
+#   it serves from ``_ATTEMPT``: ``session.request`` runs ``connect`` in the calling
+#   task, so a context variable reaches it without any private attribute, and it is
+#   per task, so concurrent calls do not see each other's attempt.
+# * ``connection_lost`` (see :func:`_watch`): aiohttp offers no callback for "this
+#   connection is gone" (``Connection.add_callback`` runs on release, not on loss), and
+#   its own handling leaves a body reader waiting forever after a chunked framing error
+#   (``ResponseHandler.data_received`` gives the parse error to the protocol, not to the
+#   payload, and ``connection_lost`` drops the read timeout). The wrapper is set on
+#   protocols this transport created, once per connection; a ``__slots__`` protocol
+#   in a future aiohttp only loses the two fixes (the ``AttributeError`` branch).
 class _Attempt:
     """What happened to one request attempt (recorded by :class:`_Connector`)."""
 
@@ -310,9 +332,7 @@ class AsyncHTTPTransport(AsyncTransport):
             if slot is not None:
                 slot.release()
         if started is not None:
-            _log.debug(
-                "%s %s -> %d in %.1f ms", route.method, route.url, status, (time.perf_counter() - started) * 1000
-            )
+            common.log_answer(_log, route, status, started)
         message = common.decode_response(method, status, headers, data)
         return message, common.response_meta(status, headers, options.headers, self._own_secrets)
 
@@ -321,13 +341,7 @@ class AsyncHTTPTransport(AsyncTransport):
         try:
             status = resp.status
             if started is not None:
-                _log.debug(
-                    "%s %s -> %d (stream) in %.1f ms",
-                    route.method,
-                    route.url,
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                )
+                common.log_answer(_log, route, status, started, " (stream)")
             if not (200 <= status < 300 and common.is_event_stream(resp.headers)):
                 data = await self._error_body(resp, options, request)
                 secrets = self._secrets(options, request)
@@ -841,6 +855,32 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
             self._decoder.close()
             self._release(reuse=True)
             raise StopAsyncIteration
+
+    async def next_batch(self) -> list[Message]:
+        """Every message of the last read: the first through :meth:`__anext__` (which
+        reads, and handles the end, errors and ``[DONE]``), then the rest of the events
+        of that read, decoded in one loop. An event the fast decoder does not take (an
+        error event, ``[DONE]``, an odd one) is left for the next call's ``__anext__``.
+        """
+        out = [await self.__anext__()]
+        fast = self._fast
+        if fast is None:
+            return out
+        events = self._events
+        idx = self._idx
+        end = len(events)
+        while idx < end:
+            data = events[idx]
+            if data == DONE or b'"error"' in data:
+                break
+            try:
+                out.append(fast(data))
+            except msgspec.MsgspecError:
+                break
+            idx += 1
+        self._count += idx - self._idx
+        self._idx = idx
+        return out
 
     async def _after_done(self) -> None:
         # [DONE] is the last event and the end of the chunked body follows at once:

@@ -228,13 +228,7 @@ class HTTPTransport(Transport):
         resp, route, read, started = self._send(method, request, options)
         status = resp.status
         if started is not None:
-            _log.debug(
-                "%s %s -> %d (stream) in %.1f ms",
-                route.method,
-                route.url,
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
+            common.log_answer(_log, route, status, started, " (stream)")
         if not (200 <= status < 300 and common.is_event_stream(resp.headers)):
             try:
                 data = self._read_error_body(resp)
