@@ -53,6 +53,7 @@ import msgspec
 
 from lorax import codec, errors
 from lorax._message import Message
+from lorax._route import RESPONSE_BODY_JSON
 from lorax._routes import Method
 from lorax._sse import DONE, SSEDecoder
 from lorax.transports import _http_common as common
@@ -183,11 +184,13 @@ class _Connector(aiohttp.TCPConnector):
             return conn
         seen = self._lorax_seen
         proto = conn.protocol
-        while attempt.fresh and proto is not None and proto in seen:
+        # A protocol seen before carries the watch's `lorax_lost` (one attribute look-up
+        # per call; the WeakSet is asked only where the watch could not be set).
+        while attempt.fresh and proto is not None and (hasattr(proto, "lorax_lost") or proto in seen):
             conn.close()
             conn = await super().connect(req, traces, timeout)
             proto = conn.protocol
-        attempt.reused = proto is not None and proto in seen
+        attempt.reused = proto is not None and (hasattr(proto, "lorax_lost") or proto in seen)
         if proto is not None and not attempt.reused:
             seen.add(proto)
             _watch(proto)
@@ -333,7 +336,10 @@ class AsyncHTTPTransport(AsyncTransport):
                 slot.release()
         if started is not None:
             common.log_answer(_log, route, status, started)
-        message = common.decode_response(method, status, headers, data)
+        if method.response_body == RESPONSE_BODY_JSON:
+            message: Message = codec.decoder(method.output_type)(data)
+        else:
+            message = common.decode_response(method, status, headers, data)
         return message, common.response_meta(status, headers, options.headers, self._own_secrets)
 
     async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
@@ -569,7 +575,8 @@ class AsyncHTTPTransport(AsyncTransport):
         closes the connection).
         """
         limit = self._max_response_bytes
-        encoding = common.compressed(headers)
+        # aiohttp's headers are case-insensitive: one lookup says there is no encoding.
+        encoding = common.compressed(headers) if "content-encoding" in headers else None
         if encoding is not None:
             raise common.too_large(self._where, limit, encoding=encoding)
         length = common.declared_length(headers)
