@@ -268,18 +268,10 @@ class AsyncStream(_StreamBase[T]):
                 result: T = message
                 return result
             return self._check_final(message)
-        return await self._next_slow()
-
-    async def _next_slow(self) -> T:
-        if self._closed:
-            raise StopAsyncIteration
-        if self._inner is None:
-            await self._start()
-            return await self.__anext__()
-        if self._tracker.finished:
-            await self._drain()
-            raise StopAsyncIteration
+        if not self._open:  # not started, closed, or past the final event
+            return await self._next_slow()
         inner = self._inner
+        assert inner is not None
         self._count()
         try:
             batch = await inner.next_batch()
@@ -301,6 +293,18 @@ class AsyncStream(_StreamBase[T]):
         self._batch = batch
         self._pos = 1
         return self._check_final(batch[0])
+
+    async def _next_slow(self) -> T:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._inner is None:
+            await self._start()
+            return await self.__anext__()
+        if self._tracker.finished:
+            await self._drain()
+        else:  # not reached: a started stream is open until its end, close or final event
+            await self.aclose()
+        raise StopAsyncIteration
 
     def _attach(self, inner: AsyncMessageStream | None) -> None:
         # Reached only while the opening task runs; aclose() cancels that task, which

@@ -790,6 +790,8 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
         self._events: list[bytes] = []  # the data of the events of the last read
         self._idx = 0
+        self._ready: list[Message] = []  # what __anext__ decoded and has not handed out
+        self._ready_pos = 0
         self._fast = common.fast_decoder(method.output_type)
         self._count = 0
         self._options = options
@@ -799,37 +801,69 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._active = True
 
     async def __anext__(self) -> Message:
+        ready = self._ready
+        pos = self._ready_pos
+        if pos < len(ready) and not self._closing:
+            self._ready_pos = pos + 1
+            return ready[pos]
+        batch = await self.next_batch()
+        self._ready = batch
+        self._ready_pos = 1
+        return batch[0]
+
+    async def next_batch(self) -> list[Message]:
+        """Every message of the last read, decoded in one loop; at least one.
+
+        An event the fast decoder does not take (an error event, an odd one) is decoded
+        on its own and ends the batch when it is not the first: an error event raises
+        on the call after the messages before it were handed out. ``[DONE]`` ends the
+        stream (StopAsyncIteration) once what came before it was handed out.
+        """
+        pos = self._ready_pos
+        if pos < len(self._ready):  # what __anext__ decoded and did not hand out yet
+            out = self._ready[pos:]
+            self._ready = []
+            self._ready_pos = 0
+            if not self._closing:
+                return out
         while True:
             idx = self._idx
             events = self._events
-            if idx < len(events) and not self._closing:
-                self._idx = idx + 1
-                data = events[idx]
-                if data == DONE and self._done_marker:
-                    await self._after_done()
-                    raise StopAsyncIteration
+            end = len(events)
+            if idx < end and not self._closing:
+                out = []
                 fast = self._fast
-                message: Message
-                try:
-                    if fast is None or b'"error"' in data:
-                        message = self._decode(data)
-                    else:
+                while idx < end:
+                    data = events[idx]
+                    if fast is not None and b'"error"' not in data:
                         try:
-                            message = fast(data)
+                            out.append(fast(data))
+                            idx += 1
+                            continue
                         except msgspec.MsgspecError:
-                            message = self._decode(data)  # names what is wrong, or decodes the odd case
-                except errors.LoraxError as exc:
-                    # An error event (mapped to its class) or an event that does not
-                    # decode: the stream ends here, without reading on. The server's
-                    # text may quote the request: scrub its credentials.
-                    self._release(reuse=False)
-                    self._transport._secrets(self._options, self._request).scrub_error(exc)
-                    raise
-                except BaseException:
-                    self._release(reuse=False)
-                    raise
-                self._count += 1
-                return message
+                            pass  # [DONE], or an odd event: below
+                    if out:
+                        break  # decoded alone, by the next call
+                    idx += 1
+                    self._idx = idx
+                    if data == DONE and self._done_marker:
+                        await self._after_done()
+                        raise StopAsyncIteration
+                    try:
+                        out.append(self._decode(data))  # names what is wrong, or decodes the odd case
+                    except errors.LoraxError as exc:
+                        # An error event (mapped to its class) or an event that does not
+                        # decode: the stream ends here, without reading on. The server's
+                        # text may quote the request: scrub its credentials.
+                        self._release(reuse=False)
+                        self._transport._secrets(self._options, self._request).scrub_error(exc)
+                        raise
+                    except BaseException:
+                        self._release(reuse=False)
+                        raise
+                self._idx = idx
+                self._count += len(out)
+                return out
             failure = self._failure
             if failure is not None:
                 self._failure = None
@@ -862,32 +896,6 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
             self._decoder.close()
             self._release(reuse=True)
             raise StopAsyncIteration
-
-    async def next_batch(self) -> list[Message]:
-        """Every message of the last read: the first through :meth:`__anext__` (which
-        reads, and handles the end, errors and ``[DONE]``), then the rest of the events
-        of that read, decoded in one loop. An event the fast decoder does not take (an
-        error event, ``[DONE]``, an odd one) is left for the next call's ``__anext__``.
-        """
-        out = [await self.__anext__()]
-        fast = self._fast
-        if fast is None:
-            return out
-        events = self._events
-        idx = self._idx
-        end = len(events)
-        while idx < end:
-            data = events[idx]
-            if data == DONE or b'"error"' in data:
-                break
-            try:
-                out.append(fast(data))
-            except msgspec.MsgspecError:
-                break
-            idx += 1
-        self._count += idx - self._idx
-        self._idx = idx
-        return out
 
     async def _after_done(self) -> None:
         # [DONE] is the last event and the end of the chunked body follows at once:
