@@ -42,6 +42,11 @@ Attach = Callable[[MessageStream | None], None]
 AsyncAttach = Callable[[AsyncMessageStream | None], None]
 
 
+# The batch of a stream between reads: shared, never changed (a stream replaces its batch
+# and only reads it). One list less per stream and per read for the garbage collector.
+_NO_BATCH: list[Any] = []
+
+
 class _StreamBase(Generic[T]):
     """What Stream and AsyncStream share: the state, the end rules and the reporting."""
 
@@ -56,7 +61,7 @@ class _StreamBase(Generic[T]):
         # The per-token path reads messages from the transport's last batch (all it
         # decoded from one read). `_open` is False before the start, after the final
         # event and after close(), which sends every call down the slow path.
-        self._batch: list[Any] = []
+        self._batch: list[Any] = _NO_BATCH
         self._pos = 0
         self._open = False
         # The native routes' final event is the one with generated_text; checked
@@ -75,7 +80,7 @@ class _StreamBase(Generic[T]):
     def _count(self) -> None:
         # The tracker counts whole batches; the messages of this one are added here.
         self._tracker.count += self._pos
-        self._batch = []
+        self._batch = _NO_BATCH
         self._pos = 0
 
     def _dropped_late_event(self) -> None:
@@ -249,7 +254,9 @@ class AsyncStream(_StreamBase[T]):
 
     def __init__(self, opener: Callable[[AsyncAttach], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
         super().__init__(tracker)
-        self._opener = opener
+        # Dropped once used: the opener is a closure (the client, its request) that a
+        # stream open for minutes need not keep alive for the garbage collector to scan.
+        self._opener: Callable[[AsyncAttach], Awaitable[AsyncOpened]] | None = opener
         # The opening (attempts, backoff, first event) runs as a task of its own, so
         # that aclose() from another task can cancel it.
         self._opening: asyncio.Future[AsyncOpened] | None = None
@@ -315,7 +322,10 @@ class AsyncStream(_StreamBase[T]):
     async def _start(self) -> None:
         import asyncio
 
-        opening = self._opening = asyncio.ensure_future(self._opener(self._attach))
+        opener, self._opener = self._opener, None
+        if opener is None:  # a second start: the first failed and closed the stream
+            raise StopAsyncIteration
+        opening = self._opening = asyncio.ensure_future(opener(self._attach))
         try:
             inner, first = await opening
         except asyncio.CancelledError:

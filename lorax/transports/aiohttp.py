@@ -765,6 +765,11 @@ async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[byte
     return b"".join(parts), content.at_eof()
 
 
+# An empty batch shared by all streams (never changed: a stream replaces its lists and
+# only reads them), so that an idle stream holds two lists fewer for the collector.
+_NOTHING: list[Any] = []
+
+
 class _AsyncHTTPMessageStream(AsyncMessageStream):
     """The SSE stream of one call, decoded into messages."""
 
@@ -788,9 +793,9 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
         self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
-        self._events: list[bytes] = []  # the data of the events of the last read
+        self._events: list[bytes] = _NOTHING  # the data of the events of the last read
         self._idx = 0
-        self._ready: list[Message] = []  # what __anext__ decoded and has not handed out
+        self._ready: list[Message] = _NOTHING  # what __anext__ decoded and has not handed out
         self._ready_pos = 0
         self._fast = common.fast_decoder(method.output_type)
         self._count = 0
@@ -822,7 +827,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         pos = self._ready_pos
         if pos < len(self._ready):  # what __anext__ decoded and did not hand out yet
             out = self._ready[pos:]
-            self._ready = []
+            self._ready = _NOTHING
             self._ready_pos = 0
             if not self._closing:
                 return out
@@ -861,6 +866,9 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
                     except BaseException:
                         self._release(reuse=False)
                         raise
+                if idx == end:  # all handed out: an idle stream keeps no list
+                    self._events = _NOTHING
+                    idx = 0
                 self._idx = idx
                 self._count += len(out)
                 return out
@@ -900,7 +908,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
     async def _after_done(self) -> None:
         # [DONE] is the last event and the end of the chunked body follows at once:
         # read it (briefly, boundedly) so that the connection can be reused.
-        self._events = []
+        self._events = _NOTHING
         if not self._active:
             return
         content = self._content
