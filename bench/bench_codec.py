@@ -303,8 +303,7 @@ def local_contenders(resp: bytes) -> list[Contender]:
             lambda: to_json(T.GenerateRequest(inputs=PROMPT, parameters=T.GenerateParameters(**REQUEST_PARAMS))),
         ),
         Contender("unknown", "orjson.loads (floor)", lambda: loads(TOKEN_EVENT_UNKNOWN_KEY)),
-        # Its own decoder: after the first unknown key a decoder prunes every later body,
-        # which must not leak into the plain token row above.
+        # Its own decoder (msgspec skips the unknown key in C), apart from the token rows' cached one.
         Contender("unknown", "lorax.codec decoder (newer server)", lambda: unknown_decode(TOKEN_EVENT_UNKNOWN_KEY)),
     ]
     decoder = getattr(codec, "decoder", None)

@@ -83,6 +83,15 @@ class ChunkedDecoder:
         """Whether the whole body (last chunk and trailers) has been read."""
         return self._state == _DONE
 
+    @property
+    def at_chunk_start(self) -> bool:
+        """Whether the next byte fed starts a chunk-size line (nothing is buffered).
+
+        :class:`lorax._sse_chunked.ChunkedEventDecoder` frames whole chunks itself from
+        here, and hands the bytes back to :meth:`feed` whenever they are not that.
+        """
+        return self._state == _SIZE and not self._buf
+
     def feed(self, data: bytes) -> bytes:
         """Feed bytes as they arrive; return the body data they completed (maybe b"").
 
@@ -94,6 +103,9 @@ class ChunkedDecoder:
             ChunkedBodyError: a size that is not hexadecimal, a line too long, data
                 not followed by CRLF, or trailers over the limit.
         """
+        if data == b"0\r\n\r\n" and self._state == _SIZE and not self._buf:
+            self._state = _DONE  # the last chunk without trailers: how every stream ends
+            return b""
         if self._buf:
             data = self._buf + data
             self._buf = b""

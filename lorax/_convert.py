@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
 from lorax import errors
+from lorax._build import build_recursive, oneof_types, per_label, run_steps
 from lorax._message import (
     KIND_ENUM,
     KIND_MESSAGE,
@@ -124,12 +126,7 @@ _kwargs_builders: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
 def _to_kwargs(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
     build = _kwargs_builders.get(cls)
     if build is None:
-        # A message type that contains itself finds this trampoline while it is built.
-        def trampoline(message: Any) -> dict[str, Any]:
-            return _kwargs_builders[cls](message)
-
-        _kwargs_builders[cls] = trampoline
-        build = _kwargs_builders[cls] = _build_to_kwargs(cls)
+        build = build_recursive(_kwargs_builders, cls, _build_to_kwargs)
     return build
 
 
@@ -176,49 +173,18 @@ def _value_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
 def _container_to(spec: FieldSpec) -> Callable[[Any], Any] | None:
     if spec.kind == KIND_ONEOF:
         return None  # handled by the caller, which needs the member's name
-    conv = _value_to(spec)
-    if conv is None:
-        return None
-    if spec.label == "list":
-        return lambda value: [conv(v) for v in value]
-    if spec.label == "map":
-        return lambda value: {k: conv(v) for k, v in value.items()}
-    return conv
+    return per_label(spec, _value_to(spec))
 
 
 def _member_for(spec: FieldSpec, value: Any) -> FieldSpec:
-    for member in spec.members:
-        if member.kind == KIND_MESSAGE:
-            target = _BY_SHORT[member.target]
-            if member.unwrap:
-                (only,) = target.__lorax_fields__
-                if only.kind == KIND_ONEOF:
-                    continue
-                if isinstance(value, dict if only.label == "map" else list):
-                    return member
-            elif isinstance(value, target):
-                return member
-        elif (
-            (member.kind in ("string", "open_enum", KIND_ENUM) and isinstance(value, str))
-            or (member.kind == "bool" and isinstance(value, bool))
-            or (member.kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool))
-        ):
+    for typ, member in oneof_types(spec, _BY_SHORT.__getitem__):
+        if isinstance(value, typ):
             return member
     raise errors.InvalidRequestError(f"{spec.name}: a {type(value).__name__} fits none of its kinds")
 
 
 def _build_to_kwargs(cls: type[Message]) -> Callable[[Any], dict[str, Any]]:
-    steps: list[Callable[[Any, dict[str, Any]], None]] = []
-    for spec in cls.__lorax_fields__:
-        steps.append(_to_step(spec))
-
-    def build(message: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for step in steps:
-            step(message, out)
-        return out
-
-    return build
+    return run_steps([_to_step(spec) for spec in cls.__lorax_fields__])
 
 
 def _to_step(spec: FieldSpec) -> Callable[[Any, dict[str, Any]], None]:
@@ -265,12 +231,7 @@ _from_builders: dict[type[Any], Callable[[Any], Any]] = {}
 def _from(cls: type[Message]) -> Callable[[Any], Any]:
     build = _from_builders.get(cls)
     if build is None:
-
-        def trampoline(message: Any) -> Any:
-            return _from_builders[cls](message)
-
-        _from_builders[cls] = trampoline
-        build = _from_builders[cls] = _build_from(cls)
+        build = build_recursive(_from_builders, cls, _build_from)
     return build
 
 
@@ -382,7 +343,18 @@ def from_binary(cls: type[Message], data: bytes) -> Any:
         build = _from(cls)
 
         def decode(data: bytes) -> Any:
-            return build(parse(data))
+            try:
+                message = parse(data)
+            except UnicodeDecodeError as exc:
+                raise not_utf8(exc) from None
+            return build(message)
 
         _binary_decoders[cls] = decode
     return decode(data)
+
+
+def not_utf8(exc: UnicodeDecodeError) -> DecodeError:
+    """The DecodeError that upb raises for a string field that is not UTF-8, in place of
+    the UnicodeDecodeError that protobuf's pure-Python implementation raises (protobuf 3.x
+    runs it where it has no C extension, e.g. 3.20 on Python 3.11)."""
+    return DecodeError(f"a string field is not UTF-8: {exc.reason}")

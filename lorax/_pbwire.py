@@ -24,7 +24,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from lorax import _convert
-from lorax._message import KIND_ENUM, KIND_MESSAGE, KIND_OPEN_ENUM, KIND_RAW, Message, WireEnum
+from lorax._build import build_once
+from lorax._message import KIND_ENUM, KIND_MESSAGE, KIND_OPEN_ENUM, KIND_RAW, FieldSpec, Message, WireEnum
 from lorax.v1 import messages as _messages
 
 __all__ = ["encoder", "frame_message", "to_binary"]
@@ -70,18 +71,14 @@ _encoders: dict[type[Any], Callable[[Any], bytes] | None] = {}
 
 def encoder(cls: type[Message]) -> Callable[[Any], bytes] | None:
     """The direct encoder of `cls`, or None when the class needs the upb path."""
-    if cls in _encoders:
-        return _encoders[cls]
     # A class that contains itself finds None while it is built: the upb path.
-    _encoders[cls] = None
-    built = _build(cls)
-    _encoders[cls] = built
-    return built
+    return _encoders[cls] if cls in _encoders else build_once(_encoders, cls, _build, None)
 
 
-def _build(cls: type[Message]) -> Callable[[Any], bytes] | None:
-    """Compile the encoder of `cls` from generated Python source (one straight-line
-    function per class: no per-field calls, which cost more than the encoding itself)."""
+def _proto_fields(cls: type[Message]) -> list[tuple[FieldSpec, Any]] | None:
+    """Each field of `cls` with its upb field; None when one is free-form JSON, a map,
+    unwrapped, or not a field of the upb class (a oneof, or a name that differs from
+    the proto's): such classes take the general path."""
     descriptor = _convert.proto_class(cls).DESCRIPTOR
     fields = []
     for spec in cls.__lorax_fields__:
@@ -89,9 +86,18 @@ def _build(cls: type[Message]) -> Callable[[Any], bytes] | None:
             return None
         fd = descriptor.fields_by_name.get(spec.name)
         if fd is None:
-            return None  # a oneof, or a name that differs from the proto's
-        fields.append((fd.number, spec, fd))
-    fields.sort(key=lambda f: f[0])
+            return None
+        fields.append((spec, fd))
+    return fields
+
+
+def _build(cls: type[Message]) -> Callable[[Any], bytes] | None:
+    """Compile the encoder of `cls` from generated Python source (one straight-line
+    function per class: no per-field calls, which cost more than the encoding itself)."""
+    found = _proto_fields(cls)
+    if found is None:
+        return None
+    fields = sorted(((fd.number, spec, fd) for spec, fd in found), key=lambda f: f[0])
     env: dict[str, Any] = {
         "_Fallback": _Fallback,
         "_varint": _varint,
@@ -249,26 +255,18 @@ _builders: dict[type[Any], Callable[[Any], Any] | None] = {}
 
 
 def _builder(cls: type[Message]) -> Callable[[Any], Any] | None:
-    if cls in _builders:
-        return _builders[cls]
-    _builders[cls] = None
-    built = _build_from(cls)
-    _builders[cls] = built
-    return built
+    return _builders[cls] if cls in _builders else build_once(_builders, cls, _build_from, None)
 
 
 def _build_from(cls: type[Message]) -> Callable[[Any], Any] | None:
     if cls.__lorax_request__:
         return None
-    descriptor = _convert.proto_class(cls).DESCRIPTOR
+    found = _proto_fields(cls)
+    if found is None:
+        return None
     env: dict[str, Any] = {"C": cls, "list": list}
     args = []
-    for spec in cls.__lorax_fields__:
-        if spec.kind == KIND_RAW or spec.label == "map" or spec.unwrap:
-            return None
-        fd = descriptor.fields_by_name.get(spec.name)
-        if fd is None:
-            return None
+    for spec, fd in found:
         name = spec.name
         if spec.kind == KIND_MESSAGE:
             inner = _builder(_convert._BY_SHORT[spec.target])
@@ -284,19 +282,9 @@ def _build_from(cls: type[Message]) -> Callable[[Any], Any] | None:
                 return None
             enum_cls = getattr(_messages, spec.target)
             env[f"N_{name}"] = {n: enum_cls(w) for n, w in _convert._enum_maps(spec.target)[1].items()}
-            if spec.label == "list":
-                expr = f"[N_{name}.get(x) for x in p.{name}]"
-            elif spec.presence:
-                expr = f'(N_{name}.get(p.{name}) if p.HasField("{name}") else None)'
-            else:
-                expr = f"N_{name}.get(p.{name})"
+            expr = _read_source(spec, f"N_{name}.get({{}})")
         elif spec.kind in ("int", "float", "bool", "string", KIND_OPEN_ENUM) and fd.type != _T.TYPE_ENUM:
-            if spec.label == "list":
-                expr = f"list(p.{name})"
-            elif spec.presence:
-                expr = f'(p.{name} if p.HasField("{name}") else None)'
-            else:
-                expr = f"p.{name}"
+            expr = _read_source(spec, "{}")
         else:
             return None
         args.append(f"{name}={expr}")
@@ -323,7 +311,21 @@ def from_binary(cls: type[Message], data: bytes) -> Any:
         from_string = _convert.proto_class(cls).FromString
 
         def parse(data: bytes) -> Any:
-            return build(from_string(data))
+            try:
+                message = from_string(data)
+            except UnicodeDecodeError as exc:
+                raise _convert.not_utf8(exc) from None
+            return build(message)
 
         _parsers[cls] = parse
     return parse(data)
+
+
+def _read_source(spec: Any, item: str) -> str:
+    """Source reading scalar field `spec` of the upb message ``p``; `item` is the source
+    of one value with ``{}`` for it."""
+    name = spec.name
+    if spec.label == "list":
+        return f"list(p.{name})" if item == "{}" else f"[{item.format('x')} for x in p.{name}]"
+    value = item.format(f"p.{name}")
+    return f'({value} if p.HasField("{name}") else None)' if spec.presence else value

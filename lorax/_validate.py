@@ -9,7 +9,7 @@ or ``adapter_source`` (router/src/server.rs copies them into response headers wi
 parse (router/src/lib.rs ``MergedAdapters`` ``unwrap()``s the conversion).
 
 The generated code calls :func:`check` only when a field's fast type test failed, so
-the common case costs one comparison per field.
+the common case costs one comparison per field (an unset field) or two or three (a set one).
 """
 
 from __future__ import annotations
@@ -255,6 +255,15 @@ def _fast_ok(item: Checker, value: Any) -> bool:
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# Strings that passed `header_safe`: a request's adapter id is checked by one set lookup
+# (a str caches its hash), not by a scan of its characters each time. Bounded (an internal
+# memo, not a limit on requests): at most 1024 strings of at most 512 characters are
+# remembered; others are still checked, every time.
+SAFE_HEADER_VALUES: set[str] = set()
+_SAFE_HEADER_LIMIT = 1024
+_SAFE_HEADER_MAX_LEN = 512
+
+
 def header_safe(name: str, value: str | None) -> None:
     """Refuse control characters LoRAX would put into a response header (and crash on)."""
     if value is None or value.isprintable():  # the common case, in C (a per-char loop cost 2.7 µs)
@@ -267,11 +276,13 @@ def header_safe(name: str, value: str | None) -> None:
         )
 
 
-def check_GenerateParameters(params: Any) -> None:
-    header_safe("adapter_id", params.adapter_id)
-    header_safe("adapter_source", params.adapter_source)
+def _header(name: str, value: Any) -> str:
+    """A string LoRAX can copy into a response header (``adapter_id``, ``adapter_source``)."""
+    text = _str(name, value)
+    header_safe(name, text)
+    if len(text) <= _SAFE_HEADER_MAX_LEN and len(SAFE_HEADER_VALUES) < _SAFE_HEADER_LIMIT:
+        SAFE_HEADER_VALUES.add(text)
+    return text
 
 
-def check_EmbedParameters(params: Any) -> None:
-    header_safe("adapter_id", params.adapter_id)
-    header_safe("adapter_source", params.adapter_source)
+HEADER: Checker = _header

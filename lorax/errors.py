@@ -111,6 +111,16 @@ __all__ = [
 MAX_BODY_CHARS = 4096
 
 
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    """The request or trace id a proxy or gateway in front of LoRAX put in `headers`
+    (lower-case names), if any; shared with ResponseMeta (lorax/transports/base.py)."""
+    for name in ("x-request-id", "x-b3-traceid", "x-amzn-requestid", "request-id"):
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
 class LoraxError(Exception):
     """Base class of every exception raised by lorax.
 
@@ -156,11 +166,7 @@ class LoraxError(Exception):
     @property
     def request_id(self) -> str | None:
         """A request or trace id from the response headers, when a proxy set one."""
-        for name in ("x-request-id", "x-b3-traceid", "x-amzn-requestid", "request-id"):
-            value = self.headers.get(name)
-            if value:
-                return value
-        return None
+        return _request_id(self.headers)
 
     @property
     def retry_after(self) -> str | None:

@@ -321,6 +321,50 @@ def test_valid_edges_are_not_refused() -> None:
     assert T.ChatCompletionRequest(model="", messages=[], temperature=0, top_p=1.0).temperature == 0.0
 
 
+def test_adapter_id_checks_remember_only_safe_strings() -> None:
+    """The header check remembers strings that passed it; an unsafe one is refused every time."""
+    from lorax import _params, _validate
+
+    bad = "org/adapter\nx"
+    for _ in range(2):
+        with pytest.raises(errors.InvalidRequestError, match=r"^adapter_id contains the control character '\\n'"):
+            T.GenerateParameters(adapter_id=bad)
+        with pytest.raises(errors.InvalidRequestError, match=r"^adapter_source contains the control character"):
+            T.EmbedParameters(adapter_source=bad)
+        with pytest.raises(errors.InvalidRequestError, match=r"^adapter_id contains the control character"):
+            _params.generate("x", adapter_id=bad)
+    assert bad not in _validate.SAFE_HEADER_VALUES
+    good = "org/adapter-remembered"
+    assert T.GenerateParameters(adapter_id=good).adapter_id == good
+    assert good in _validate.SAFE_HEADER_VALUES
+    assert T.GenerateParameters(adapter_source=good).adapter_source == good
+
+    class Text(str):
+        pass
+
+    # Equal to a remembered string, but not a plain str: still normalised to one.
+    assert type(T.GenerateParameters(adapter_id=Text(good)).adapter_id) is str
+    with pytest.raises(errors.InvalidRequestError, match=r"^adapter_id must be a string, not int"):
+        T.GenerateParameters(adapter_id=5)
+    long = "a" * 600  # checked, not remembered
+    assert T.GenerateParameters(adapter_id=long).adapter_id == long
+    assert long not in _validate.SAFE_HEADER_VALUES
+
+
+def test_list_items_are_checked_in_every_request_list() -> None:
+    with pytest.raises(errors.InvalidRequestError, match=r"^stop\[1\] must be a string, not int"):
+        T.GenerateParameters(stop=["a", 1])
+    with pytest.raises(errors.InvalidRequestError, match=r"^weights\[0\]=nan is not a finite number"):
+        T.MergedAdapters(ids=["a"], weights=[math.nan])
+    with pytest.raises(errors.InvalidRequestError, match=r"^inputs\[0\] must be a string, not bytes"):
+        T.ClassifyBatchRequest(inputs=[b"x"])
+    # Tuples and ints in a float list are normalised to what LoRAX is sent.
+    merged = T.MergedAdapters(ids=("a", "b"), weights=[1, 0.5])
+    assert merged.ids == ["a", "b"]
+    assert type(merged.ids) is list
+    assert [type(w) for w in merged.weights] == [float, float]
+
+
 def test_nested_dicts_are_checked_too() -> None:
     with pytest.raises(errors.InvalidRequestError, match=r"^merge_strategy='bogus'"):
         T.GenerateRequest(inputs="x", parameters={"merged_adapters": {"ids": ["a"], "merge_strategy": "bogus"}})

@@ -1009,6 +1009,18 @@ def test_error_event_is_not_swallowed_by_unknown_key_tolerance() -> None:
         dec(T.StreamResponse, b'{"error":"no type"}')
 
 
+def test_error_body_laid_out_otherwise_raises() -> None:
+    """The decoder reads an error body as the class's empty message, then looks again: any layout raises."""
+    with pytest.raises(errors.GenerationError) as info:
+        dec(T.StreamResponse, b'{ "error_type": "generation",\n  "error": "Request failed during generation: x" }')
+    assert info.value.message == "Request failed during generation: x"
+    with pytest.raises(errors.OverloadedError):
+        dec(T.GenerateResponse, '{"error_type":"overloaded","error":"Model is overloaded"}')
+    # An empty but legal message still decodes (through the same second look).
+    assert dec(T.StreamResponse, b"{}") == T.StreamResponse()
+    assert dec(T.StreamResponse, b'{"token":null,"generated_text":null,"details":null}') == T.StreamResponse()
+
+
 def test_openai_shaped_error_object_raises() -> None:
     with pytest.raises(errors.ValidationError) as info:
         dec(T.ChatCompletionStreamResponse, b'{"error":{"message":"bad","type":"validation"}}')

@@ -2,8 +2,8 @@
 
     python tools/gen_proto.py           # rewrite lorax/v1/*_pb2.py(i) and the descriptor set
     python tools/gen_proto.py --check   # fail when the committed files differ from a fresh run,
-                                        # or when pyproject's protobuf floor differs from the
-                                        # one tox's `floor` env tests
+                                        # or when pyproject's protobuf or msgspec floor differs
+                                        # from the one tox's `floor` env tests (or CI skips it)
 
 The generated code is committed so that `pip install -e .` needs no build step; this
 script is the only way it is written. The .proto files themselves are not copied: the
@@ -105,21 +105,33 @@ def gencode_version(folder: Path) -> str:
     return versions.pop()
 
 
-def tox_protobuf_floor() -> str:
-    """The protobuf that tox.ini's `floor` env pins."""
+# The dependencies whose oldest admitted version tox's `floor` env pins and tests.
+FLOOR_PACKAGES = ("protobuf", "msgspec")
+
+
+def tox_floor(package: str) -> str:
+    """The version of `package` that tox.ini's `floor` env pins."""
     text = (ROOT / "tox.ini").read_text()
     section = text.split("[testenv:floor]", 1)[-1].split("\n[", 1)[0]
-    match = re.search(r"^\s*protobuf==(\S+)", section, re.M)
+    match = re.search(rf"^\s*{package}==(\S+)", section, re.M)
     if match is None:
-        raise SystemExit("tox.ini: no protobuf==... pin in [testenv:floor]")
+        raise SystemExit(f"tox.ini: no {package}==... pin in [testenv:floor]")
     return match.group(1)
 
 
-def pyproject_protobuf_floor() -> str:
+def tox_runs_floor() -> bool:
+    """Whether tox.ini's env_list (what CI runs) holds the `floor` env."""
+    text = (ROOT / "tox.ini").read_text()
+    match = re.search(r"^env_list\s*=\s*(.*)$", text, re.M)
+    return match is not None and "floor" in re.split(r"[\s,]+", match.group(1))
+
+
+def pyproject_floor(package: str) -> str:
+    """The oldest version of `package` that pyproject.toml admits."""
     text = (ROOT / "pyproject.toml").read_text()
-    match = re.search(r'"protobuf>=([0-9][^,"]*)', text)
+    match = re.search(rf'"{package}>=([0-9][^,"]*)', text)
     if match is None:
-        raise SystemExit("pyproject.toml: no 'protobuf>=' requirement")
+        raise SystemExit(f"pyproject.toml: no '{package}>=' requirement")
     return match.group(1)
 
 
@@ -137,10 +149,13 @@ def check() -> int:
             elif not filecmp.cmp(fresh / name, OUT_PACKAGE / name, shallow=False):
                 problems.append(f"differs from a fresh generation: lorax/v1/{name}")
         stamped = gencode_version(fresh)
-    floor = pyproject_protobuf_floor()
-    tested = tox_protobuf_floor()
-    if floor != tested:
-        problems.append(f"pyproject requires protobuf>={floor} but tox's floor env tests protobuf=={tested}")
+    for package in FLOOR_PACKAGES:
+        floor = pyproject_floor(package)
+        tested = tox_floor(package)
+        if floor != tested:
+            problems.append(f"pyproject requires {package}>={floor} but tox's floor env tests {package}=={tested}")
+    if not tox_runs_floor():
+        problems.append("tox.ini: env_list lacks `floor`, so CI does not test the oldest runtimes pyproject admits")
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

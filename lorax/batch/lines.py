@@ -41,7 +41,7 @@ from lorax import _params
 from lorax import _routes as routes
 from lorax._message import Message
 from lorax._redact import REDACTED
-from lorax.codec import to_json
+from lorax.codec import _type_name, to_json
 from lorax.errors import LoraxError
 
 __all__ = [
@@ -144,18 +144,6 @@ def _is_id(value: Any) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
 def _close_match(name: str, choices: frozenset[str] | tuple[str, ...]) -> str | None:
     close = difflib.get_close_matches(name, sorted(choices), n=1)
     return close[0] if close else None
@@ -203,13 +191,13 @@ def parse_line(raw: bytes, line: int) -> Request | InvalidLine | None:
     except orjson.JSONDecodeError as exc:
         return InvalidLine(line, fallback, f"line {line}: not valid JSON: {exc}")
     if not isinstance(obj, dict):
-        return InvalidLine(line, fallback, f"line {line}: expected a JSON object, got {_json_type(obj)}")
+        return InvalidLine(line, fallback, f"line {line}: expected a JSON object, got {_type_name(obj)}")
     ident: str | int = fallback
     if "id" in obj:
         ident = obj["id"]
         if not _is_id(ident):
             return InvalidLine(
-                line, fallback, f"line {line}: id must be a string or an integer, not {_json_type(ident)}"
+                line, fallback, f"line {line}: id must be a string or an integer, not {_type_name(ident)}"
             )
         if isinstance(ident, str) and _AUTO_ID.fullmatch(ident):
             return InvalidLine(

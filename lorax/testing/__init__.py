@@ -15,8 +15,9 @@ every run of every project where lorax-client is installed, and the server's mod
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lorax._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from lorax.testing._config import CRASH_ABORT, CRASH_HTTP_500, ServerConfig
@@ -56,13 +57,7 @@ _SOURCES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{source}"), name)
-    globals()[name] = value  # once: later lookups do not come back here
-    return value
+__getattr__ = lazy_getattr(globals(), {name: f"{__name__}.{source}" for name, source in _SOURCES.items()})
 
 
 def __dir__() -> list[str]:

@@ -91,16 +91,16 @@ class LoraxServer:
         self.metrics = Metrics()
         self.engine = Engine(config, self.metrics, self.stats)
         self._routes: dict[str, dict[str, Handler]] = {
-            "/": {"GET": self._health, "POST": self._compat_generate},
-            "/invocations": {"POST": self._compat_generate},
-            "/generate": {"POST": self._generate},
-            "/generate_stream": {"POST": self._generate_stream},
-            "/v1/completions": {"POST": self._completions},
-            "/v1/chat/completions": {"POST": self._chat},
-            "/embed": {"POST": self._embed},
-            "/v1/embeddings": {"POST": self._v1_embeddings},
-            "/classify": {"POST": self._classify},
-            "/classify_batch": {"POST": self._classify_batch},
+            "/": {"GET": self._health, "POST": self._admitting(sc.COMPAT_GENERATE_REQUEST, self._compat_generate)},
+            "/invocations": {"POST": self._admitting(sc.COMPAT_GENERATE_REQUEST, self._compat_generate)},
+            "/generate": {"POST": self._admitting(sc.GENERATE_REQUEST, self._generate)},
+            "/generate_stream": {"POST": self._admitting(sc.GENERATE_REQUEST, self._generate_stream)},
+            "/v1/completions": {"POST": self._admitting(sc.COMPLETION_REQUEST, self._completions)},
+            "/v1/chat/completions": {"POST": self._admitting(sc.CHAT_COMPLETION_REQUEST, self._chat)},
+            "/embed": {"POST": self._admitting(sc.EMBED_REQUEST, self._embed, counted=True)},
+            "/v1/embeddings": {"POST": self._admitting(sc.COMPAT_EMBED_REQUEST, self._v1_embeddings, counted=True)},
+            "/classify": {"POST": self._admitting(sc.CLASSIFY_REQUEST, self._classify, counted=True)},
+            "/classify_batch": {"POST": self._admitting(sc.BATCH_CLASSIFY_REQUEST, self._classify_batch, counted=True)},
             "/tokenize": {"POST": self._tokenize},
             "/health": {"GET": self._health},
             "/ping": {"GET": self._health},
@@ -252,39 +252,43 @@ class LoraxServer:
             await resp.write_eof()
         return resp
 
+    def _admitting(
+        self,
+        schema: Any,
+        handler: Callable[[web.Request, FaultSpec, Any], Awaitable[web.StreamResponse]],
+        *,
+        counted: bool = False,
+    ) -> Handler:
+        """`handler`, called with the request's faults and its body checked against
+        `schema`, unless a fault acting before LoRAX or a rejected body answers first.
+        `counted` routes count into ``lorax_request_count`` once admitted."""
+
+        async def admit(request: web.Request, body: bytes) -> web.StreamResponse:
+            faults = await self._faults_or_response(request)
+            if isinstance(faults, web.StreamResponse):
+                return faults
+            try:
+                req = ex.extract_json(schema, body)
+            except ex.Rejection as rej:
+                return _rejection(rej)
+            if counted:
+                self.metrics.increment("lorax_request_count")
+            return await handler(request, faults, req)
+
+        return admit
+
     def _job(self, request: web.Request, inputs: str, params: dict[str, Any], **kw: Any) -> GenJob:
         return GenJob(inputs=inputs, params=params, authorization=request.headers.get("Authorization"), **kw)
 
-    async def _generate(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        faults = await self._faults_or_response(request)
-        if isinstance(faults, web.StreamResponse):
-            return faults
-        try:
-            req = ex.extract_json(sc.GENERATE_REQUEST, body)
-        except ex.Rejection as rej:
-            return _rejection(rej)
+    async def _generate(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         job = self._job(request, req["inputs"], req["parameters"])
         return await self._run_generate(request, job, faults, codec.to_json)
 
-    async def _generate_stream(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        faults = await self._faults_or_response(request)
-        if isinstance(faults, web.StreamResponse):
-            return faults
-        try:
-            req = ex.extract_json(sc.GENERATE_REQUEST, body)
-        except ex.Rejection as rej:
-            return _rejection(rej)
+    async def _generate_stream(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         job = self._job(request, req["inputs"], req["parameters"])
         return await self._run_stream(request, job, faults, render_stream_response, False)
 
-    async def _compat_generate(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        faults = await self._faults_or_response(request)
-        if isinstance(faults, web.StreamResponse):
-            return faults
-        try:
-            req = ex.extract_json(sc.COMPAT_GENERATE_REQUEST, body)
-        except ex.Rejection as rej:
-            return _rejection(rej)
+    async def _compat_generate(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         params = req["parameters"]
         if params["return_full_text"] is None:
             params["return_full_text"] = self.config.compat_return_full_text
@@ -293,28 +297,14 @@ class LoraxServer:
             return await self._run_stream(request, job, faults, render_stream_response, False)
         return await self._run_generate(request, job, faults, lambda r: b"[" + codec.to_json(r) + b"]")
 
-    async def _completions(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        faults = await self._faults_or_response(request)
-        if isinstance(faults, web.StreamResponse):
-            return faults
-        try:
-            req = ex.extract_json(sc.COMPLETION_REQUEST, body)
-        except ex.Rejection as rej:
-            return _rejection(rej)
+    async def _completions(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         params, stream = oa.completion_to_generate(req, self.config)
         job = self._job(request, req["prompt"], params)
         if stream:
             return await self._run_stream(request, job, faults, oa.completion_stream_event, True)
         return await self._run_generate(request, job, faults, oa.completion_response)
 
-    async def _chat(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        faults = await self._faults_or_response(request)
-        if isinstance(faults, web.StreamResponse):
-            return faults
-        try:
-            req = ex.extract_json(sc.CHAT_COMPLETION_REQUEST, body)
-        except ex.Rejection as rej:
-            return _rejection(rej)
+    async def _chat(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         try:
             prompt, params, stream, plan = oa.chat_to_generate(req, self.config)
         except InferError as exc:
@@ -334,19 +324,6 @@ class LoraxServer:
             return self._error(exc)
 
     # -- embeddings, classification, tokenization
-
-    async def _inference_prelude(
-        self, request: web.Request, body: bytes, schema: Any
-    ) -> tuple[FaultSpec, Any] | web.StreamResponse:
-        faults = await self._faults_or_response(request)
-        if isinstance(faults, web.StreamResponse):
-            return faults
-        try:
-            req = ex.extract_json(schema, body)
-        except ex.Rejection as rej:
-            return _rejection(rej)
-        self.metrics.increment("lorax_request_count")
-        return faults, req
 
     def _embed_one(self, text: str, params: dict[str, Any] | None) -> list[float]:
         validate_input(self.config, self.engine.tokenizer, text, True, 1)
@@ -383,11 +360,7 @@ class LoraxServer:
         finally:
             self.engine.release()
 
-    async def _embed(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        got = await self._inference_prelude(request, body, sc.EMBED_REQUEST)
-        if isinstance(got, web.StreamResponse):
-            return got
-        faults, req = got
+    async def _embed(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
 
         def work() -> web.StreamResponse:
             vector = self._embed_one(req["inputs"], req["parameters"])
@@ -395,11 +368,7 @@ class LoraxServer:
 
         return await self._with_permit(request, faults, work)
 
-    async def _v1_embeddings(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        got = await self._inference_prelude(request, body, sc.COMPAT_EMBED_REQUEST)
-        if isinstance(got, web.StreamResponse):
-            return got
-        faults, req = got
+    async def _v1_embeddings(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         inputs = req["input"]
 
         def work() -> web.StreamResponse:
@@ -418,11 +387,7 @@ class LoraxServer:
         validate_input(self.config, self.engine.tokenizer, text, True, 1)
         return [Entity(**e) for e in self.engine.model.classify(text)]
 
-    async def _classify(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        got = await self._inference_prelude(request, body, sc.CLASSIFY_REQUEST)
-        if isinstance(got, web.StreamResponse):
-            return got
-        faults, req = got
+    async def _classify(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         start = time.monotonic()
 
         def work() -> web.StreamResponse:
@@ -431,11 +396,7 @@ class LoraxServer:
 
         return await self._with_permit(request, faults, work)
 
-    async def _classify_batch(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        got = await self._inference_prelude(request, body, sc.BATCH_CLASSIFY_REQUEST)
-        if isinstance(got, web.StreamResponse):
-            return got
-        faults, req = got
+    async def _classify_batch(self, request: web.Request, faults: FaultSpec, req: Any) -> web.StreamResponse:
         start = time.monotonic()
 
         def work() -> web.StreamResponse:

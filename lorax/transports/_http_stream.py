@@ -7,12 +7,9 @@ closing, timeouts and the connection's return to the pool).
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from types import GeneratorType
 from typing import TYPE_CHECKING
 
-import msgspec
 from urllib3.exceptions import (
     DecodeError,
     ReadTimeoutError,
@@ -23,11 +20,11 @@ from urllib3.response import BaseHTTPResponse
 from lorax import codec, errors
 from lorax._message import Message
 from lorax._routes import Method
-from lorax._sse import DONE, SSEDecoder
+from lorax._sse import DONE
 from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
 from lorax.transports._urllib3_conn import (
-    _body_chunks,
+    _EventBatches,
     _finish,
     _socket,
     _TrackedHTTPConnection,
@@ -64,9 +61,8 @@ class _HTTPMessageStream(MessageStream):
         self._decode = codec.decoder(method.output_type)
         self._fast = common.fast_decoder(method.output_type)
         self._done_marker = method.done_marker
-        self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
-        self._chunks = _body_chunks(resp)
-        self._next_chunk = self._chunks.__next__
+        self._batches = _EventBatches(resp, max_event_bytes=transport._max_response_bytes)
+        self._next_batch = self._batches.__next__
         self._batch: list[Message] = []
         self._pos = 0
         self._failed: BaseException | None = None
@@ -103,10 +99,13 @@ class _HTTPMessageStream(MessageStream):
     def _fill(self) -> list[Message]:
         """The messages of the next read(s), at least one; StopIteration at the end.
 
-        The hot path, one loop per read: the de-chunked bytes of everything that has
-        arrived are split into events' data (no event objects) and each is decoded
-        straight into its message. An error event (or one that does not decode) after
-        some messages ends the batch; it is raised by the next call.
+        The hot path, one pass per read: :class:`~lorax._sse_chunked.ChunkedEventDecoder`
+        turns the bytes of everything that has arrived into the events' data (no event
+        objects, no Python step per event), and ``map`` decodes them into messages, in
+        C. A batch that may hold an error event, ``[DONE]`` or an event the direct
+        decoder refuses takes the per-event loop instead. An error event (or one that
+        does not decode) after some messages ends the batch; it is raised by the next
+        call.
         """
         error = self._failed
         if error is not None:
@@ -114,9 +113,10 @@ class _HTTPMessageStream(MessageStream):
             raise error
         if self._ended:
             raise StopIteration
-        decode = self._decode
-        feed = self._decoder.feed_data
+        next_batch = self._next_batch
         lock = self._lock
+        fast = self._fast
+        done_marker = self._done_marker
         while True:
             lock.acquire()
             try:
@@ -125,10 +125,9 @@ class _HTTPMessageStream(MessageStream):
                     raise StopIteration
                 if self._deadline is not None and self._sock is not None:
                     self._sock.settimeout(self._deadline.cap(self._read))
-                datas = feed(self._next_chunk())
+                datas = next_batch()
             except StopIteration:
-                # The end of the body: urllib3 has returned the connection to the pool.
-                self._decoder.close()
+                # The end of the body: the connection is back in the pool.
                 self._release()
                 raise
             except BaseException as exc:
@@ -143,37 +142,53 @@ class _HTTPMessageStream(MessageStream):
                 lock.release()
             if not datas:
                 continue
-            out: list[Message] = []
-            fast = self._fast
-            try:
-                for data in datas:
-                    if data == DONE and self._done_marker:
-                        self._ended = True
-                        self._after_done()
-                        break
-                    if fast is None or b'"error"' in data:
-                        out.append(decode(data))
-                        continue
-                    try:
-                        out.append(fast(data))
-                    except msgspec.MsgspecError:
-                        out.append(decode(data))  # names what is wrong, or decodes the odd case
-            except BaseException as exc:
-                # An error event (the server's error, mapped), or an event that does
-                # not decode: the stream ends here, without reading on. The server's
-                # text may quote the request: scrub its credentials.
-                self._ended = True
-                self._abandon()
-                if isinstance(exc, errors.LoraxError):
-                    self._transport._secrets(*self._call).scrub_error(exc)
-                if not out or not isinstance(exc, Exception):
-                    raise
-                self._failed = exc
+            # One substring search over the batch stands for the per-event check of
+            # the loop below (a false alarm only costs the loop).
+            if fast is not None and not (done_marker and DONE in datas) and b'"error"' not in b"".join(datas):
+                try:
+                    out: list[Message] = list(map(fast, datas))
+                except common.FAST_DECODE_ERRORS:
+                    pass  # the loop below names what is wrong, or decodes the odd case
+                else:
+                    self._count += len(out)
+                    return out
+            out = self._decode_each(datas)
             self._count += len(out)
             if out:
                 return out
             if self._ended:
                 raise StopIteration
+
+    def _decode_each(self, datas: list[bytes]) -> list[Message]:
+        """The per-event loop: ``[DONE]``, error events and the careful decoder."""
+        decode = self._decode
+        fast = self._fast
+        out: list[Message] = []
+        try:
+            for data in datas:
+                if data == DONE and self._done_marker:
+                    self._ended = True
+                    self._after_done()
+                    break
+                if fast is None or b'"error"' in data:
+                    out.append(decode(data))
+                    continue
+                try:
+                    out.append(fast(data))
+                except common.FAST_DECODE_ERRORS:
+                    out.append(decode(data))  # names what is wrong, or decodes the odd case
+        except BaseException as exc:
+            # An error event (the server's error, mapped), or an event that does not
+            # decode: the stream ends here, without reading on. The server's text may
+            # quote the request: scrub its credentials.
+            self._ended = True
+            self._abandon()
+            if isinstance(exc, errors.LoraxError):
+                self._transport._secrets(*self._call).scrub_error(exc)
+            if not out or not isinstance(exc, Exception):
+                raise
+            self._failed = exc
+        return out
 
     def _after_done(self) -> None:
         # [DONE] is the last event; the end of the chunked body follows at once. Read
@@ -189,10 +204,10 @@ class _HTTPMessageStream(MessageStream):
                 if timeout > 0 and not self._closing:
                     if self._sock is not None:
                         self._sock.settimeout(timeout)
-                    drained = 0
-                    for chunk in self._chunks:
-                        drained += len(chunk)
-                        if drained > common.DRAIN_LIMIT:
+                    batches = self._batches
+                    limit = batches.received + common.DRAIN_LIMIT
+                    for _ in batches:
+                        if batches.received > limit:
                             break
             except Exception:
                 pass
@@ -208,10 +223,7 @@ class _HTTPMessageStream(MessageStream):
             return
         self._active = False
         self._sock = None
-        chunks = self._chunks
-        if isinstance(chunks, GeneratorType):
-            with contextlib.suppress(Exception):
-                chunks.close()
+        self._batches.close()
         _finish(self._resp)
         self._transport._forget(self)
 

@@ -1,7 +1,7 @@
 """urllib3, adapted for :class:`~lorax.transports.http.HTTPTransport`: connections that
 record what happened to each request attempt (sent? on a reused connection? stale?),
 pools that can insist on a fresh connection, and the reading of response bodies
-(chunked bodies de-chunked by :class:`lorax._chunked.ChunkedDecoder`).
+(chunked SSE bodies decoded by :class:`lorax._sse_chunked.ChunkedEventDecoder`).
 
 The attempt is handed to the connection classes through a thread-local: urllib3's
 ``urlopen`` picks the connection and calls it, and offers no parameter to carry it.
@@ -9,12 +9,16 @@ The attempt is handed to the connection classes through a thread-local: urllib3'
 
 from __future__ import annotations
 
+import contextlib
+import email.parser
 import functools
+import http.client
 import logging
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.client import IncompleteRead
+from types import FunctionType, GeneratorType
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -22,7 +26,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util.retry import Retry
 
-from lorax._chunked import ChunkedDecoder
+from lorax._sse import SSEDecoder
+from lorax._sse_chunked import ChunkedEventDecoder
 from lorax.transports import _http_common as common
 
 _log = logging.getLogger("lorax.transports.http")
@@ -58,6 +63,56 @@ def _attempt() -> _Attempt | None:
     return attempt
 
 
+# Header-name bytes: RFC 9110 tokens are a subset; the email parser that http.client
+# uses takes any of these before the colon (email.feedparser.headerRE).
+_NAME_BYTES = bytes(b for b in range(0x21, 0x7F) if b != 0x3A)
+# http.client's reading of the header lines (its line-length and count limits).
+_read_headers: Callable[[Any], list[bytes]] = http.client._read_headers  # type: ignore[attr-defined]
+
+
+def _parse_headers(fp: Any) -> http.client.HTTPMessage:
+    """http.client's ``parse_headers``, about ten times faster on ordinary headers.
+
+    http.client hands the header block to the ``email`` package's parser, which costs
+    more than all the rest of reading a small response. A block of plain
+    ``Name: value`` lines (CRLF-terminated, no folding, no stray CR or LF, a name of
+    visible characters) is read here into the same ``HTTPMessage`` (the email parser
+    strips leading blanks and the line end from each value, nothing else); any other
+    block goes to that parser, which decides as it always did.
+    """
+    lines = _read_headers(fp)
+    block = b"".join(lines)
+    n = len(lines) - 1
+    if lines[-1] == b"\r\n" and block.count(b"\r") == n + 1 and block.count(b"\n") == n + 1:
+        msg = http.client.HTTPMessage()
+        for line in lines[:n]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name.translate(None, _NAME_BYTES):
+                break
+            msg[name.decode("iso-8859-1")] = value[:-2].lstrip(b" \t").decode("iso-8859-1")
+        else:
+            msg.set_payload("")  # what the email parser leaves: nothing after the blank line
+            return msg
+    return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(block.decode("iso-8859-1"))
+
+
+class _HTTPResponse(http.client.HTTPResponse):
+    """http.client's response with :func:`_parse_headers`.
+
+    ``begin`` is http.client's own function, run with a namespace in which
+    ``parse_headers`` is ours: the rest of it (and any fix a Python release makes to
+    it) stays the standard library's, and nothing else reaches that call.
+    """
+
+    begin = FunctionType(
+        http.client.HTTPResponse.begin.__code__,
+        {**vars(http.client), "parse_headers": _parse_headers},
+        "begin",
+        http.client.HTTPResponse.begin.__defaults__,
+        http.client.HTTPResponse.begin.__closure__,
+    )
+
+
 class _TrackedHTTPConnection(HTTPConnection):
     """urllib3's connection, counting the requests it carried.
 
@@ -65,6 +120,8 @@ class _TrackedHTTPConnection(HTTPConnection):
     reused, and it lets a stream shut its socket down from another thread only while
     the stream still owns the connection (``lorax_gen`` changes with every request).
     """
+
+    response_class = _HTTPResponse
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -181,45 +238,100 @@ def _socket(resp: BaseHTTPResponse) -> socket.socket | None:
 
 
 def _body_chunks(resp: BaseHTTPResponse) -> Iterator[bytes]:
-    """The body's bytes as they arrive.
+    """The body's bytes as they arrive, for a body :func:`_raw_reader` cannot read.
 
-    A chunked body (what LoRAX sends) is read a chunk at a time with urllib3's
-    ``read_chunked``: one event per chunk, at a fraction of ``read1``'s cost per call.
-    Anything else (a proxy that removed the chunking) is read with ``read1``.
+    A chunked body is read a chunk at a time with urllib3's ``read_chunked``; anything
+    else (a proxy that removed the chunking) with ``read1``.
     """
-    fp = _raw_reader(resp)
-    if fp is not None:
-        assert isinstance(resp, HTTPResponse)
-        return _dechunk(resp, fp)
     if isinstance(resp, HTTPResponse) and resp.chunked and resp.supports_chunked_reads():
         return resp.read_chunked(common.READ_CHUNK, decode_content=True)
     return iter(functools.partial(resp.read1, common.READ_CHUNK), b"")
 
 
-def _dechunk(resp: HTTPResponse, fp: Any) -> Iterator[bytes]:
-    """The data of a chunked body, de-chunked by :class:`lorax._chunked.ChunkedDecoder`.
+class _EventBatches:
+    """The data of a response's SSE events, one batch per read of the socket.
 
-    Each ``read1`` of the socket's buffered reader returns what has arrived (up to
-    ``READ_CHUNK``), and the data of every chunk in it comes out as one piece: under a
-    backlog one SSE feed gets many events, where ``read_chunked`` costs a readline and
-    two reads per chunk (LoRAX sends one event per chunk). At the end of the body the
-    response is closed and the connection goes back to the pool, as urllib3 does.
+    ``next()`` reads once and returns the data of the events that read completed
+    (maybe none); StopIteration after the end of the body, once the connection is
+    back in the pool. ``received`` counts the body bytes read.
+
+    A chunked body (what LoRAX sends) is read from the socket's buffered reader with
+    one ``read1`` per batch, de-chunked and split into events by
+    :class:`lorax._sse_chunked.ChunkedEventDecoder` in one pass: under a backlog a read
+    holds many events, where urllib3's ``read_chunked`` costs a ``readline`` and two
+    reads per chunk (LoRAX sends one event per chunk). Anything else goes through
+    :func:`_body_chunks` and :meth:`lorax._sse.SSEDecoder.feed_data`.
     """
-    read1 = fp.read1
-    decoder = ChunkedDecoder(max_trailer_bytes=common.DRAIN_LIMIT)
-    feed = decoder.feed
-    while True:
-        data = read1(common.READ_CHUNK)
+
+    __slots__ = ("_chunks", "_decoder", "_ended", "_feed", "_read1", "_resp", "_sse", "received")
+
+    def __init__(self, resp: BaseHTTPResponse, *, max_event_bytes: int) -> None:
+        self._resp = resp
+        self._ended = False
+        self.received = 0
+        fp = _raw_reader(resp)
+        self._read1: Any = None
+        self._chunks: Iterator[bytes] | None = None
+        if fp is not None:
+            self._read1 = fp.read1
+            self._decoder: ChunkedEventDecoder | None = ChunkedEventDecoder(
+                max_event_bytes=max_event_bytes, max_trailer_bytes=common.DRAIN_LIMIT
+            )
+            self._sse = self._decoder.sse
+            self._feed: Callable[[bytes], list[bytes]] = self._decoder.feed
+        else:
+            self._decoder = None
+            self._chunks = _body_chunks(resp)
+            self._sse = SSEDecoder(max_event_bytes=max_event_bytes)
+            self._feed = self._sse.feed_data
+
+    def __iter__(self) -> _EventBatches:
+        return self
+
+    def __next__(self) -> list[bytes]:
+        if self._ended:
+            self._end()
+            raise StopIteration
+        decoder = self._decoder
+        if decoder is None:
+            assert self._chunks is not None
+            try:
+                data = next(self._chunks)
+            except StopIteration:
+                self._ended = True
+                self._sse.close()
+                raise
+            self.received += len(data)
+            return self._feed(data)
+        data = self._read1(common.READ_CHUNK)
         if not data:
             raise IncompleteRead(b"")
-        out = feed(data)
+        self.received += len(data)
+        out: list[bytes] = self._feed(data)
         if decoder.done:
-            if out:
-                yield out
-            _body_done(resp)
-            return
-        if out:
-            yield out
+            # As urllib3's read_chunked: the end of the body gives the connection back,
+            # on the call after the last events (the stream reads on to see the end).
+            self._ended = True
+            if not out:
+                self._end()
+                raise StopIteration
+        return out
+
+    def _end(self) -> None:
+        if self._decoder is not None:
+            resp = self._resp
+            if resp.connection is not None:
+                assert isinstance(resp, HTTPResponse)
+                _body_done(resp)
+
+    def close(self) -> None:
+        """Stop reading: drop what is buffered (the caller closes the response)."""
+        chunks = self._chunks
+        if isinstance(chunks, GeneratorType):
+            with contextlib.suppress(Exception):
+                chunks.close()
+        if self._decoder is not None:
+            self._decoder.close()
 
 
 def _raw_reader(resp: BaseHTTPResponse) -> Any:

@@ -49,7 +49,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import msgspec
 
 from lorax import codec, errors
 from lorax._message import Message
@@ -845,7 +844,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
                             out.append(fast(data))
                             idx += 1
                             continue
-                        except msgspec.MsgspecError:
+                        except common.FAST_DECODE_ERRORS:
                             pass  # [DONE], or an odd event: below
                     if out:
                         break  # decoded alone, by the next call

@@ -61,6 +61,7 @@ from lorax._message import Message
 from lorax._redact import redact_headers
 from lorax._routes import Method
 from lorax._timeout import Deadline, Timeout
+from lorax.errors import _request_id
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -120,11 +121,7 @@ class ResponseMeta:
     @property
     def request_id(self) -> str | None:
         """A request or trace id set by a proxy or gateway in front of LoRAX."""
-        for name in ("x-request-id", "x-b3-traceid", "x-amzn-requestid", "request-id"):
-            value = self.headers.get(name)
-            if value:
-                return value
-        return None
+        return _request_id(self.headers)
 
     @property
     def model_id(self) -> str | None:

@@ -1,14 +1,15 @@
 """``HTTPTransport``: LoRAX's REST API over urllib3, for the synchronous client.
 
 Requests are the JSON of the request message (:func:`lorax.codec.to_json`); answers
-are decoded with :func:`lorax.codec.from_json`, streams with :class:`lorax._sse.SSEDecoder`.
-What is not I/O (URLs, headers, TLS and proxy settings, decoding, error mapping) is in
-:mod:`lorax.transports._http_common`, shared with the aiohttp transport. The other rooms:
-:mod:`lorax.transports._urllib3_conn` (urllib3's connections and pools, adapted to
-record each attempt; reading bodies), :mod:`lorax.transports._urllib3_errors` (how
-urllib3's exceptions read), :mod:`lorax.transports._http_stream` (the stream and its
-per-token loop) and :mod:`lorax._chunked` (the sans-I/O chunked-body decoder). This
-module sends requests, reads unary answers and maps failures to :mod:`lorax.errors`.
+are decoded with :func:`lorax.codec.from_json`, streams with
+:class:`lorax._sse_chunked.ChunkedEventDecoder`. What is not I/O (URLs, headers, TLS and
+proxy settings, decoding, error mapping) is in :mod:`lorax.transports._http_common`,
+shared with the aiohttp transport. The other rooms: :mod:`lorax.transports._urllib3_conn`
+(urllib3's connections and pools, adapted to record each attempt; reading headers and
+bodies), :mod:`lorax.transports._urllib3_errors` (how urllib3's exceptions read),
+:mod:`lorax.transports._http_stream` (the stream and its per-token loop) and
+:mod:`lorax._sse_chunked` (the sans-I/O chunked SSE decoder). This module sends
+requests, reads unary answers and maps failures to :mod:`lorax.errors`.
 
 Connections. One urllib3 pool per transport (a ``ProxyManager`` pool when a proxy is
 configured or found in the environment), thread-safe: share one transport between

@@ -293,11 +293,11 @@ class GenerateParameters(Message, kw_only=True, omit_defaults=True):
     def __post_init__(self) -> None:
         v: Any
         v = self.adapter_id
-        if v is not None and v.__class__ is not str:
-            self.adapter_id = _v.check(self, 'adapter_id', v, _v.STR)
+        if v is not None and (v.__class__ is not str or v not in _v.SAFE_HEADER_VALUES):
+            self.adapter_id = _v.check(self, 'adapter_id', v, _v.HEADER)
         v = self.adapter_source
-        if v is not None and v.__class__ is not str:
-            self.adapter_source = _v.check(self, 'adapter_source', v, _v.STR)
+        if v is not None and (v.__class__ is not str or v not in _v.SAFE_HEADER_VALUES):
+            self.adapter_source = _v.check(self, 'adapter_source', v, _v.HEADER)
         v = self.merged_adapters
         if v is not None and v.__class__ is not MergedAdapters:
             self.merged_adapters = _v.check(self, 'merged_adapters', v, _v.Msg(MergedAdapters))
@@ -342,7 +342,13 @@ class GenerateParameters(Message, kw_only=True, omit_defaults=True):
             self.return_full_text = _v.check(self, 'return_full_text', v, _v.BOOL)
         v = self.stop
         if v:
-            _v.check_list(self, 'stop', v, _v.STR)
+            if v.__class__ is not list:
+                _v.check_list(self, 'stop', v, _v.STR)
+            else:
+                for x in v:
+                    if x.__class__ is not str:
+                        _v.check_list(self, 'stop', v, _v.STR)
+                        break
         v = self.truncate
         if v is not None and not (v.__class__ is int and 0 <= v <= 4294967295):
             self.truncate = _v.check(self, 'truncate', v, _v.Int('uint32', 0, 4294967295))
@@ -367,7 +373,6 @@ class GenerateParameters(Message, kw_only=True, omit_defaults=True):
         v = self.response_format
         if v is not None and v.__class__ is not ResponseFormat:
             self.response_format = _v.check(self, 'response_format', v, _v.Msg(ResponseFormat))
-        _v.check_GenerateParameters(self)
 
 
 class MergedAdapters(Message, kw_only=True, omit_defaults=True):
@@ -401,12 +406,24 @@ class MergedAdapters(Message, kw_only=True, omit_defaults=True):
         v: Any
         v = self.ids
         if v:
-            _v.check_list(self, 'ids', v, _v.STR)
+            if v.__class__ is not list:
+                _v.check_list(self, 'ids', v, _v.STR)
+            else:
+                for x in v:
+                    if x.__class__ is not str:
+                        _v.check_list(self, 'ids', v, _v.STR)
+                        break
         elif v.__class__ is not list:
             _v.check_list(self, 'ids', v, _v.STR)
         v = self.weights
         if v:
-            _v.check_list(self, 'weights', v, _v.FLOAT)
+            if v.__class__ is not list:
+                _v.check_list(self, 'weights', v, _v.FLOAT)
+            else:
+                for x in v:
+                    if x.__class__ is not float or x - x != 0.0:
+                        _v.check_list(self, 'weights', v, _v.FLOAT)
+                        break
         v = self.merge_strategy
         if v is not None and v.__class__ is not MergeStrategy:
             self.merge_strategy = _v.check(self, 'merge_strategy', v, _v.Enum(MergeStrategy))
@@ -683,18 +700,17 @@ class EmbedParameters(Message, kw_only=True, omit_defaults=True):
     def __post_init__(self) -> None:
         v: Any
         v = self.adapter_id
-        if v is not None and v.__class__ is not str:
-            self.adapter_id = _v.check(self, 'adapter_id', v, _v.STR)
+        if v is not None and (v.__class__ is not str or v not in _v.SAFE_HEADER_VALUES):
+            self.adapter_id = _v.check(self, 'adapter_id', v, _v.HEADER)
         v = self.adapter_source
-        if v is not None and v.__class__ is not str:
-            self.adapter_source = _v.check(self, 'adapter_source', v, _v.STR)
+        if v is not None and (v.__class__ is not str or v not in _v.SAFE_HEADER_VALUES):
+            self.adapter_source = _v.check(self, 'adapter_source', v, _v.HEADER)
         v = self.merged_adapters
         if v is not None and v.__class__ is not MergedAdapters:
             self.merged_adapters = _v.check(self, 'merged_adapters', v, _v.Msg(MergedAdapters))
         v = self.api_token
         if v is not None and v.__class__ is not str:
             self.api_token = _v.check(self, 'api_token', v, _v.STR)
-        _v.check_EmbedParameters(self)
 
 
 class EmbedResponse(Message, kw_only=True):
@@ -741,7 +757,13 @@ class ClassifyBatchRequest(Message, kw_only=True, omit_defaults=True):
         v: Any
         v = self.inputs
         if v:
-            _v.check_list(self, 'inputs', v, _v.STR)
+            if v.__class__ is not list:
+                _v.check_list(self, 'inputs', v, _v.STR)
+            else:
+                for x in v:
+                    if x.__class__ is not str:
+                        _v.check_list(self, 'inputs', v, _v.STR)
+                        break
         elif v.__class__ is not list:
             _v.check_list(self, 'inputs', v, _v.STR)
 
@@ -892,7 +914,13 @@ class CompletionRequest(Message, kw_only=True, omit_defaults=True):
             self.echo = _v.check(self, 'echo', v, _v.BOOL)
         v = self.stop
         if v:
-            _v.check_list(self, 'stop', v, _v.STR)
+            if v.__class__ is not list:
+                _v.check_list(self, 'stop', v, _v.STR)
+            else:
+                for x in v:
+                    if x.__class__ is not str:
+                        _v.check_list(self, 'stop', v, _v.STR)
+                        break
         v = self.presence_penalty
         if v is not None and (v.__class__ is not float or v - v != 0.0):
             self.presence_penalty = _v.check(self, 'presence_penalty', v, _v.FLOAT)
@@ -1084,7 +1112,13 @@ class ChatCompletionRequest(Message, kw_only=True, omit_defaults=True):
             self.model = _v.check(self, 'model', v, _v.STR)
         v = self.messages
         if v:
-            _v.check_list(self, 'messages', v, _v.Msg(ChatMessage))
+            if v.__class__ is not list:
+                _v.check_list(self, 'messages', v, _v.Msg(ChatMessage))
+            else:
+                for x in v:
+                    if x.__class__ is not ChatMessage:
+                        _v.check_list(self, 'messages', v, _v.Msg(ChatMessage))
+                        break
         elif v.__class__ is not list:
             _v.check_list(self, 'messages', v, _v.Msg(ChatMessage))
         v = self.temperature
@@ -1101,7 +1135,13 @@ class ChatCompletionRequest(Message, kw_only=True, omit_defaults=True):
             self.max_tokens = _v.check(self, 'max_tokens', v, _v.Int('int32', -2147483648, 2147483647))
         v = self.stop
         if v:
-            _v.check_list(self, 'stop', v, _v.STR)
+            if v.__class__ is not list:
+                _v.check_list(self, 'stop', v, _v.STR)
+            else:
+                for x in v:
+                    if x.__class__ is not str:
+                        _v.check_list(self, 'stop', v, _v.STR)
+                        break
         v = self.stream
         if v is not None and v.__class__ is not bool:
             self.stream = _v.check(self, 'stream', v, _v.BOOL)
@@ -1134,7 +1174,13 @@ class ChatCompletionRequest(Message, kw_only=True, omit_defaults=True):
             self.response_format = _v.check(self, 'response_format', v, _v.Msg(ChatResponseFormat))
         v = self.tools
         if v:
-            _v.check_list(self, 'tools', v, _v.Msg(Tool))
+            if v.__class__ is not list:
+                _v.check_list(self, 'tools', v, _v.Msg(Tool))
+            else:
+                for x in v:
+                    if x.__class__ is not Tool:
+                        _v.check_list(self, 'tools', v, _v.Msg(Tool))
+                        break
         v = self.tool_choice
         if v is not None and v.__class__ is not str:
             self.tool_choice = _v.check(self, 'tool_choice', v, _v.OneOf(_v.STR, _v.Msg(NamedToolChoice)))
@@ -1205,7 +1251,13 @@ class ContentParts(Message, kw_only=True, omit_defaults=True):
         v: Any
         v = self.parts
         if v:
-            _v.check_list(self, 'parts', v, _v.Msg(ContentPart))
+            if v.__class__ is not list:
+                _v.check_list(self, 'parts', v, _v.Msg(ContentPart))
+            else:
+                for x in v:
+                    if x.__class__ is not ContentPart:
+                        _v.check_list(self, 'parts', v, _v.Msg(ContentPart))
+                        break
         elif v.__class__ is not list:
             _v.check_list(self, 'parts', v, _v.Msg(ContentPart))
 
@@ -1672,7 +1724,13 @@ class StringList(Message, kw_only=True, omit_defaults=True):
         v: Any
         v = self.values
         if v:
-            _v.check_list(self, 'values', v, _v.STR)
+            if v.__class__ is not list:
+                _v.check_list(self, 'values', v, _v.STR)
+            else:
+                for x in v:
+                    if x.__class__ is not str:
+                        _v.check_list(self, 'values', v, _v.STR)
+                        break
         elif v.__class__ is not list:
             _v.check_list(self, 'values', v, _v.STR)
 
