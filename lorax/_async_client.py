@@ -188,27 +188,28 @@ class AsyncClient(ClientBase):
     # -- the transport calls -------------------------------------------------------
 
     async def _unary(self, method: routes.Method, request: Message) -> Any:
-        config = self._config
-        options = config.call_options()
-        state = RetryState(config.retry, options.deadline)
+        options = self._call_options()
+        state: RetryState | None = None  # made on the first failure: most calls need none
         while True:
             try:
                 message, meta = await self._transport.unary_async(method, request, options)
             except LoraxError as exc:
+                if state is None:
+                    state = RetryState(self._config.retry, options.deadline)
                 delay = self._retry_delay(state, exc, method)
                 if delay is None:
                     raise
                 await async_sleep(delay)
                 continue
-            report_meta(config, meta)
+            report_meta(self._config, meta)
             return message
 
     def _stream(self, method: routes.Method, request: Message) -> AsyncStream[Any]:
         config = self._config
 
         async def open_stream(attach: AsyncAttach) -> AsyncOpened:
-            options = config.call_options()
-            state = RetryState(config.retry, options.deadline)
+            options = self._call_options()
+            state: RetryState | None = None
             while True:
                 stream: AsyncMessageStream | None = None
                 try:
@@ -222,6 +223,8 @@ class AsyncClient(ClientBase):
                 except LoraxError as exc:
                     if stream is not None:
                         await stream.aclose()
+                    if state is None:
+                        state = RetryState(config.retry, options.deadline)
                     delay = self._retry_delay(state, exc, method)
                     if delay is None:
                         raise

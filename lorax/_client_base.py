@@ -21,7 +21,7 @@ from lorax._retry import RetryPolicy, RetryState
 from lorax._routes import Method
 from lorax._timeout import NOT_GIVEN, NotGiven, Timeout
 from lorax.errors import LoraxError
-from lorax.transports.base import AsyncTransport, ResponseMeta, Transport
+from lorax.transports.base import AsyncTransport, CallOptions, ResponseMeta, Transport
 
 logger = logging.getLogger("lorax")
 
@@ -94,6 +94,9 @@ class ClientBase:
     """Construction, configuration and retry decisions shared by both clients."""
 
     _config: ClientConfig
+    # The options of every call when there is no total timeout (a Deadline(None) never
+    # expires, so one CallOptions serves all calls); None: a fresh one per call.
+    _shared_options: CallOptions | None
 
     def _setup(
         self,
@@ -116,17 +119,28 @@ class ClientBase:
         if max_retries is NOT_GIVEN and max_session_retries is not None:
             max_retries = max_session_retries
         scheme = check_base_url(base_url)
-        self._config = ClientConfig(
-            base_url=base_url,
-            headers=build_headers(headers, cookies),
-            timeout=Timeout.coerce(timeout),
-            retry=RetryPolicy.coerce(max_retries),
-            on_response=on_response,
+        self._use_config(
+            ClientConfig(
+                base_url=base_url,
+                headers=build_headers(headers, cookies),
+                timeout=Timeout.coerce(timeout),
+                retry=RetryPolicy.coerce(max_retries),
+                on_response=on_response,
+            )
         )
         # Named in the message of a 401/403 (never the token itself).
         self._auth_source: str | None = auth_source(self._config.headers)
         self._owns_transport = True
         return scheme
+
+    def _use_config(self, config: ClientConfig) -> None:
+        self._config = config
+        self._shared_options = config.call_options() if config.timeout.total is None else None
+
+    def _call_options(self) -> CallOptions:
+        """The options of one call (with a fresh total deadline when there is one)."""
+        options = self._shared_options
+        return options if options is not None else self._config.call_options()
 
     @property
     def base_url(self) -> str:
@@ -146,7 +160,7 @@ class ClientBase:
     def _copy_with(self: C, config: ClientConfig) -> C:
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone._config = config
+        clone._use_config(config)
         clone.__dict__["_owns_transport"] = False  # the original closes the shared transport
         return clone
 

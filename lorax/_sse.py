@@ -186,7 +186,13 @@ class SSEDecoder:
         fields, a split event, CRs) goes through the general parser, so the result is
         exactly ``[e.data for e in feed(chunk)]``.
         """
-        if (
+        if self._start and not self._bom and chunk[:5] == b"data:":
+            # The stream's first bytes, and no BOM: nothing is buffered, so the fast
+            # path below is exact from the first chunk on (often the whole body, when
+            # the server was quicker than the reader).
+            self._start = False
+            self._idle = True
+        elif (
             self._line
             and not self._idle
             and self._line_len < 65536

@@ -42,6 +42,11 @@ Attach = Callable[[MessageStream | None], None]
 AsyncAttach = Callable[[AsyncMessageStream | None], None]
 
 
+# The batch of a stream between reads: shared, never changed (a stream replaces its batch
+# and only reads it). One list less per stream and per read for the garbage collector.
+_NO_BATCH: list[Any] = []
+
+
 class _StreamBase(Generic[T]):
     """What Stream and AsyncStream share: the state, the end rules and the reporting."""
 
@@ -50,22 +55,33 @@ class _StreamBase(Generic[T]):
     def __init__(self, tracker: StreamTracker) -> None:
         self._tracker = tracker
         self._inner = None
-        self._pending: Any = None
         self._closed = False
         self.meta: ResponseMeta | None = None
         self.final: T | None = None
+        # The per-token path reads messages from the transport's last batch (all it
+        # decoded from one read). `_open` is False before the start, after the final
+        # event and after close(), which sends every call down the slow path.
+        self._batch: list[Any] = _NO_BATCH
+        self._pos = 0
+        self._open = False
+        # The native routes' final event is the one with generated_text; checked
+        # inline. The OpenAI routes' rule (a choice with a finish_reason) is a call.
+        self._final_field: str | None = None if tracker.method.done_marker else "generated_text"
 
-    def _take_pending(self) -> Any:
-        """The first event, read while opening and not handed out yet (or None)."""
-        message, self._pending = self._pending, None
-        return message
-
-    def _deliver(self, message: Any) -> T:
-        self._tracker.observe(message)
-        if self._tracker.finished and self.final is None:
-            self.final = message
+    def _check_final(self, message: Any) -> T:
+        if self._tracker._is_final(message):
+            self._open = False
+            self._tracker.finished = True
+            if self.final is None:
+                self.final = message
         result: T = message
         return result
+
+    def _count(self) -> None:
+        # The tracker counts whole batches; the messages of this one are added here.
+        self._tracker.count += self._pos
+        self._batch = _NO_BATCH
+        self._pos = 0
 
     def _dropped_late_event(self) -> None:
         logger.warning(
@@ -74,7 +90,8 @@ class _StreamBase(Generic[T]):
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
-        return f"<{type(self).__name__} {self._tracker.method.name} {state}, {self._tracker.count} event(s)>"
+        count = self._tracker.count + self._pos
+        return f"<{type(self).__name__} {self._tracker.method.name} {state}, {count} event(s)>"
 
 
 class Stream(_StreamBase[T]):
@@ -92,15 +109,6 @@ class Stream(_StreamBase[T]):
         self._opener = opener
         self._opening: MessageStream | None = None  # the attempt waiting for its first event
         self._lock = threading.Lock()
-        # The per-token path reads messages from the transport's last batch (all it
-        # decoded from one read). `_open` is False before the start, after the final
-        # event and after close(), which sends every call down the slow path.
-        self._batch: list[Any] = []
-        self._pos = 0
-        self._open = False
-        # The native routes' final event is the one with generated_text; checked
-        # inline. The OpenAI routes' rule (a choice with a finish_reason) is a call.
-        self._final_field: str | None = None if tracker.method.done_marker else "generated_text"
 
     def __iter__(self) -> Iterator[T]:
         # A generator over the same state as __next__: a for loop then resumes a
@@ -139,21 +147,6 @@ class Stream(_StreamBase[T]):
                 return result
             return self._check_final(message)
         return self._next_slow()
-
-    def _check_final(self, message: Any) -> T:
-        if self._tracker._is_final(message):
-            self._open = False
-            self._tracker.finished = True
-            if self.final is None:
-                self.final = message
-        result: T = message
-        return result
-
-    def _count(self) -> None:
-        # The tracker counts whole batches; the messages of this one are added here.
-        self._tracker.count += self._pos
-        self._batch = []
-        self._pos = 0
 
     def _next_slow(self) -> T:
         if self._closed:
@@ -270,10 +263,6 @@ class Stream(_StreamBase[T]):
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._inner is not None else "not started")
-        return f"<Stream {self._tracker.method.name} {state}, {self._tracker.count + self._pos} event(s)>"
-
 
 class AsyncStream(_StreamBase[T]):
     """The events of a streaming call on :class:`lorax.AsyncClient`.
@@ -287,7 +276,9 @@ class AsyncStream(_StreamBase[T]):
 
     def __init__(self, opener: Callable[[AsyncAttach], Awaitable[AsyncOpened]], tracker: StreamTracker) -> None:
         super().__init__(tracker)
-        self._opener = opener
+        # Dropped once used: the opener is a closure (the client, its request) that a
+        # stream open for minutes need not keep alive for the garbage collector to scan.
+        self._opener: Callable[[AsyncAttach], Awaitable[AsyncOpened]] | None = opener
         # The opening (attempts, backoff, first event) runs as a task of its own, so
         # that aclose() from another task can cancel it.
         self._opening: asyncio.Future[AsyncOpened] | None = None
@@ -296,19 +287,23 @@ class AsyncStream(_StreamBase[T]):
         return self
 
     async def __anext__(self) -> T:
-        if self._closed:
-            raise StopAsyncIteration
-        if self._inner is None:
-            await self._start()
-        if self._pending is not None:
-            return self._deliver(self._take_pending())
-        if self._tracker.finished:
-            await self._drain()
-            raise StopAsyncIteration
+        pos = self._pos
+        batch = self._batch
+        if pos < len(batch) and self._open:
+            message = batch[pos]
+            self._pos = pos + 1
+            field = self._final_field
+            if field is not None and getattr(message, field) is None:
+                result: T = message
+                return result
+            return self._check_final(message)
+        if not self._open:  # not started, closed, or past the final event
+            return await self._next_slow()
         inner = self._inner
         assert inner is not None
+        self._count()
         try:
-            message = await inner.__anext__()
+            batch = await inner.next_batch()
         except StopAsyncIteration:
             closed_by_user = self._closed
             await self.aclose()
@@ -324,7 +319,21 @@ class AsyncStream(_StreamBase[T]):
         except BaseException:
             await self.aclose()
             raise
-        return self._deliver(message)
+        self._batch = batch
+        self._pos = 1
+        return self._check_final(batch[0])
+
+    async def _next_slow(self) -> T:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._inner is None:
+            await self._start()
+            return await self.__anext__()
+        if self._tracker.finished:
+            await self._drain()
+        else:  # not reached: a started stream is open until its end, close or final event
+            await self.aclose()
+        raise StopAsyncIteration
 
     def _attach(self, inner: AsyncMessageStream | None) -> None:
         # Reached only while the opening task runs; aclose() cancels that task, which
@@ -335,7 +344,10 @@ class AsyncStream(_StreamBase[T]):
     async def _start(self) -> None:
         import asyncio
 
-        opening = self._opening = asyncio.ensure_future(self._opener(self._attach))
+        opener, self._opener = self._opener, None
+        if opener is None:  # a second start: the first failed and closed the stream
+            raise StopAsyncIteration
+        opening = self._opening = asyncio.ensure_future(opener(self._attach))
         try:
             inner, first = await opening
         except asyncio.CancelledError:
@@ -363,15 +375,22 @@ class AsyncStream(_StreamBase[T]):
         if first is None:
             await self.aclose()
             raise self._tracker.incomplete()
-        self._pending = first
+        self._batch = [first]
+        self._pos = 0
+        self._open = not self._closed
 
     async def _drain(self) -> None:
         inner = self._inner
+        late = len(self._batch) - self._pos  # events after the final one in its batch
+        self._count()
         try:
             for _ in range(DRAIN_AFTER_FINAL):
                 if inner is None:
                     break
-                await inner.__anext__()
+                if late:
+                    late -= 1
+                else:
+                    await inner.__anext__()
                 self._dropped_late_event()
         except StopAsyncIteration:
             pass
@@ -395,6 +414,7 @@ class AsyncStream(_StreamBase[T]):
         if self._closed and self._inner is None:
             return
         self._closed = True
+        self._open = False
         inner, self._inner = self._inner, None
         if inner is not None:
             await inner.aclose()

@@ -190,27 +190,28 @@ class Client(ClientBase):
     # -- the transport calls -------------------------------------------------------
 
     def _unary(self, method: routes.Method, request: Message) -> Any:
-        config = self._config
-        options = config.call_options()
-        state = RetryState(config.retry, options.deadline)
+        options = self._call_options()
+        state: RetryState | None = None  # made on the first failure: most calls need none
         while True:
             try:
                 message, meta = self._transport.unary(method, request, options)
             except LoraxError as exc:
+                if state is None:
+                    state = RetryState(self._config.retry, options.deadline)
                 delay = self._retry_delay(state, exc, method)
                 if delay is None:
                     raise
                 sleep(delay)
                 continue
-            report_meta(config, meta)
+            report_meta(self._config, meta)
             return message
 
     def _stream(self, method: routes.Method, request: Message) -> Stream[Any]:
         config = self._config
 
         def open_stream(attach: Attach) -> Opened:
-            options = config.call_options()
-            state = RetryState(config.retry, options.deadline)
+            options = self._call_options()
+            state: RetryState | None = None
             while True:
                 stream: MessageStream | None = None
                 try:
@@ -224,6 +225,8 @@ class Client(ClientBase):
                 except LoraxError as exc:
                     if stream is not None:
                         stream.close()
+                    if state is None:
+                        state = RetryState(config.retry, options.deadline)
                     delay = self._retry_delay(state, exc, method)
                     if delay is None:
                         raise

@@ -473,6 +473,17 @@ def test_feed_data_multi_event_chunks(chunk: bytes, expected: list[bytes]) -> No
     assert decoder.feed_data(chunk) == expected
 
 
+def test_feed_data_first_chunk_of_a_stream() -> None:
+    # A stream's first read often holds many events (the server was quicker than the
+    # reader): split in one pass, the partial last one kept for the next read.
+    decoder = SSEDecoder()
+    assert decoder.feed_data(b"data: a\n\ndata:b\n\ndata: par") == [b"a", b"b"]
+    assert decoder.feed_data(b"tial\n\n") == [b"partial"]
+    assert SSEDecoder().feed_data(b"\xef\xbb\xbfdata: a\n\ndata: b\n\n") == [b"a", b"b"]  # a BOM first
+    with pytest.raises(ProtocolError, match="max_event_bytes=16"):
+        SSEDecoder(max_event_bytes=16).feed_data(b"data: " + b"z" * 40 + b"\n\n")
+
+
 def test_feed_data_respects_max_event_bytes() -> None:
     decoder = SSEDecoder(max_event_bytes=16)
     assert decoder.feed_data(b"data: x\n\n") == [b"x"]

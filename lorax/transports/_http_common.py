@@ -36,6 +36,7 @@ import os
 import re
 import socket
 import ssl
+import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,9 +50,10 @@ from lorax._message import Message
 
 # Secrets and header_secrets are lorax._redact's (the one scrubbing helper), re-exported
 # for the transports that reach them through this module.
-from lorax._redact import Secrets, header_secrets, redact_url
+from lorax._redact import REDACTED, SENSITIVE_HEADERS, Secrets, header_secrets, redact_url
 from lorax._routes import Method
-from lorax.transports.base import DEFAULT_MAX_RESPONSE_BYTES, lower_headers
+from lorax._timeout import Deadline
+from lorax.transports.base import DEFAULT_MAX_RESPONSE_BYTES, ResponseMeta, lower_headers
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -501,6 +503,30 @@ def decode_response(method: Method, status: int, headers: Mapping[str, str], bod
     return message
 
 
+def response_meta(status: int, headers: Any, call_headers: Mapping[str, str], own: Secrets) -> ResponseMeta:
+    """A success's status and headers, for :class:`ResponseMeta`.
+
+    Header names lower-cased, repeated headers joined with ", " (as
+    :func:`~lorax.transports.base.lower_headers`), credentials redacted by name and,
+    wherever the server echoed one of the transport's (`own`) or the call's headers (a
+    debug header, a misconfigured proxy), by value. (The request's ``api_token`` is left
+    to error texts: walking the message on every call costs more than the rest.)
+    `headers` is the library's response header mapping (names of any case).
+    """
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in out:
+            out[key] = f"{out[key]}, {value}"
+        else:
+            out[key] = value
+    if not SENSITIVE_HEADERS.isdisjoint(out):
+        for key in SENSITIVE_HEADERS.intersection(out):
+            out[key] = REDACTED
+    secrets = Secrets.of(own.values, call_headers) if call_headers else own
+    return ResponseMeta(status, secrets.scrub_headers(out) if secrets.values else out)
+
+
 def _get(headers: Mapping[str, str], name: str) -> str:
     value = headers.get(name)
     if value is None:
@@ -653,6 +679,25 @@ def timeout_error(message: str, *, phase: str, request_sent: bool) -> errors.API
     """An :class:`~lorax.errors.APITimeoutError` of `phase`, marked with ``request_sent``."""
     error = errors.APITimeoutError(message, phase=phase)
     error.request_sent = request_sent
+    return error
+
+
+def total_timeout(deadline: Deadline, *, sent: bool) -> errors.APITimeoutError:
+    """The ``phase="total"`` error of a call whose deadline ran out."""
+    total = deadline.total
+    message = f"the total timeout of {total:g} s ran out" if total is not None else "the total timeout ran out"
+    return timeout_error(message, phase="total", request_sent=sent)
+
+
+def log_answer(log: logging.Logger, route: Route, status: int, started: float, kind: str = "") -> None:
+    """Log (debug) a call's status and the time since `started` (``time.perf_counter()``)."""
+    log.debug("%s %s -> %d%s in %.1f ms", route.method, route.url, status, kind, (time.perf_counter() - started) * 1000)
+
+
+def failed(log: logging.Logger, route: Route, error: errors.LoraxError) -> errors.LoraxError:
+    """`error`, logged at debug level on `log` as the failure of a call to `route`."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s failed: %s: %s", route.method, route.url, type(error).__name__, error)
     return error
 
 

@@ -13,22 +13,16 @@ from urllib3.exceptions import ProtocolError as U3ProtocolError
 
 from lorax import errors
 from lorax._chunked import ChunkedBodyError
-from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
 
 _log = logging.getLogger("lorax.transports.http")
 
 
 def _failed(route: common.Route, error: errors.LoraxError) -> errors.LoraxError:
-    if _log.isEnabledFor(logging.DEBUG):
-        _log.debug("%s %s failed: %s: %s", route.method, route.url, type(error).__name__, error)
-    return error
+    return common.failed(_log, route, error)
 
 
-def _total(deadline: Deadline, *, sent: bool) -> errors.APITimeoutError:
-    total = deadline.total
-    message = f"the total timeout of {total:g} s ran out" if total is not None else "the total timeout ran out"
-    return common.timeout_error(message, phase="total", request_sent=sent)
+_total = common.total_timeout
 
 
 def _cause(exc: BaseException) -> BaseException | None:

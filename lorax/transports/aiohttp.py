@@ -37,6 +37,7 @@ so one event of several MiB is fine (aiohttp's line reader stops at 128 KiB).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import errno
@@ -51,11 +52,11 @@ import aiohttp
 
 from lorax import codec, errors
 from lorax._message import Message
+from lorax._route import RESPONSE_BODY_JSON
 from lorax._routes import Method
 from lorax._sse import DONE, SSEDecoder
-from lorax._timeout import Deadline
 from lorax.transports import _http_common as common
-from lorax.transports.base import AsyncMessageStream, AsyncTransport, CallOptions, ResponseMeta, lower_headers
+from lorax.transports.base import AsyncMessageStream, AsyncTransport, CallOptions, ResponseMeta
 
 __all__ = ["AsyncHTTPTransport"]
 
@@ -69,6 +70,90 @@ _CLOSE_GRACE = 1.0
 _STALE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
+class _Slots:
+    """The transport's connection slots: at most `n` calls hold one at once.
+
+    What ``asyncio.Semaphore`` does, for the one way the transport uses it, in O(1) per
+    call: Python 3.10-3.12's semaphore walks its waiter list on every ``locked()`` and
+    every release (the woken waiters stay in it until their tasks run), which with a few
+    hundred calls queued for 100 connections cost more than the rest of our per-call
+    work. A release hands the slot straight to the oldest waiter (FIFO); a waiter that
+    gave up (cancelled, timed out) is skipped.
+    """
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take(self) -> bool:
+        """Take a free slot if there is one (True), without waiting."""
+        if self.free > 0:
+            # A free slot means no live waiter (release hands slots to those first):
+            # whatever is queued gave up, and must not make this call wait.
+            waiters = self.waiters
+            while waiters and waiters[0].done():
+                waiters.popleft()
+            if not waiters:
+                self.free -= 1
+                return True
+        return False
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait for a slot handed over by :meth:`release`; False when `timeout` ran out."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            if fut.done() and not fut.cancelled():
+                return True  # handed over as the timeout fired: the slot is ours
+            fut.cancel()
+            return False
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed over as this task was cancelled: pass it on
+            else:
+                fut.cancel()
+            raise
+        return True
+
+    def release(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
+# Why a connector subclass, a context variable and a wrapped ``connection_lost``, and not
+# a public aiohttp API (checked against aiohttp 3.9-3.14):
+#
+# * The stale-connection retry must know whether an attempt got a pooled connection,
+#   and its second attempt must refuse pooled ones. aiohttp's public per-request hook
+#   is tracing (``TraceConfig.on_connection_reuseconn`` with ``trace_request_ctx``): it
+#   answers the first question but not the second (no request option makes the
+#   connector skip its pool; ``force_close`` is for the whole connector, and would
+#   cost every call a new connection), and it costs every request of the session a
+#   ``Trace`` and its signal coroutines (measured on the canned server: 330 -> 366
+#   Python calls per request). So ``_Connector.connect`` (aiohttp's documented
+#   ``BaseConnector.connect(req, traces, timeout)``) does both, and learns which attempt
+#   it serves from ``_ATTEMPT``: ``session.request`` runs ``connect`` in the calling
+#   task, so a context variable reaches it without any private attribute, and it is
+#   per task, so concurrent calls do not see each other's attempt.
+# * ``connection_lost`` (see :func:`_watch`): aiohttp offers no callback for "this
+#   connection is gone" (``Connection.add_callback`` runs on release, not on loss), and
+#   its own handling leaves a body reader waiting forever after a chunked framing error
+#   (``ResponseHandler.data_received`` gives the parse error to the protocol, not to the
+#   payload, and ``connection_lost`` drops the read timeout). The wrapper is set on
+#   protocols this transport created, once per connection; a ``__slots__`` protocol
+#   in a future aiohttp only loses the two fixes (the ``AttributeError`` branch).
 class _Attempt:
     """What happened to one request attempt (recorded by :class:`_Connector`)."""
 
@@ -98,11 +183,13 @@ class _Connector(aiohttp.TCPConnector):
             return conn
         seen = self._lorax_seen
         proto = conn.protocol
-        while attempt.fresh and proto is not None and proto in seen:
+        # A protocol seen before carries the watch's `lorax_lost` (one attribute look-up
+        # per call; the WeakSet is asked only where the watch could not be set).
+        while attempt.fresh and proto is not None and (hasattr(proto, "lorax_lost") or proto in seen):
             conn.close()
             conn = await super().connect(req, traces, timeout)
             proto = conn.protocol
-        attempt.reused = proto is not None and proto in seen
+        attempt.reused = proto is not None and (hasattr(proto, "lorax_lost") or proto in seen)
         if proto is not None and not attempt.reused:
             seen.add(proto)
             _watch(proto)
@@ -217,7 +304,7 @@ class AsyncHTTPTransport(AsyncTransport):
         self._session: aiohttp.ClientSession | None = None
         self._connector: _Connector | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slot: asyncio.Semaphore | None = None
+        self._slot: _Slots | None = None
         self._streams: weakref.WeakSet[_AsyncHTTPMessageStream] = weakref.WeakSet()
         self._closed = False
 
@@ -226,60 +313,42 @@ class AsyncHTTPTransport(AsyncTransport):
 
     async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
         resp, route, slot, started = await self._send(method, request, options)
-        complete = False
-        _reading(resp, resp.content)
+        status = resp.status
+        headers = resp.headers
         try:
-            status = resp.status
+            if not 200 <= status < 300:
+                data = await self._error_body(resp, options, request)
+                raise common.status_error(status, headers, data, self._secrets(options, request), route)
+            complete = False
             try:
-                if 200 <= status < 300:
-                    data = await self._read_body(resp)
-                    complete = True
-                else:
-                    data, complete = await _read_error_body(resp)
+                data = await self._read_body(resp, headers)
+                complete = True
             except Exception as exc:
                 raise self._body_error(exc, options, request) from exc
+            finally:
+                if complete:
+                    resp.release()
+                else:
+                    resp.close()
         finally:
-            _reading(resp, None)
-            if complete:
-                resp.release()
-            else:
-                resp.close()
             if slot is not None:
                 slot.release()
         if started is not None:
-            _log.debug(
-                "%s %s -> %d in %.1f ms", route.method, route.url, status, (time.perf_counter() - started) * 1000
-            )
-        if not 200 <= status < 300:
-            raise common.status_error(status, resp.headers, data, self._secrets(options, request), route)
-        message = common.decode_response(method, status, resp.headers, data)
-        return message, self._meta(status, resp.headers, options, request)
+            common.log_answer(_log, route, status, started)
+        if method.response_body == RESPONSE_BODY_JSON:
+            message: Message = codec.decoder(method.output_type)(data)
+        else:
+            message = common.decode_response(method, status, headers, data)
+        return message, common.response_meta(status, headers, options.headers, self._own_secrets)
 
     async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
         resp, route, slot, started = await self._send(method, request, options)
         try:
             status = resp.status
             if started is not None:
-                _log.debug(
-                    "%s %s -> %d (stream) in %.1f ms",
-                    route.method,
-                    route.url,
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                )
-            _reading(resp, resp.content)
+                common.log_answer(_log, route, status, started, " (stream)")
             if not (200 <= status < 300 and common.is_event_stream(resp.headers)):
-                complete = False
-                try:
-                    data, complete = await _read_error_body(resp)
-                except Exception as exc:
-                    raise self._body_error(exc, options, request) from exc
-                finally:
-                    _reading(resp, None)
-                    if complete:
-                        resp.release()
-                    else:
-                        resp.close()
+                data = await self._error_body(resp, options, request)
                 secrets = self._secrets(options, request)
                 if 200 <= status < 300:
                     raise common.not_a_stream(status, resp.headers, data, secrets, route)
@@ -287,7 +356,8 @@ class AsyncHTTPTransport(AsyncTransport):
             encoding = common.compressed(resp.headers)
             if encoding is not None:
                 raise common.too_large(self._where, self._max_response_bytes, encoding=encoding)
-            meta = self._meta(status, resp.headers, options, request)
+            _reading(resp, resp.content)
+            meta = common.response_meta(status, resp.headers, options.headers, self._own_secrets)
             stream = _AsyncHTTPMessageStream(self, method, resp, meta, slot, options, request)
         except BaseException:
             resp.close()
@@ -391,12 +461,12 @@ class AsyncHTTPTransport(AsyncTransport):
         )
         self._connector = connector
         self._loop = loop
-        self._slot = asyncio.Semaphore(self._slots) if self._slots else None
+        self._slot = _Slots(self._slots) if self._slots else None
         return self._session
 
     async def _send(
         self, method: Method, request: Message, options: CallOptions
-    ) -> tuple[aiohttp.ClientResponse, common.Route, asyncio.Semaphore | None, float | None]:
+    ) -> tuple[aiohttp.ClientResponse, common.Route, _Slots | None, float | None]:
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop() or self._closed:
             session = self._check_loop()
@@ -423,7 +493,10 @@ class AsyncHTTPTransport(AsyncTransport):
 
         slot = self._slot
         if slot is not None:
-            await self._acquire(slot, options)
+            if slot.free > 0 and not slot.waiters:
+                slot.free -= 1
+            else:
+                await self._acquire(slot, options)
         attempt = _Attempt()
         token = _ATTEMPT.set(attempt)
         try:
@@ -442,7 +515,7 @@ class AsyncHTTPTransport(AsyncTransport):
                     return resp, route, slot, started
                 except Exception as exc:
                     if attempt.fresh or not _is_stale(exc, attempt):
-                        raise _failed(route, self._send_error(exc, attempt, options, request)) from exc
+                        raise common.failed(_log, route, self._send_error(exc, attempt, options, request)) from exc
                     # The reused connection had been closed by the server before it
                     # read the request (see the module docstring): once more, on a
                     # new connection.
@@ -461,26 +534,21 @@ class AsyncHTTPTransport(AsyncTransport):
         finally:
             _ATTEMPT.reset(token)
 
-    async def _acquire(self, slot: asyncio.Semaphore, options: CallOptions) -> None:
-        if not slot.locked():
-            await slot.acquire()
+    async def _acquire(self, slot: _Slots, options: CallOptions) -> None:
+        """Wait for a free connection slot, at most ``Timeout.pool`` (and the deadline)."""
+        if slot.take():
             return
         deadline = options.deadline
-        wait = deadline.cap(options.timeout.pool)
-        if wait is None:
-            await slot.acquire()
+        if await slot.wait(deadline.cap(options.timeout.pool)):
             return
-        try:
-            await asyncio.wait_for(slot.acquire(), wait)
-        except asyncio.TimeoutError:
-            if deadline.expired():
-                raise _total(deadline, sent=False) from None
-            raise common.timeout_error(
-                f"no free connection to {self._where} within {common.seconds(options.timeout.pool)}: "
-                f"all {self._slots} connections are in use (limit)",
-                phase="pool",
-                request_sent=False,
-            ) from None
+        if deadline.expired():
+            raise _total(deadline, sent=False)
+        raise common.timeout_error(
+            f"no free connection to {self._where} within {common.seconds(options.timeout.pool)}: "
+            f"all {self._slots} connections are in use (limit)",
+            phase="pool",
+            request_sent=False,
+        )
 
     def _route(self, method: Method) -> tuple[common.Route, Any]:
         from yarl import URL
@@ -497,7 +565,7 @@ class AsyncHTTPTransport(AsyncTransport):
         self._timeouts[key] = timeout
         return timeout
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read_body(self, resp: aiohttp.ClientResponse, headers: Any) -> bytes:
         """A 2xx body, at most ``max_response_bytes`` of it; compressed bodies are refused.
 
         As :meth:`HTTPTransport._read_body <lorax.transports.http.HTTPTransport>`: a
@@ -506,40 +574,56 @@ class AsyncHTTPTransport(AsyncTransport):
         closes the connection).
         """
         limit = self._max_response_bytes
-        headers = resp.headers
-        encoding = common.compressed(headers)
+        # aiohttp's headers are case-insensitive: one lookup says there is no encoding.
+        encoding = common.compressed(headers) if "content-encoding" in headers else None
         if encoding is not None:
             raise common.too_large(self._where, limit, encoding=encoding)
         length = common.declared_length(headers)
         if length is not None:
             if length > limit:
                 raise common.too_large(self._where, limit, size=length)
-            return await resp.read()  # exactly Content-Length bytes
+            # Exactly Content-Length bytes. No _reading() here: a connection lost
+            # before the last byte fails the body in aiohttp itself (its parser's
+            # feed_eof); only chunked framing errors need the watch.
+            return await resp.read()
         content = resp.content
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await content.read(common.READ_CHUNK)
-            if not chunk:
-                return b"".join(parts)
-            size += len(chunk)
-            if size > limit:
-                raise common.too_large(self._where, limit)
-            parts.append(chunk)
+        _reading(resp, content)
+        try:
+            parts: list[bytes] = []
+            size = 0
+            while True:
+                chunk = await content.read(common.READ_CHUNK)
+                if not chunk:
+                    return b"".join(parts)
+                size += len(chunk)
+                if size > limit:
+                    raise common.too_large(self._where, limit)
+                parts.append(chunk)
+        finally:
+            _reading(resp, None)
+
+    async def _error_body(self, resp: aiohttp.ClientResponse, options: CallOptions, request: Message) -> bytes:
+        """Up to ``MAX_ERROR_BODY`` bytes of a non-2xx (or not-a-stream) body, and the
+        connection released when that was all of it, closed when not."""
+        complete = False
+        _reading(resp, resp.content)
+        try:
+            data, complete = await _read_error_body(resp)
+        except Exception as exc:
+            raise self._body_error(exc, options, request) from exc
+        finally:
+            _reading(resp, None)
+            if complete:
+                resp.release()
+            else:
+                resp.close()
+        return data
 
     def _forget(self, stream: _AsyncHTTPMessageStream) -> None:
         self._streams.discard(stream)
 
     def _secrets(self, options: CallOptions, request: Message | None) -> common.Secrets:
         return common.Secrets.of(self._secret_values, options.headers, request)
-
-    def _meta(self, status: int, headers: Any, options: CallOptions, request: Message) -> ResponseMeta:
-        """A success's status and headers: credentials redacted by name and, wherever the
-        server echoed one of the transport's or the call's headers (a debug header, a
-        misconfigured proxy), by value. (The request's ``api_token`` is left to error
-        texts: walking the message on every call costs more than the rest.)"""
-        secrets = common.Secrets.of(self._secret_values, options.headers) if options.headers else self._own_secrets
-        return ResponseMeta(status, secrets.scrub_headers(lower_headers(headers)))
 
     # ----------------------------------------------------------------------------
     # Errors
@@ -645,16 +729,7 @@ def _is_dns_error(exc: BaseException, os_error: BaseException | None) -> bool:
     return isinstance(os_error, socket.gaierror)
 
 
-def _failed(route: common.Route, error: errors.LoraxError) -> errors.LoraxError:
-    if _log.isEnabledFor(logging.DEBUG):
-        _log.debug("%s %s failed: %s: %s", route.method, route.url, type(error).__name__, error)
-    return error
-
-
-def _total(deadline: Deadline, *, sent: bool) -> errors.APITimeoutError:
-    total = deadline.total
-    message = f"the total timeout of {total:g} s ran out" if total is not None else "the total timeout ran out"
-    return common.timeout_error(message, phase="total", request_sent=sent)
+_total = common.total_timeout
 
 
 def _broken_reason(exc: BaseException) -> str:
@@ -689,6 +764,11 @@ async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[byte
     return b"".join(parts), content.at_eof()
 
 
+# An empty batch shared by all streams (never changed: a stream replaces its lists and
+# only reads them), so that an idle stream holds two lists fewer for the collector.
+_NOTHING: list[Any] = []
+
+
 class _AsyncHTTPMessageStream(AsyncMessageStream):
     """The SSE stream of one call, decoded into messages."""
 
@@ -698,7 +778,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         method: Method,
         resp: aiohttp.ClientResponse,
         meta: ResponseMeta,
-        slot: asyncio.Semaphore | None,
+        slot: _Slots | None,
         options: CallOptions,
         request: Message,
     ) -> None:
@@ -712,8 +792,10 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._decode = codec.decoder(method.output_type)
         self._done_marker = method.done_marker
         self._decoder = SSEDecoder(max_event_bytes=transport._max_response_bytes)
-        self._events: list[bytes] = []  # the data of the events of the last read
+        self._events: list[bytes] = _NOTHING  # the data of the events of the last read
         self._idx = 0
+        self._ready: list[Message] = _NOTHING  # what __anext__ decoded and has not handed out
+        self._ready_pos = 0
         self._fast = common.fast_decoder(method.output_type)
         self._count = 0
         self._options = options
@@ -723,37 +805,72 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
         self._active = True
 
     async def __anext__(self) -> Message:
+        ready = self._ready
+        pos = self._ready_pos
+        if pos < len(ready) and not self._closing:
+            self._ready_pos = pos + 1
+            return ready[pos]
+        batch = await self.next_batch()
+        self._ready = batch
+        self._ready_pos = 1
+        return batch[0]
+
+    async def next_batch(self) -> list[Message]:
+        """Every message of the last read, decoded in one loop; at least one.
+
+        An event the fast decoder does not take (an error event, an odd one) is decoded
+        on its own and ends the batch when it is not the first: an error event raises
+        on the call after the messages before it were handed out. ``[DONE]`` ends the
+        stream (StopAsyncIteration) once what came before it was handed out.
+        """
+        pos = self._ready_pos
+        if pos < len(self._ready):  # what __anext__ decoded and did not hand out yet
+            out = self._ready[pos:]
+            self._ready = _NOTHING
+            self._ready_pos = 0
+            if not self._closing:
+                return out
         while True:
             idx = self._idx
             events = self._events
-            if idx < len(events) and not self._closing:
-                self._idx = idx + 1
-                data = events[idx]
-                if data == DONE and self._done_marker:
-                    await self._after_done()
-                    raise StopAsyncIteration
+            end = len(events)
+            if idx < end and not self._closing:
+                out = []
                 fast = self._fast
-                message: Message
-                try:
-                    if fast is None or b'"error"' in data:
-                        message = self._decode(data)
-                    else:
+                while idx < end:
+                    data = events[idx]
+                    if fast is not None and b'"error"' not in data:
                         try:
-                            message = fast(data)
+                            out.append(fast(data))
+                            idx += 1
+                            continue
                         except common.FAST_DECODE_ERRORS:
-                            message = self._decode(data)  # names what is wrong, or decodes the odd case
-                except errors.LoraxError as exc:
-                    # An error event (mapped to its class) or an event that does not
-                    # decode: the stream ends here, without reading on. The server's
-                    # text may quote the request: scrub its credentials.
-                    self._release(reuse=False)
-                    self._transport._secrets(self._options, self._request).scrub_error(exc)
-                    raise
-                except BaseException:
-                    self._release(reuse=False)
-                    raise
-                self._count += 1
-                return message
+                            pass  # [DONE], or an odd event: below
+                    if out:
+                        break  # decoded alone, by the next call
+                    idx += 1
+                    self._idx = idx
+                    if data == DONE and self._done_marker:
+                        await self._after_done()
+                        raise StopAsyncIteration
+                    try:
+                        out.append(self._decode(data))  # names what is wrong, or decodes the odd case
+                    except errors.LoraxError as exc:
+                        # An error event (mapped to its class) or an event that does not
+                        # decode: the stream ends here, without reading on. The server's
+                        # text may quote the request: scrub its credentials.
+                        self._release(reuse=False)
+                        self._transport._secrets(self._options, self._request).scrub_error(exc)
+                        raise
+                    except BaseException:
+                        self._release(reuse=False)
+                        raise
+                if idx == end:  # all handed out: an idle stream keeps no list
+                    self._events = _NOTHING
+                    idx = 0
+                self._idx = idx
+                self._count += len(out)
+                return out
             failure = self._failure
             if failure is not None:
                 self._failure = None
@@ -790,7 +907,7 @@ class _AsyncHTTPMessageStream(AsyncMessageStream):
     async def _after_done(self) -> None:
         # [DONE] is the last event and the end of the chunked body follows at once:
         # read it (briefly, boundedly) so that the connection can be reused.
-        self._events = []
+        self._events = _NOTHING
         if not self._active:
             return
         content = self._content

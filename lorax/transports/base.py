@@ -239,6 +239,14 @@ class AsyncMessageStream(abc.ABC):
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 
+    async def next_batch(self) -> list[Message]:
+        """The next messages that are ready, at least one; StopAsyncIteration at the end.
+
+        What :class:`lorax.AsyncStream` calls (as :meth:`MessageStream.next_batch`). The
+        default is one ``__anext__``.
+        """
+        return [await self.__anext__()]
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Stop the stream and release its connection. Safe from another task."""

@@ -96,7 +96,7 @@ from lorax.transports._urllib3_conn import (
     _socket,
 )
 from lorax.transports._urllib3_errors import _broken_reason, _cause, _failed, _total
-from lorax.transports.base import CallOptions, MessageStream, ResponseMeta, Transport, lower_headers
+from lorax.transports.base import CallOptions, MessageStream, ResponseMeta, Transport
 
 __all__ = ["HTTPTransport"]
 
@@ -229,13 +229,7 @@ class HTTPTransport(Transport):
         resp, route, read, started = self._send(method, request, options)
         status = resp.status
         if started is not None:
-            _log.debug(
-                "%s %s -> %d (stream) in %.1f ms",
-                route.method,
-                route.url,
-                status,
-                (time.perf_counter() - started) * 1000,
-            )
+            common.log_answer(_log, route, status, started, " (stream)")
         if not (200 <= status < 300 and common.is_event_stream(resp.headers)):
             try:
                 data = self._read_error_body(resp)
@@ -411,12 +405,7 @@ class HTTPTransport(Transport):
         return common.Secrets.of(self._secret_values, options.headers, request)
 
     def _meta(self, status: int, headers: Any, options: CallOptions, request: Message) -> ResponseMeta:
-        """A success's status and headers: credentials redacted by name and, wherever the
-        server echoed one of the transport's or the call's headers (a debug header, a
-        misconfigured proxy), by value. (The request's ``api_token`` is left to error
-        texts: walking the message on every call costs more than the rest.)"""
-        secrets = common.Secrets.of(self._secret_values, options.headers) if options.headers else self._own_secrets
-        return ResponseMeta(status, secrets.scrub_headers(lower_headers(headers)))
+        return common.response_meta(status, headers, options.headers, self._own_secrets)
 
     # ----------------------------------------------------------------------------
     # Reading

@@ -327,6 +327,40 @@ def test_pool_timeout(app: AppServer, driver: Callable[..., Driver]) -> None:
     assert d.unary(GENERATE, req())[0].generated_text == "ok"  # type: ignore[attr-defined]
 
 
+def test_async_pool_waiters_first_come_first_served_and_quitters_pass_it_on(app: AppServer) -> None:
+    from lorax.transports.aiohttp import AsyncHTTPTransport
+
+    app.sse("POST", "/generate_stream", [token(1)], forever=token(2))
+    app.reply("POST", "/generate", OK)
+
+    async def main() -> None:
+        async with AsyncHTTPTransport(app.url, limit=1) as transport:
+            stream = await transport.stream_async(STREAM, req(), CallOptions())  # holds the one slot
+            await stream.__anext__()
+            done: list[str] = []
+
+            async def call(name: str) -> None:
+                message, _ = await transport.unary_async(GENERATE, req(), CallOptions())
+                assert message.generated_text == "ok"  # type: ignore[attr-defined]
+                done.append(name)
+
+            tasks = {name: asyncio.ensure_future(call(name)) for name in ("a", "b", "c", "d")}
+            await asyncio.sleep(0)  # each task runs up to its wait for the slot
+            tasks["b"].cancel()  # gives up while waiting
+            await asyncio.sleep(0)
+            await stream.aclose()  # hands the slot to "a" (no await inside: "a" has not run yet)
+            tasks["a"].cancel()  # cancelled holding a slot it never used: "c" gets it
+            results = await asyncio.wait_for(asyncio.gather(*tasks.values(), return_exceptions=True), 10)
+            assert [type(r).__name__ for r in results] == ["CancelledError", "CancelledError", "NoneType", "NoneType"]
+            assert done == ["c", "d"]
+            assert transport.pool_stats()["in_use"] == 0
+            # The slot is free again: a call neither waits nor times out.
+            options = CallOptions(timeout=Timeout(connect=5, read=5, pool=0.5))
+            assert (await transport.unary_async(GENERATE, req(), options))[0].generated_text == "ok"  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+
+
 def test_sync_close_from_another_thread(raw: Callable[..., RawServer]) -> None:
     server = raw(stall(SSE_HEAD + chunk(token(1))))
     with HTTPTransport(server.url) as transport:

@@ -134,6 +134,58 @@ def test_many_events_and_an_error_in_one_read(raw: Callable[..., RawServer], dri
     assert d.stats()["in_use"] == 0
 
 
+@pytest.mark.parametrize("tail", ["error", "final-and-late"])
+def test_async_client_reads_a_whole_answer_in_one_read(
+    raw: Callable[..., RawServer], tail: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # lorax.AsyncStream takes the transport's batches (every event of one read): the
+    # events before an error event come out in order, then the typed error; after the
+    # final event nothing more is delivered, and the late event is dropped.
+    from lorax import AsyncClient
+
+    error_event = b'data: {"error":"Model is overloaded","error_type":"overloaded"}\n\n'
+    frames = [token(i, f" t{i}") for i in range(50)]
+    frames += [error_event, token(99)] if tail == "error" else [final("done"), token(99)]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD + chunk(b"".join(frames)) + b"0\r\n\r\n")
+        await writer.drain()
+
+    server = raw(handler)
+
+    async def main() -> tuple[list[str], BaseException | None, str, str | None]:
+        async with AsyncClient(server.url, max_retries=None) as client:
+            texts: list[str] = []
+            failure: BaseException | None = None
+            stream = client.generate_stream("Hi")
+            try:
+                async for event in stream:
+                    texts.append(event.token.text)
+            except errors.LoraxError as exc:
+                failure = exc
+            final_text = stream.final.generated_text if stream.final is not None else None
+            return texts, failure, repr(stream), final_text
+
+    texts, failure, shown, final_text = asyncio.run(main())
+    if tail == "error":
+        assert texts == [f" t{i}" for i in range(50)]
+        assert type(failure) is errors.OverloadedError
+        assert str(failure) == "Model is overloaded"
+        assert shown == "<AsyncStream GenerateStream closed, 50 event(s)>"
+        assert final_text is None
+        assert "dropped an event" not in caplog.text
+    else:
+        assert texts == [f" t{i}" for i in range(50)] + ["</s>"]
+        assert failure is None
+        assert shown == "<AsyncStream GenerateStream closed, 51 event(s)>"
+        assert final_text == "done"
+        assert (
+            caplog.messages.count("lorax: dropped an event that came after the final event of a GenerateStream stream")
+            == 1
+        )
+
+
 def test_event_that_is_not_json(app: AppServer, driver: Callable[..., Driver]) -> None:
     app.sse("POST", "/generate_stream", [token(1), b"data: {not json\n\n"])
     d = driver(app.url)
