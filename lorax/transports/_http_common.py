@@ -262,6 +262,19 @@ def merge_headers(route_headers: dict[str, str], call_headers: Mapping[str, str]
     return merged
 
 
+class DescribedByBaseURL:
+    """``describe()`` and the repr of an HTTP transport: its class and its base URL, which
+    :class:`BaseURL` keeps free of credentials."""
+
+    _base: BaseURL
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}({self._base.display})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
 @dataclass(frozen=True)
 class Route:
     """Everything about one method's request that does not change between calls.

@@ -237,7 +237,7 @@ def _reading(resp: aiohttp.ClientResponse, reader: aiohttp.StreamReader | None) 
             proto.lorax_reader = reader  # type: ignore[attr-defined]
 
 
-class AsyncHTTPTransport(AsyncTransport):
+class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
     """LoRAX's REST API over aiohttp, bound to the event loop it is first used on.
 
     Args:
@@ -401,12 +401,6 @@ class AsyncHTTPTransport(AsyncTransport):
                     closing[fut].abort()
             if stuck:
                 await asyncio.wait(stuck, timeout=_CLOSE_GRACE)
-
-    def describe(self) -> str:
-        return f"AsyncHTTPTransport({self._base.display})"
-
-    def __repr__(self) -> str:
-        return self.describe()
 
     def pool_stats(self) -> dict[str, int]:
         """A snapshot of the connection pool, for leak tests and diagnostics.

@@ -103,7 +103,7 @@ __all__ = ["HTTPTransport"]
 _log = logging.getLogger(__name__)
 
 
-class HTTPTransport(Transport):
+class HTTPTransport(common.DescribedByBaseURL, Transport):
     """LoRAX's REST API over urllib3. Thread-safe: one transport serves many threads.
 
     Args:
@@ -266,12 +266,6 @@ class HTTPTransport(Transport):
         # the ones still checked out when they come back).
         self._pool.close()
         self._manager.clear()
-
-    def describe(self) -> str:
-        return f"HTTPTransport({self._base.display})"
-
-    def __repr__(self) -> str:
-        return self.describe()
 
     def pool_stats(self) -> dict[str, int]:
         """A snapshot of the connection pool, for leak tests and diagnostics.
