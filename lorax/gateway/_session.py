@@ -36,13 +36,14 @@ from websockets.exceptions import ConnectionClosed
 from lorax import errors
 from lorax._convert import from_binary
 from lorax._message import Message
-from lorax._pbwire import frame_message, to_binary
+from lorax._pbwire import encoder, frame_message, to_binary
 from lorax._redact import Secrets
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
+from lorax.gateway._wire import message_prefix, message_wire
 from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import AsyncTransport, CallOptions
@@ -412,6 +413,9 @@ class Session:
                 await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers, window_bytes=window))
                 state.begun = True
                 messages = stream.__aiter__()
+                writer = self._writer
+                encode = encoder(method.output_type) or to_binary
+                prefix = message_prefix(call_id)
                 while True:
                     if flow is not None and flow.window <= 0:
                         # Wait for the window before reading on: LoRAX is slowed through
@@ -421,9 +425,22 @@ class Session:
                         message = await messages.__anext__()
                     except StopAsyncIteration:
                         break
-                    data = self._take_message(call_id, message, flow)
-                    del message  # only the frame is held (and counted) from here
-                    await self._send_taken(data)
+                    if writer.accepts_wire():
+                        # The per-token path: the frame's bytes in one pass, queued
+                        # without a coroutine (see _wire.py and FrameWriter.put).
+                        try:
+                            payload = encode(message)
+                        except Exception:
+                            payload = to_binary(message)  # _pbwire's fallbacks and errors
+                        del message  # only the frame is held (and counted) from here
+                        wire, size = message_wire(prefix, payload)
+                        self._count_message(size, len(payload), flow)
+                        if not writer.put(wire, size):
+                            await writer.wait()
+                    else:
+                        data = self._take_message(call_id, message, flow)
+                        del message
+                        await self._send_taken(data)
                     state.messages += 1
             finally:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.
@@ -465,11 +482,25 @@ class Session:
         # Written straight from the Struct, no upb message (see lorax/_pbwire.py).
         payload = to_binary(message)
         data = frame_message(call_id, payload)
-        self._check_size(data)
-        self._reserve(len(data), "a response message", 502)
-        if flow is not None:
-            flow.spend(len(payload))
+        self._count_message(len(data), len(payload), flow)
         return data
+
+    def _count_message(self, size: int, payload: int, flow: Flow | None) -> None:
+        """Check a message frame of `size` bytes against the frame limit, count it
+        against the memory budgets and its `payload` bytes against the call's window.
+
+        Raises GatewayRefusal: ``response_too_large``, ``memory_limit``.
+        """
+        limit = self._gateway.max_frame_bytes
+        if size > limit:
+            raise GatewayRefusal(
+                502,
+                "response_too_large",
+                f"a response frame of {size} bytes exceeds the gateway's frame limit of {limit} bytes",
+            )
+        self._reserve(size, "a response message", 502)
+        if flow is not None:
+            flow.spend(payload)
 
     async def _send_taken(self, data: bytes) -> None:
         """Send a frame from :meth:`_take_message`; the writer holds its bytes against the

@@ -136,15 +136,44 @@ class FrameWriter:
         self._counted += counted
         self._queue(ws.protocol, data)
         if ws.paused:
-            self.waiting += 1
-            try:
-                await ws.drain()
-            except Exception:
-                # Only connection_lost() fails a drain: report it as send() does.
-                await asyncio.shield(ws.connection_lost_waiter)
-                raise ws.close_exc from None
-            finally:
-                self.waiting -= 1
+            await self.wait()
+
+    def accepts_wire(self) -> bool:
+        """Whether :meth:`put` may be used now (else :meth:`send`)."""
+        ws: Any = self._ws
+        return self._raw and ws.protocol.state is State.OPEN and ws.send_in_progress is None
+
+    def put(self, wire: bytes, counted: int) -> bool:
+        """Queue `wire`, a complete binary WebSocket frame (see lorax/gateway/_wire.py),
+        with `counted` bytes held as :meth:`send` does; only when :meth:`accepts_wire`.
+
+        The per-token path: no coroutine. Returns False when the transport is paused:
+        the caller must then ``await wait()`` before it sends more (the backpressure).
+        """
+        self._counted += counted
+        self._ws.protocol.writes.append(wire)
+        self._pending += len(wire)
+        if self._pending >= _FLUSH_BYTES:
+            self._flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+        return not self._ws.paused
+
+    async def wait(self) -> None:
+        """Wait while the transport is paused; raises ConnectionClosed when the connection is lost."""
+        ws: Any = self._ws
+        if not ws.paused:
+            return
+        self.waiting += 1
+        try:
+            await ws.drain()
+        except Exception:
+            # Only connection_lost() fails a drain: report it as send() does.
+            await asyncio.shield(ws.connection_lost_waiter)
+            raise ws.close_exc from None
+        finally:
+            self.waiting -= 1
 
     def queue(self, data: bytes) -> None:
         """Send one small binary message without waiting (no backpressure: for heartbeats).

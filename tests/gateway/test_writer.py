@@ -18,7 +18,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
+from lorax.gateway._wire import message_prefix, message_wire
 from lorax.gateway._writer import FrameWriter, _binary_frame
+from lorax.transports import _ws_frames as wsf
 from tests.gateway._stalled import StalledClient
 
 
@@ -247,3 +249,20 @@ async def _test_close_gives_back_what_a_lost_connection_never_sent() -> None:
         task.cancel()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("call_id", [1, 127, 128, 16383, 16384, 1 << 40, (1 << 64) - 1])
+@pytest.mark.parametrize("size", [0, 1, 100, 112, 113, 127, 128, 16383, 16384, 65500, 65536, 200_000])
+def test_message_wire_is_the_frame_websockets_would_write(call_id: int, size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"p" * (size % 256)
+    frame = wsf.encode_message(call_id, payload)
+    assert message_wire(message_prefix(call_id), payload) == (
+        Frame(Opcode.BINARY, frame).serialize(mask=False, extensions=[]),
+        len(frame),
+    )
+
+
+@pytest.mark.parametrize("call_id", [0, -1, 1 << 64])
+def test_message_prefix_refuses_call_ids_out_of_range(call_id: int) -> None:
+    with pytest.raises(ValueError, match=f"call id {call_id} is out of range"):
+        message_prefix(call_id)
