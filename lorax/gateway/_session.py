@@ -416,6 +416,8 @@ class Session:
                 writer = self._writer
                 encode = encoder(method.output_type) or to_binary
                 prefix = message_prefix(call_id)
+                limit = self._gateway.max_frame_bytes
+                mine, total = self.memory, self._gateway.memory
                 while True:
                     if flow is not None and flow.window <= 0:
                         # Wait for the window before reading on: LoRAX is slowed through
@@ -425,22 +427,23 @@ class Session:
                         message = await messages.__anext__()
                     except StopAsyncIteration:
                         break
-                    if writer.accepts_wire():
-                        # The per-token path: the frame's bytes in one pass, queued
-                        # without a coroutine (see _wire.py and FrameWriter.put).
-                        try:
-                            payload = encode(message)
-                        except Exception:
-                            payload = to_binary(message)  # _pbwire's fallbacks and errors
-                        del message  # only the frame is held (and counted) from here
-                        wire, size = message_wire(prefix, payload)
-                        self._count_message(size, len(payload), flow)
-                        if not writer.put(wire, size):
-                            await writer.wait()
+                    # The per-token path: the frame's bytes in one pass, queued without
+                    # a coroutine (see _wire.py and FrameWriter.put).
+                    try:
+                        payload = encode(message)
+                    except Exception:
+                        payload = to_binary(message)  # _pbwire's fallbacks and errors
+                    del message  # only the frame is held (and counted) from here
+                    wire, size = message_wire(prefix, payload)
+                    if size <= limit and mine.held + size <= mine.limit and total.held + size <= total.limit:
+                        mine.held += size
+                        total.held += size
+                        if flow is not None:
+                            flow.spend(len(payload))
                     else:
-                        data = self._take_message(call_id, message, flow)
-                        del message
-                        await self._send_taken(data)
+                        self._count_message(size, len(payload), flow)  # raises
+                    if not writer.put(wire, size):
+                        await writer.wait()
                     state.messages += 1
             finally:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.

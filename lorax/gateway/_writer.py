@@ -69,6 +69,12 @@ def _binary_frame(data: bytes) -> bytes:
     return _LEN64(0x82, 127, size) + data
 
 
+def _payload(wire: bytes) -> bytes:
+    """The message in an unmasked binary WebSocket frame (as written by _binary_frame)."""
+    size = wire[1]
+    return wire[2 + (size == 126) * 2 + (size == 127) * 8 :]
+
+
 class FrameWriter:
     """Sends binary messages on `ws`, batching the writes of one loop iteration.
 
@@ -138,20 +144,32 @@ class FrameWriter:
         if ws.paused:
             await self.wait()
 
-    def accepts_wire(self) -> bool:
-        """Whether :meth:`put` may be used now (else :meth:`send`)."""
-        ws: Any = self._ws
-        return self._raw and ws.protocol.state is State.OPEN and ws.send_in_progress is None
-
     def put(self, wire: bytes, counted: int) -> bool:
-        """Queue `wire`, a complete binary WebSocket frame (see lorax/gateway/_wire.py),
-        with `counted` bytes held as :meth:`send` does; only when :meth:`accepts_wire`.
+        """Queue `wire`, a complete unmasked binary WebSocket frame (see
+        lorax/gateway/_wire.py), with `counted` bytes held as :meth:`send` does.
 
-        The per-token path: no coroutine. Returns False when the transport is paused:
-        the caller must then ``await wait()`` before it sends more (the backpressure).
+        The per-token path: no coroutine. Returns False when the caller must ``await
+        wait()`` before it sends more: the transport is paused (the backpressure), or
+        the connection is no longer open (then wait() raises ConnectionClosed and the
+        frame is dropped, its bytes given back).
         """
+        ws: Any = self._ws
+        protocol = ws.protocol
+        if protocol.state is not State.OPEN or ws.send_in_progress is not None:
+            if counted:
+                self._release(counted)
+            if protocol.state is not State.OPEN:
+                return False
+            # A fragmented send in progress (never one of the gateway's): after it.
+            task = self._loop.create_task(self._send_quietly(_payload(wire)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return False
         self._counted += counted
-        self._ws.protocol.writes.append(wire)
+        if self._raw:
+            protocol.writes.append(wire)
+        else:
+            protocol.send_binary(_payload(wire))
         self._pending += len(wire)
         if self._pending >= _FLUSH_BYTES:
             self._flush()
@@ -163,6 +181,9 @@ class FrameWriter:
     async def wait(self) -> None:
         """Wait while the transport is paused; raises ConnectionClosed when the connection is lost."""
         ws: Any = self._ws
+        if ws.protocol.state is not State.OPEN:
+            await asyncio.shield(ws.connection_lost_waiter)
+            raise ws.close_exc
         if not ws.paused:
             return
         self.waiting += 1

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from lorax.gateway._wire import message_prefix, message_wire
-from lorax.gateway._writer import FrameWriter, _binary_frame
+from lorax.gateway._writer import FrameWriter, _binary_frame, _payload
 from lorax.transports import _ws_frames as wsf
 from tests.gateway._stalled import StalledClient
 
@@ -266,3 +266,32 @@ def test_message_wire_is_the_frame_websockets_would_write(call_id: int, size: in
 def test_message_prefix_refuses_call_ids_out_of_range(call_id: int) -> None:
     with pytest.raises(ValueError, match=f"call id {call_id} is out of range"):
         message_prefix(call_id)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70_000])
+def test_payload_is_the_message_of_a_wire_frame(size: int) -> None:
+    data = b"d" * size
+    assert _payload(_binary_frame(data)) == data
+
+
+def test_put_after_the_close_drops_the_frame_and_wait_raises_connection_closed() -> None:
+    asyncio.run(_test_put_after_the_close_drops_the_frame_and_wait_raises_connection_closed())
+
+
+async def _test_put_after_the_close_drops_the_frame_and_wait_raises_connection_closed() -> None:
+    released: list[int] = []
+
+    async def handler(ws: ServerConnection, writer: FrameWriter, writes: list[int]) -> None:
+        writer = FrameWriter(ws, released.append)
+        assert writer.put(_binary_frame(b"before"), 6) is True
+        await asyncio.sleep(0)
+        await ws.close()
+        assert writer.put(_binary_frame(b"after the close"), 15) is False
+        assert released[-1] == 15  # never sent: given back at once
+        with pytest.raises(ConnectionClosed):
+            await writer.wait()
+        assert writer.counted == 0
+
+    got, _ = await _run(handler, 1)
+    assert got == [b"before"]
+    assert sum(released) == 6 + 15
