@@ -69,6 +69,9 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+# How long the gateway waits for a connection to close at shutdown (websockets' own
+# close_timeout, given in server.py, bounds the closing handshake itself).
+CLOSE_TIMEOUT = 5.0
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
@@ -204,7 +207,15 @@ class Session:
                 await asyncio.wait_for(self._idle.wait(), remaining)
             except asyncio.TimeoutError:
                 log(logging.WARNING, "drain_timeout", conn=self.number, cancelled_calls=len(self._calls))
-        await self._ws.close(wsf.CLOSE_GOING_AWAY, "the gateway is shutting down")
+        ws = self._ws
+        try:
+            # websockets' close() first waits for the write buffer to drain, without a
+            # timeout: a client that stopped reading would hold the shutdown until a
+            # keepalive ping timed out (or forever without pings).
+            await asyncio.wait_for(ws.close(wsf.CLOSE_GOING_AWAY, "the gateway is shutting down"), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            log(logging.WARNING, "close_timeout", conn=self.number, seconds=CLOSE_TIMEOUT)
+            ws.transport.abort()
 
     # -- calls --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -472,3 +473,24 @@ def test_cli_flags_for_the_limits() -> None:
     assert proc.stderr == (
         "lorax gateway: max_connection_bytes (134217728) must be at least max_frame_bytes (200000000)\n"
     )
+
+
+def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(make_gateway: Any) -> None:
+    """The close frame of a shutdown cannot get past a stalled socket: after the close
+    timeout (5 s) the gateway drops the connection instead of waiting for the client."""
+    gw = make_gateway(ping_interval=None)  # no keepalive to end it otherwise
+    gateway = gw.gateway
+    assert gateway is not None
+    with StalledClient(gw.url) as client:
+        assert eventually(lambda: len(gateway._sessions) == 1)
+        session = _only_session(gateway)
+        client.send(call(1, "firehose"))
+        assert eventually(lambda: session._writer.waiting == 1, timeout=20)
+        # In a thread: without the bound, stop() would wait until the client goes away.
+        stopper = threading.Thread(target=gw.stop, kwargs={"grace": 0})
+        stopper.start()
+        stopper.join(30)  # 5 s
+        stopped = not stopper.is_alive()
+    stopper.join(30)  # the client went away: it ends now in any case
+    assert stopped
+    assert gateway.connections == 0
