@@ -3,12 +3,13 @@
 A :class:`Session` reads frames, starts one task per call, and each task forwards its
 call to LoRAX with the upstream transport and writes the answer back as frames.
 
-Backpressure: a call's task awaits every send (the connection's FrameWriter waits
-while the transport holds bytes the kernel has not taken) before it reads the next
-message from upstream, so a client that reads slowly slows its upstream streams down
-(through TCP) instead of making the gateway buffer: at most one frame per call is
-pending. A response frame's bytes count against the memory budgets from its arrival
-until the kernel took them (the writer gives them back). A call
+Backpressure: a call's task waits whenever the connection's FrameWriter says the
+transport holds bytes the kernel has not taken, before it reads the next message from
+upstream, so a client that reads slowly slows its upstream streams down (through TCP)
+instead of making the gateway buffer: beyond the frames queued for the current loop
+iteration's write (at most 64 KiB), at most one frame per call is pending. A response
+frame's bytes count against the memory budgets from its arrival until the kernel took
+them (the writer gives them back). A call
 with flow control (FrameCall.window_bytes) also waits for its window before it reads
 the next upstream message, so one slow stream never stalls the connection's others.
 
