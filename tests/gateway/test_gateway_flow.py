@@ -316,8 +316,11 @@ def test_a_client_that_stops_reading_cannot_make_the_gateway_hold_more_than_its_
 ) -> None:
     """Response frames waiting for a stalled socket count; calls that would go over fail.
 
-    The client's websockets stops reading its socket once one frame waits unread
-    (max_queue=1), so every firehose stream ends up blocked in the gateway's send.
+    A client (StalledClient) starts 6 firehose streams, reads until each has begun,
+    then stops reading: each stream ends up blocked with what is left of one or two
+    ~32 kB frames counted, so at most three fit
+    in 100,000 bytes; the others fail (502 memory_limit) and their upstream requests are
+    closed. Without the budget, nothing ever fails: the frames just pile up.
     """
     limit = 100_000
     gw = make_gateway(max_frame_bytes=65536, max_connection_bytes=limit, max_total_bytes=limit)
@@ -325,27 +328,40 @@ def test_a_client_that_stops_reading_cannot_make_the_gateway_hold_more_than_its_
     assert gateway is not None
     before = upstream.disconnects
     peak = 0
-    with raw(gw.url, max_queue=1, close_timeout=1) as ws:
+    with StalledClient(gw.url) as client:
+        assert eventually(lambda: len(gateway._sessions) == 1)
+        session = _only_session(gateway)
+        session._ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         for call_id in range(1, 7):
-            ws.send(call(call_id, "firehose"))
+            client.send(call(call_id, "firehose"))
+        frames = client.frames()
         begun: set[int] = set()
+        failed: dict[int, Frame] = {}
         while len(begun) < 6:  # every stream past its FrameHeaders; then stop reading
-            frame = recv(ws)
+            frame = next(frames)
             if frame.WhichOneof("kind") == "headers":
                 begun.add(frame.call_id)
+            elif frame.WhichOneof("kind") == "error":
+                failed[frame.call_id] = frame
 
         def settled() -> bool:
             nonlocal peak
             peak = max(peak, gateway.memory.held)
             return upstream.disconnects - before >= 3
 
-        # Each stream blocked in sending a message holds one ~32 kB frame: three fit
-        # in 100,000 bytes, the other three fail (memory_limit) and their upstream
-        # requests are closed. Without the budget, nothing ever fails: the frames just
-        # pile up.
         assert eventually(settled, timeout=15), (upstream.disconnects - before, gateway.memory.held)
         assert peak <= limit
         assert gateway.memory.held <= limit
+        # Reading again: the refusals come out (the other streams flow on meanwhile).
+        for count, frame in enumerate(frames):
+            if len(failed) >= 3 or count > 10_000:
+                break
+            if frame.WhichOneof("kind") == "error":
+                failed[frame.call_id] = frame
+        assert len(failed) >= 3
+        for frame in failed.values():
+            assert (frame.error.status, frame.error.error_type) == (502, "memory_limit")
+            assert frame.error.message.startswith("a response message (")
 
 
 def _only_session(gateway: Gateway) -> Any:
