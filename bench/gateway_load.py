@@ -126,6 +126,8 @@ async def _gateway_main(args: argparse.Namespace) -> None:
             "upstream_idle": pool.get("idle", 0),
             "upstream_streams": pool.get("streams", 0),
             "rss_kb": _rss_kb(),
+            # The gateway process's CPU time (user + system), for CPU per token.
+            "cpu_s": time.process_time(),
         }
 
     try:
@@ -316,6 +318,7 @@ async def phase_steady(args: argparse.Namespace, url: str, upstream: Any) -> Pha
 
     result = PhaseResult("steady")
     before = await upstream.astats()
+    gw_before = await args.gateway_child.astats()
     loop = asyncio.get_running_loop()
     start = loop.time()
     deadline = start + args.duration
@@ -356,7 +359,9 @@ async def phase_steady(args: argparse.Namespace, url: str, upstream: Any) -> Pha
     concurrent = args.connections * args.streams
     result.notes.append(
         f"{concurrent} streams held on {args.connections} connections for {args.duration:g} s; {opened} opened, "
-        f"{result.tokens / max(result.seconds, 1e-9):,.0f} tokens/s"
+        f"{result.tokens / max(result.seconds, 1e-9):,.0f} tokens/s; gateway CPU "
+        f"{(gw['cpu_s'] - gw_before['cpu_s']) / max(result.tokens, 1) * 1e6:.1f} µs/token (calls opened, "
+        f"streamed and closed included)"
     )
     if "cancelled" in up:
         cancelled = up["cancelled"] - before["cancelled"]

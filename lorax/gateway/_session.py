@@ -3,10 +3,13 @@
 A :class:`Session` reads frames, starts one task per call, and each task forwards its
 call to LoRAX with the upstream transport and writes the answer back as frames.
 
-Backpressure: a call's task awaits every ``send`` (websockets waits until the write
-buffer drains below its high-water mark) before it reads the next message from
+Backpressure: a call's task waits whenever the connection's FrameWriter says the
+transport holds bytes the kernel has not taken, before it reads the next message from
 upstream, so a client that reads slowly slows its upstream streams down (through TCP)
-instead of making the gateway buffer: at most one frame per call is pending. A call
+instead of making the gateway buffer: beyond the frames queued for the current loop
+iteration's write (at most 64 KiB), at most one frame per call is pending. A response
+frame's bytes count against the memory budgets from its arrival until the kernel took
+them (the writer gives them back). A call
 with flow control (FrameCall.window_bytes) also waits for its window before it reads
 the next upstream message, so one slow stream never stalls the connection's others.
 
@@ -32,14 +35,17 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from lorax import errors
-from lorax._convert import from_binary, to_binary
+from lorax._convert import from_binary
 from lorax._message import Message
+from lorax._pbwire import encoder, frame_message, to_binary
 from lorax._redact import Secrets
 from lorax._routes import BY_FULL_NAME, Method
 from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
+from lorax.gateway._wire import message_prefix, message_wire
+from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import AsyncTransport, CallOptions
 from lorax.v1.websocket_pb2 import FrameCall, FrameError
@@ -64,6 +70,9 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+# How long the gateway waits for a connection to close at shutdown (websockets' own
+# close_timeout, given in server.py, bounds the closing handshake itself).
+CLOSE_TIMEOUT = 5.0
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
@@ -100,8 +109,8 @@ class _CallState:
         self.request_bytes = request_bytes
         # The call's flow-control window; None without flow control.
         self.flow = flow
-        # The task sending the call's FrameHeartbeat frames, if it asked for them.
-        self.heartbeat: asyncio.Task[None] | None = None
+        # The timer of the call's next FrameHeartbeat, if it asked for them.
+        self.heartbeat: asyncio.TimerHandle | None = None
 
     def stop_heartbeat(self) -> None:
         """Stop the heartbeats: the call's last frame is about to be sent."""
@@ -116,6 +125,9 @@ class Session:
     def __init__(self, gateway: Gateway, ws: ServerConnection, number: int) -> None:
         self._gateway = gateway
         self._ws = ws
+        # Every frame of the connection goes out through it: one socket write per loop
+        # iteration; it gives a response frame's bytes back to the budgets once sent.
+        self._writer = FrameWriter(ws, self._release)
         self.number = number
         self._loop = asyncio.get_running_loop()
         self._calls: dict[int, asyncio.Task[None]] = {}
@@ -173,6 +185,8 @@ class Session:
                 state.stop_heartbeat()
                 self._release(state.request_bytes)
             self._states.clear()
+            # Frames the socket never took: their bytes are no longer held.
+            self._writer.close()
             if watchdog is not None:
                 await asyncio.gather(watchdog, return_exceptions=True)
             log(
@@ -194,7 +208,15 @@ class Session:
                 await asyncio.wait_for(self._idle.wait(), remaining)
             except asyncio.TimeoutError:
                 log(logging.WARNING, "drain_timeout", conn=self.number, cancelled_calls=len(self._calls))
-        await self._ws.close(wsf.CLOSE_GOING_AWAY, "the gateway is shutting down")
+        ws = self._ws
+        try:
+            # websockets' close() first waits for the write buffer to drain, without a
+            # timeout: a client that stopped reading would hold the shutdown until a
+            # keepalive ping timed out (or forever without pings).
+            await asyncio.wait_for(ws.close(wsf.CLOSE_GOING_AWAY, "the gateway is shutting down"), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            log(logging.WARNING, "close_timeout", conn=self.number, seconds=CLOSE_TIMEOUT)
+            ws.transport.abort()
 
     # -- calls --------------------------------------------------------------------
 
@@ -219,7 +241,7 @@ class Session:
         flow = Flow(call.window_bytes) if call.window_bytes else None
         state = _CallState(request_bytes, flow)
         if call.heartbeats:
-            state.heartbeat = self._loop.create_task(self._beat(call_id, options.timeout.read))
+            self._beat(call_id, options.timeout.read, state)
         task = self._loop.create_task(self._run(call_id, method, request, options, state))
         self._calls[call_id] = task
         self._states[call_id] = state
@@ -280,6 +302,12 @@ class Session:
                 502 for an answer that arrived (LoRAX did the work: no retry).
         """
         total = self._gateway.memory
+        mine = self.memory
+        if mine.held + size <= mine.limit and total.held + size <= total.limit:
+            # Both fit (every message of a healthy gateway): the counts, nothing more.
+            mine.held += size
+            total.held += size
+            return
         for budget, whose in ((self.memory, "this connection's"), (total, "the gateway's")):
             if not budget.fits(size):
                 raise GatewayRefusal(
@@ -292,19 +320,26 @@ class Session:
         total.take(size)
 
     def _release(self, size: int) -> None:
-        self.memory.give(size)
-        self._gateway.memory.give(size)
+        self.memory.held -= size
+        self._gateway.memory.held -= size
 
-    async def _beat(self, call_id: int, read_timeout: float | None) -> None:
-        """Send the call's FrameHeartbeat frames until cancelled (see websocket.proto, LIVENESS)."""
+    def _beat(self, call_id: int, read_timeout: float | None, state: _CallState) -> None:
+        """Send the call's FrameHeartbeat frames until state.stop_heartbeat() (see
+        websocket.proto, LIVENESS). A timer, not a task: most calls end before the first."""
         interval = self._gateway.heartbeat_interval
         if read_timeout is not None:
             interval = min(interval, read_timeout / 4)
         data = wsf.encode_heartbeat(call_id)
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await asyncio.sleep(interval)
-                await self._ws.send(data)
+        loop = self._loop
+        writer = self._writer
+
+        def beat() -> None:
+            if state.heartbeat is None:
+                return  # stopped
+            writer.queue(data)
+            state.heartbeat = loop.call_later(interval, beat)
+
+        state.heartbeat = loop.call_later(interval, beat)
 
     async def _run(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
@@ -358,8 +393,13 @@ class Session:
         """Make the upstream request and send its answer as frames; raise its errors."""
         # Wait for one of the connection's upstream slots (in order), no longer than the
         # call's deadline: it stands for the time the call may take as a whole.
+        slots = self._upstream_slots
         try:
-            await asyncio.wait_for(self._upstream_slots.acquire(), options.deadline.remaining())
+            if slots.locked():
+                await asyncio.wait_for(slots.acquire(), options.deadline.remaining())
+            else:
+                # A free slot (the usual case): take it without wait_for's task and timer.
+                await slots.acquire()
         except asyncio.TimeoutError:
             raise errors.APITimeoutError(
                 "the call's deadline ran out while it waited for an upstream slot", phase="total"
@@ -385,8 +425,13 @@ class Session:
                 await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers, window_bytes=window))
                 state.begun = True
                 messages = stream.__aiter__()
+                writer = self._writer
+                encode = encoder(method.output_type) or to_binary
+                prefix = message_prefix(call_id)
+                limit = self._gateway.max_frame_bytes
+                mine, total = self.memory, self._gateway.memory
                 while True:
-                    if flow is not None:
+                    if flow is not None and flow.window <= 0:
                         # Wait for the window before reading on: LoRAX is slowed through
                         # TCP, and the gateway holds nothing for the call meanwhile.
                         await flow.wait_open()
@@ -394,9 +439,23 @@ class Session:
                         message = await messages.__anext__()
                     except StopAsyncIteration:
                         break
-                    data = self._take_message(call_id, message, flow)
+                    # The per-token path: the frame's bytes in one pass, queued without
+                    # a coroutine (see _wire.py and FrameWriter.put).
+                    try:
+                        payload = encode(message)
+                    except Exception:
+                        payload = to_binary(message)  # _pbwire's fallbacks and errors
                     del message  # only the frame is held (and counted) from here
-                    await self._send_taken(data)
+                    wire, size = message_wire(prefix, payload)
+                    if size <= limit and mine.held + size <= mine.limit and total.held + size <= total.limit:
+                        mine.held += size
+                        total.held += size
+                        if flow is not None:
+                            flow.spend(len(payload))
+                    else:
+                        self._count_message(size, len(payload), flow)  # raises
+                    if not writer.put(wire, size):
+                        await writer.wait()
                     state.messages += 1
             finally:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.
@@ -435,20 +494,33 @@ class Session:
         ``memory_limit`` when a budget has no room for it. The caller must hand the
         frame to :meth:`_send_taken`, which gives the bytes back.
         """
+        # Written straight from the Struct, no upb message (see lorax/_pbwire.py).
         payload = to_binary(message)
-        data = wsf.encode_message(call_id, payload)
-        self._check_size(data)
-        self._reserve(len(data), "a response message", 502)
-        if flow is not None:
-            flow.spend(len(payload))
+        data = frame_message(call_id, payload)
+        self._count_message(len(data), len(payload), flow)
         return data
 
+    def _count_message(self, size: int, payload: int, flow: Flow | None) -> None:
+        """Check a message frame of `size` bytes against the frame limit, count it
+        against the memory budgets and its `payload` bytes against the call's window.
+
+        Raises GatewayRefusal: ``response_too_large``, ``memory_limit``.
+        """
+        limit = self._gateway.max_frame_bytes
+        if size > limit:
+            raise GatewayRefusal(
+                502,
+                "response_too_large",
+                f"a response frame of {size} bytes exceeds the gateway's frame limit of {limit} bytes",
+            )
+        self._reserve(size, "a response message", 502)
+        if flow is not None:
+            flow.spend(payload)
+
     async def _send_taken(self, data: bytes) -> None:
-        """Send a frame from :meth:`_take_message`; its bytes are held until the socket took it."""
-        try:
-            await self._ws.send(data)
-        finally:
-            self._release(len(data))
+        """Send a frame from :meth:`_take_message`; the writer holds its bytes against the
+        budgets until the kernel took them (a client that does not read leaves them counted)."""
+        await self._writer.send(data, len(data))
 
     async def _send(self, data: bytes) -> None:
         """Send a frame, waiting for the write buffer to drain (the backpressure).
@@ -456,7 +528,7 @@ class Session:
         Raises GatewayRefusal (502 ``response_too_large``) for a frame above the limit.
         """
         self._check_size(data)
-        await self._ws.send(data)
+        await self._writer.send(data)
 
     def _check_size(self, data: bytes) -> None:
         limit = self._gateway.max_frame_bytes
@@ -476,7 +548,7 @@ class Session:
             error.message = error.message[: self._gateway.max_frame_bytes // 4]
             data = wsf.encode_error(call_id, error)
         with contextlib.suppress(ConnectionClosed):
-            await self._ws.send(data)
+            await self._writer.send(data)
 
     # -- idle ---------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from lorax._redact import HeaderRedactingLogger, header_secrets, redact_url
 from lorax._timeout import Timeout
 from lorax.gateway._limits import MemoryBudget
 from lorax.gateway._log import log, peer
-from lorax.gateway._session import Session
+from lorax.gateway._session import CLOSE_TIMEOUT, Session
 from lorax.transports import _ws_frames as wsf
 from lorax.transports._http_common import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes
 from lorax.transports.aiohttp import AsyncHTTPTransport
@@ -255,7 +255,7 @@ class Gateway:
                 max_queue=4,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_interval,
-                close_timeout=5.0,
+                close_timeout=CLOSE_TIMEOUT,
                 ssl=self._ssl,
                 # websockets logs handshake headers at DEBUG: not the clients' tokens.
                 logger=HeaderRedactingLogger("websockets.server"),

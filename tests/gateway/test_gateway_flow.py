@@ -8,8 +8,11 @@ what a caller sees. See websocket.proto: FLOW CONTROL, LIVENESS, LIMITS AND FAIR
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,12 +22,13 @@ from websockets.sync.client import ClientConnection, connect
 
 from lorax import _routes, errors
 from lorax._timeout import Timeout
-from lorax.gateway import GatewayThread
+from lorax.gateway import Gateway, GatewayThread
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import CallOptions
 from lorax.transports.websocket import AsyncWebSocketTransport, WebSocketTransport
-from lorax.v1.generate_pb2 import GenerateParameters, GenerateRequest
+from lorax.v1.generate_pb2 import GenerateParameters, GenerateRequest, GenerateResponse
 from lorax.v1.websocket_pb2 import Frame
+from tests.gateway._stalled import StalledClient
 
 STREAM = _routes.GENERATE_STREAM.full_name
 
@@ -312,8 +316,11 @@ def test_a_client_that_stops_reading_cannot_make_the_gateway_hold_more_than_its_
 ) -> None:
     """Response frames waiting for a stalled socket count; calls that would go over fail.
 
-    The client's websockets stops reading its socket once one frame waits unread
-    (max_queue=1), so every firehose stream ends up blocked in the gateway's send.
+    A client (StalledClient) starts 6 firehose streams, reads until each has begun,
+    then stops reading: each stream ends up blocked with what is left of one or two
+    ~32 kB frames counted, so at most three fit
+    in 100,000 bytes; the others fail (502 memory_limit) and their upstream requests are
+    closed. Without the budget, nothing ever fails: the frames just pile up.
     """
     limit = 100_000
     gw = make_gateway(max_frame_bytes=65536, max_connection_bytes=limit, max_total_bytes=limit)
@@ -321,27 +328,135 @@ def test_a_client_that_stops_reading_cannot_make_the_gateway_hold_more_than_its_
     assert gateway is not None
     before = upstream.disconnects
     peak = 0
-    with raw(gw.url, max_queue=1, close_timeout=1) as ws:
+    with StalledClient(gw.url) as client:
+        assert eventually(lambda: len(gateway._sessions) == 1)
+        session = _only_session(gateway)
+        session._ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         for call_id in range(1, 7):
-            ws.send(call(call_id, "firehose"))
+            client.send(call(call_id, "firehose"))
+        frames = client.frames()
         begun: set[int] = set()
+        failed: dict[int, Frame] = {}
         while len(begun) < 6:  # every stream past its FrameHeaders; then stop reading
-            frame = recv(ws)
+            frame = next(frames)
             if frame.WhichOneof("kind") == "headers":
                 begun.add(frame.call_id)
+            elif frame.WhichOneof("kind") == "error":
+                failed[frame.call_id] = frame
 
         def settled() -> bool:
             nonlocal peak
             peak = max(peak, gateway.memory.held)
             return upstream.disconnects - before >= 3
 
-        # Each stream blocked in sending a message holds one ~32 kB frame: three fit
-        # in 100,000 bytes, the other three fail (memory_limit) and their upstream
-        # requests are closed. Without the budget, nothing ever fails: the frames just
-        # pile up.
         assert eventually(settled, timeout=15), (upstream.disconnects - before, gateway.memory.held)
         assert peak <= limit
         assert gateway.memory.held <= limit
+        # Reading again: the refusals come out (the other streams flow on meanwhile).
+        for count, frame in enumerate(frames):
+            if len(failed) >= 3 or count > 10_000:
+                break
+            if frame.WhichOneof("kind") == "error":
+                failed[frame.call_id] = frame
+        assert len(failed) >= 3
+        for frame in failed.values():
+            assert (frame.error.status, frame.error.error_type) == (502, "memory_limit")
+            assert frame.error.message.startswith("a response message (")
+
+
+def _only_session(gateway: Gateway) -> Any:
+    (session,) = gateway._sessions
+    return session
+
+
+def test_an_answer_waiting_behind_a_stalled_socket_is_counted(make_gateway: Any, upstream: Any) -> None:
+    """A response frame counts against the memory budget from its arrival until the
+    kernel took its bytes; an answer that does not fit fails with 502 memory_limit.
+
+    A client that never reads (StalledClient) starts a firehose stream, which fills
+    the socket's buffers and then waits in the gateway with what is left of its
+    frames counted; then 8 unary calls whose 10 kB answers can only wait behind it.
+    Together they are more than the budget (8 answers alone are), so some answers are
+    refused, each because it did not fit next to what was held when it arrived (the
+    gateway's message says how much); the others wait, counted, and are delivered once
+    the client reads. Without the accounting, every answer would wait uncounted.
+    """
+    limit = 70_000
+    gw = make_gateway(max_frame_bytes=40_000, max_connection_bytes=limit, max_total_bytes=limit)
+    gateway = gw.gateway
+    assert gateway is not None
+    requests_before, answered_before = upstream.requests, upstream.answered
+    answer = len(wsf.encode_message(2, GenerateResponse(generated_text="x" * 10_000).SerializeToString()))
+    assert 8 * answer > limit
+    request = len(GenerateRequest(inputs="big").SerializeToString())
+    peak = 0
+
+    def watching(condition: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            nonlocal peak
+            peak = max(peak, gateway.memory.held)
+            return condition()
+
+        return check
+
+    with StalledClient(gw.url) as client:
+        assert eventually(lambda: len(gateway._sessions) == 1)
+        session = _only_session(gateway)
+        # The gateway's side of the socket gets a small fixed send buffer too, so the
+        # kernel does not grow it while the firehose writes.
+        session._ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.send(call(1, "firehose"))
+        writer = session._writer
+        # Stalled: the kernel's buffers are full, the transport holds the rest and the
+        # firehose waits for it to drain.
+        assert eventually(watching(lambda: writer.waiting == 1), timeout=20)
+        for call_id in range(2, 10):
+            client.send(call(call_id, "big", _routes.GENERATE.full_name))
+        assert eventually(watching(lambda: upstream.answered - answered_before == 8))
+
+        def arrived() -> bool:
+            # Each call's status is set as its answer arrives, right before it is counted.
+            states = session._states
+            return all(i in states and states[i].status == 200 for i in range(2, 10))
+
+        assert eventually(watching(arrived))
+        held = gateway.memory.held
+        assert peak <= limit
+
+        client.send(wsf.encode_cancel(1))  # the firehose goes; then read everything
+        answers: dict[int, list[Frame]] = {}
+        ended: set[int] = set()
+        for frame in client.frames():
+            if frame.call_id == 1:
+                continue
+            answers.setdefault(frame.call_id, []).append(frame)
+            if frame.WhichOneof("kind") in ("end", "error"):
+                ended.add(frame.call_id)
+                if len(ended) == 8:
+                    break
+    assert upstream.requests - requests_before == 9
+    refused = [frames for frames in answers.values() if frames[-1].WhichOneof("kind") == "error"]
+    delivered = [frames for frames in answers.values() if frames[-1].WhichOneof("kind") == "end"]
+    assert len(delivered) + len(refused) == 8
+    assert refused  # 8 answers do not fit
+    # The delivered answers all waited behind the stalled socket, counted (with the
+    # 8 calls' requests) on top of what was left of the firehose's frames.
+    assert held >= len(delivered) * answer + 8 * request
+    for frames in delivered:
+        assert [f.WhichOneof("kind") for f in frames] == ["headers", "message", "end"]
+        assert frames[0].headers.status == 200
+        assert len(frames[1].SerializeToString()) == answer
+        assert GenerateResponse.FromString(frames[1].message.message).generated_text == "x" * 10_000
+    for (error,) in refused:
+        assert (error.error.status, error.error.error_type) == (502, "memory_limit")
+        match = re.fullmatch(
+            rf"a response message \({answer} bytes\) does not fit this connection's memory budget of {limit} "
+            r"bytes \((\d+) bytes in use\); retry later",
+            error.error.message,
+        )
+        assert match is not None, error.error.message
+        assert int(match[1]) + answer > limit  # refused because it did not fit, and only then
+    assert eventually(lambda: gateway.memory.held == 0)
 
 
 # ---------------------------------------------------------------------------------
@@ -376,59 +491,22 @@ def test_cli_flags_for_the_limits() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the stall this test needs is not reliable: on a loaded CI machine (seen on Python 3.13) the "
-    "client library and kernel buffers drain the socket and every answer fits; to be rewritten with a "
-    "client that truly stops reading (raw socket, websockets' sans-I/O ClientProtocol)",
-)
-def test_an_answer_waiting_behind_a_stalled_socket_is_counted(make_gateway: Any, upstream: Any) -> None:
-    """A unary answer is counted from its arrival, not from when its FrameHeaders got out.
-
-    The client stops reading while a firehose stream fills its socket, then makes 8
-    unary calls with 10 kB answers. The budget has room for about 3 of them next to
-    the firehose's blocked frame: the others fail with 502 memory_limit (LoRAX did the
-    work), instead of each holding its answer, uncounted, behind a blocked send.
-
-    How many fit depends on how much the client library and the kernel's socket buffers
-    absorbed meanwhile (a loaded machine drains them differently), so the test asserts
-    the rule (never above the budget; what does not fit is refused, typed) and runs the
-    scenario up to three times for one in which the socket stayed stalled. The old
-    behaviour refused none in any run.
-    """
-    outcomes = []
-    for _ in range(3):
-        failed, finished = _stalled_socket_round(make_gateway, upstream)
-        assert finished == 8
-        outcomes.append(len(failed))
-        for frame in failed:
-            assert (frame.error.status, frame.error.error_type) == (502, "memory_limit")
-            assert frame.error.message.startswith("a response message (")
-            assert "does not fit this connection's memory budget of 65536 bytes" in frame.error.message
-        if failed:
-            return
-    raise AssertionError(f"every answer fitted in {outcomes}: nothing was counted while the socket was stalled")
-
-
-def _stalled_socket_round(make_gateway: Any, upstream: Any) -> tuple[list[Frame], int]:
-    gw = make_gateway(max_frame_bytes=40_000, max_connection_bytes=65_536, max_total_bytes=65_536)
+def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(make_gateway: Any) -> None:
+    """The close frame of a shutdown cannot get past a stalled socket: after the close
+    timeout (5 s) the gateway drops the connection instead of waiting for the client."""
+    gw = make_gateway(ping_interval=None)  # no keepalive to end it otherwise
     gateway = gw.gateway
     assert gateway is not None
-    before = upstream.requests
-    answered_before = upstream.answered
-    with raw(gw.url, max_queue=1, close_timeout=1) as ws:
-        ws.send(call(1, "firehose"))
-        assert eventually(lambda: gateway.memory.held > 32_768)  # its send is blocked
-        for call_id in range(2, 10):
-            ws.send(call(call_id, "big", _routes.GENERATE.full_name))
-        assert eventually(lambda: upstream.requests - before == 9)
-        assert eventually(lambda: upstream.answered - answered_before == 8)
-        time.sleep(0.5)  # the answers arrive in milliseconds once written
-        assert gateway.memory.held <= 65_536
-        ws.send(wsf.encode_cancel(1))  # reading again: everything comes out
-        last: dict[int, Frame] = {}
-        while len(last) < 8:
-            frame = recv(ws)
-            if frame.call_id != 1 and frame.WhichOneof("kind") in ("end", "error"):
-                last[frame.call_id] = frame
-    return [f for f in last.values() if f.WhichOneof("kind") == "error"], len(last)
+    with StalledClient(gw.url) as client:
+        assert eventually(lambda: len(gateway._sessions) == 1)
+        session = _only_session(gateway)
+        client.send(call(1, "firehose"))
+        assert eventually(lambda: session._writer.waiting == 1, timeout=20)
+        # In a thread: without the bound, stop() would wait until the client goes away.
+        stopper = threading.Thread(target=gw.stop, kwargs={"grace": 0})
+        stopper.start()
+        stopper.join(30)  # 5 s
+        stopped = not stopper.is_alive()
+    stopper.join(30)  # the client went away: it ends now in any case
+    assert stopped
+    assert gateway.connections == 0

@@ -1,0 +1,64 @@
+"""The bytes of a response message's WebSocket frame, written in one pass.
+
+The gateway's per-token work: a ``Frame(call_id, message=FrameMessage(message=...))``
+(websocket.proto) inside an unmasked binary WebSocket frame (RFC 6455 5.2). The call's
+part of it is built once per call (:func:`message_prefix`); per message, one join
+writes the WebSocket header, the rest of the ``Frame`` and the message's own bytes
+(:func:`message_wire`). The bytes are those of ``wsf.encode_message`` inside what
+websockets' ``Frame.serialize()`` writes for a server without extensions.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["message_prefix", "message_wire"]
+
+# Varints of 0..16383 (one or two bytes): every length and call id of an ordinary call.
+_VARINTS = [bytes((i,)) if i < 128 else bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    if value < 1 << 14:
+        return _VARINTS[value]
+    out = bytearray()
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_FRAME_CALL_ID = b"\x08"  # Frame.call_id: field 1, varint
+_FRAME_MESSAGE = b"\x22"  # Frame.message: field 4, length-delimited
+_MESSAGE_BYTES = b"\x0a"  # FrameMessage.message: field 1, length-delimited
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
+
+
+def message_prefix(call_id: int) -> bytes:
+    """The bytes of a call's message frames before the FrameMessage's length."""
+    if not 0 < call_id < 1 << 64:
+        raise ValueError(f"call id {call_id} is out of range")
+    return _FRAME_CALL_ID + _varint(call_id) + _FRAME_MESSAGE
+
+
+def message_wire(prefix: bytes, payload: bytes) -> tuple[bytes, int]:
+    """(the WebSocket frame carrying the call's FrameMessage of `payload`, the size of
+    the ``Frame`` in it: what the frame limit and the memory budgets count)."""
+    n = len(payload)
+    if n:
+        head = _varint(n)
+        inner = 1 + len(head) + n
+        length = _varint(inner)
+        size = len(prefix) + len(length) + inner
+        if size < 126:
+            ws = bytes((0x82, size))
+        elif size < 1 << 16:
+            ws = _LEN16(0x82, 126, size)
+        else:
+            ws = _LEN64(0x82, 127, size)
+        return b"".join((ws, prefix, length, _MESSAGE_BYTES, head, payload)), size
+    # An empty message: an empty FrameMessage (proto3 leaves the empty bytes out).
+    size = len(prefix) + 1
+    return bytes((0x82, size)) + prefix + b"\x00", size
