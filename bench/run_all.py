@@ -361,7 +361,22 @@ def case_codec(ctx: Context) -> None:
         "target uses them. (`bench_codec.py` times the unknown-key row with a decoder of its own; msgspec "
         "skips a key the .proto lacks in C, so that row costs about what the plain one does.)"
     )
-    ctx.targets.append(Target("1 codec", "token event decode vs orjson.loads", f"{ratio:.2f}×", "≤ 3×", ratio <= 3.0))
+    ctx.targets.append(Target("1 codec", "token event decode vs orjson.loads", f"{ratio:.2f}×", "≤ 1.0×", ratio <= 1.0))
+    body = medians[("resp256", "lorax.codec.decoder(cls)")] / medians[("resp256", "orjson.loads (floor)")]
+    ctx.targets.append(
+        Target("1 codec", "256-token /generate body decode vs orjson.loads", f"{body:.2f}×", "≤ 1.0×", body <= 1.0)
+    )
+    build = medians[("request", "build message + to_json")]
+    build_ratio = build / medians[("request", "orjson.dumps of the dict (floor)")]
+    ctx.targets.append(
+        Target(
+            "1 codec",
+            "build and encode a 12-parameter request",
+            f"{build * 1e6:.2f} µs ({build_ratio:.1f}× orjson.dumps)",
+            "≤ 2 µs and ≤ 3×",
+            build <= 2e-6 and build_ratio <= 3.0,
+        )
+    )
     pyd = [v for (w, label), v in medians.items() if w == "token" and label.startswith("pydantic")]
     if pyd:
         best = min(pyd)
@@ -374,7 +389,7 @@ def case_codec(ctx: Context) -> None:
                 ours < best,
             )
         )
-    if ratio > 3.0:
+    if ratio > 1.0 or build > 2e-6 or build_ratio > 3.0:
         section.notes.append(CODEC_NOTE)
     ctx.sections.append(section)
 
@@ -431,12 +446,16 @@ def _codec_clean(ctx: Context) -> dict[str, Any]:
 
 
 CODEC_NOTE = (
-    "**Why the token decode can miss 3× `orjson.loads`:** it should not: the decoder is msgspec's C decoder "
-    "straight into the Structs (building two Structs costs less than orjson's two dicts), plus one Python call "
-    "that compares the result with the class's empty message, ~0.05–0.1 µs (a LoRAX error body has only keys "
-    "the class lacks, so it decodes as the empty message and only then is read again for its error). "
-    "A miss means load on the machine or a body that took the careful path (a refused value, an enum alias); "
-    "`python bench/bench_codec.py` (and py-spy on it) shows which."
+    "**Where the codec's time goes (profile, 2026-12):** decoding is msgspec's C decoder straight into the "
+    "Structs (building two Structs costs less than orjson's two dicts), plus one Python call that compares the "
+    "result with the class's empty message, ~0.05–0.1 µs (a LoRAX error body has only keys the class lacks, so "
+    "it decodes as the empty message and only then is read again for its error); a decode miss means load on "
+    "the machine or a body that took the careful path. Building and encoding a request, best case on this "
+    "machine: the Struct constructors with `**params` ~0.5 µs (of which ~0.18 µs is Python unpacking the dict "
+    "into keywords), the generated construction-time checks ~0.5 µs (~8 ns per unset field, 20–30 ns per set "
+    "one), msgspec's encode ~0.44 µs and the call into it ~0.15 µs: ~1 µs without any check, already ~3× "
+    "`orjson.dumps` of a ready dict. Meeting 3× would need the checks in C (msgspec validates on decode, not "
+    "on `__init__`); `msgspec.convert` into a constrained twin class measured slower (1.7 µs)."
 )
 
 
@@ -461,8 +480,9 @@ def case_seq(ctx: Context, canned: Server) -> None:
         for row in rows:
             row.ratio = paired(row, rows[0])
         ours = rows[1]
-        ours.target = "≤ 1.25× floor"
-        ours.met = ours.ratio is not None and ours.ratio <= 1.25
+        limit = 1.0 if tokens <= 16 else 0.9
+        ours.target = f"≤ {limit}× floor"
+        ours.met = ours.ratio is not None and ours.ratio <= limit
         official = next((r for r in rows if r.label.startswith("official")), None)
         if official is not None:
             official.add(f"ours is {paired(official, ours):.1f}× faster")
@@ -471,7 +491,7 @@ def case_seq(ctx: Context, canned: Server) -> None:
                 f"2 generate t{tokens}",
                 "sequential generate, ours vs floor",
                 f"{ours.ratio:.2f}×",
-                "≤ 1.25×",
+                f"≤ {limit}×",
                 bool(ours.met),
             )
         )
@@ -528,19 +548,19 @@ def case_stream(ctx: Context, canned: Server) -> None:
         for row in rows:
             row.ratio = paired(row, rows[0])
         ours = rows[1]
-        ours.target = "≥ 1.0× floor"
-        ours.met = ours.ratio is not None and ours.ratio >= 1.0
+        ours.target = "≥ 1.5× floor"
+        ours.met = ours.ratio is not None and ours.ratio >= 1.5
         ctx.targets.append(
-            Target(f"3 stream t{tokens}", "tokens/s, ours vs floor", f"{ours.ratio:.2f}×", "≥ 1.0×", bool(ours.met))
+            Target(f"3 stream t{tokens}", "tokens/s, ours vs floor", f"{ours.ratio:.2f}×", "≥ 1.5×", bool(ours.met))
         )
         official = next((r for r in rows if r.label.startswith("official")), None)
         if official is not None:
             vs = paired(ours, official)
             official.add(f"ours is {vs:.1f}× faster")
-            ok = vs >= 2.0
-            ours.target += "; ≥ 2× official"
+            ok = vs >= 2.5
+            ours.target += "; ≥ 2.5× official"
             ours.met = bool(ours.met) and ok
-            ctx.targets.append(Target(f"3 stream t{tokens}", "tokens/s, ours vs official", f"{vs:.1f}×", "≥ 2×", ok))
+            ctx.targets.append(Target(f"3 stream t{tokens}", "tokens/s, ours vs official", f"{vs:.1f}×", "≥ 2.5×", ok))
         section = Section(
             f"stream{tokens}",
             f"3. Sequential stream of {tokens} tokens",
@@ -598,10 +618,10 @@ def case_async(ctx: Context, canned: Server) -> None:
     for row in rows:
         row.ratio = paired(row, rows[0])
     ours = rows[1]
-    ours.target = "≤ 1.3× floor"
-    ours.met = bool(ours.ratio is not None and ours.ratio <= 1.3)
+    ours.target = "≤ 1.0× floor"
+    ours.met = bool(ours.ratio is not None and ours.ratio <= 1.0)
     ctx.targets.append(
-        Target("4 async generate", "256 concurrent, wall per batch vs floor", f"{ours.ratio:.2f}×", "≤ 1.3×", ours.met)
+        Target("4 async generate", "256 concurrent, wall per batch vs floor", f"{ours.ratio:.2f}×", "≤ 1.0×", ours.met)
     )
     section = Section(
         "async_generate",
@@ -634,10 +654,10 @@ def case_async(ctx: Context, canned: Server) -> None:
         row.ratio = paired(row, rows[0])
         row.extra = f"{64 * 256 / row.median:,.0f} tokens/s" + ("; " + row.extra if row.extra else "")
     ours = rows[1]
-    ours.target = "≤ 1.1× floor"
-    ours.met = bool(ours.ratio is not None and ours.ratio <= 1.1)
+    ours.target = "≤ 0.8× floor"
+    ours.met = bool(ours.ratio is not None and ours.ratio <= 0.8)
     ctx.targets.append(
-        Target("4 async streams", "64 concurrent × 256 tokens, wall vs floor", f"{ours.ratio:.2f}×", "≤ 1.1×", ours.met)
+        Target("4 async streams", "64 concurrent × 256 tokens, wall vs floor", f"{ours.ratio:.2f}×", "≤ 0.8×", ours.met)
     )
     section = Section(
         "async_stream",
@@ -1130,10 +1150,10 @@ def case_import(ctx: Context) -> None:
         for row in rows:
             row.ratio = paired(row, rows[1])
         ours = rows[0]
-        ours.target = "≤ 0.5× official"
-        ours.met = bool(ours.ratio is not None and ours.ratio <= 0.5)
+        ours.target = "≤ 0.2× official"
+        ours.met = bool(ours.ratio is not None and ours.ratio <= 0.2)
         ctx.targets.append(
-            Target("7 import", "cold `import lorax` vs official", f"{ours.ratio:.2f}×", "≤ 0.5×", ours.met)
+            Target("7 import", "cold `import lorax` vs official", f"{ours.ratio:.2f}×", "≤ 0.2×", ours.met)
         )
     top = _importtime_top(ctx)
     section = Section(
