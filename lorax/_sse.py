@@ -186,8 +186,9 @@ class SSEDecoder:
         fields, a split event, CRs) goes through the general parser, so the result is
         exactly ``[e.data for e in feed(chunk)]``.
         """
-        if self._start and not self._bom and chunk[:5] == b"data:":
-            # The stream's first bytes, and no BOM: nothing is buffered, so the fast
+        if self._start and not self._bom and chunk[:5] == b"data:" and self._error is None:
+            # The stream's first bytes (a failed decoder is back at the start too, and
+            # must go on refusing), and no BOM: nothing is buffered, so the fast
             # path below is exact from the first chunk on (often the whole body, when
             # the server was quicker than the reader).
             self._start = False

@@ -803,3 +803,13 @@ def _chunks_for(sizes: Sequence[int], raw: bytes) -> list[bytes]:
 def test_property_spec_stream_any_sizes(sizes: list[int]) -> None:
     events, _ = decode(_chunks_for(sizes, SPEC_STREAM))
     assert [e.data for e in events] == [f[len(b"data: ") : -2] for f in frames(SPEC_STREAM)]
+
+
+def test_feed_data_after_a_failure_keeps_refusing() -> None:
+    # A failed decoder is back at its start state; the first-chunk shortcut must not
+    # let a later chunk through as if the stream began again.
+    decoder = SSEDecoder(max_event_bytes=16)
+    with pytest.raises(ProtocolError, match="max_event_bytes=16"):
+        decoder.feed_data(b"data: " + b"z" * 40 + b"\n\n")
+    with pytest.raises(ProtocolError, match="already failed"):
+        decoder.feed_data(b"data: 1\n\n")
