@@ -11,9 +11,12 @@ from __future__ import annotations
 
 # asyncio is imported where AsyncStream uses it, so that `import lorax` stays cheap for
 # sync code (it is about a third of the import time).
+import collections
 import logging
+import operator
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from itertools import repeat
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -109,6 +112,10 @@ class Stream(_StreamBase[T]):
         self._opener = opener
         self._opening: MessageStream | None = None  # the attempt waiting for its first event
         self._lock = threading.Lock()
+        # The rest of a batch that holds no final event, handed to a for loop whole (see
+        # _events): next() takes from it too, close() empties it.
+        self._tail: Iterator[Any] | None = None
+        self._final_of = operator.attrgetter(self._final_field) if self._final_field is not None else None
 
     def __iter__(self) -> Iterator[T]:
         # A generator over the same state as __next__: a for loop then resumes a
@@ -119,10 +126,36 @@ class Stream(_StreamBase[T]):
 
     def _events(self) -> Iterator[T]:
         field = self._final_field
+        final_of = self._final_of
         while True:
+            tail = self._tail
+            if tail is not None:  # left by a loop that broke off
+                yield from tail
+                if self._tail is tail:
+                    self._tail = None
+                continue
             pos = self._pos
             batch = self._batch
-            if pos < len(batch) and self._open:
+            n = len(batch)
+            if pos < n and self._open:
+                if final_of is not None and n - pos > 1:
+                    # One pass in C over the rest of the batch finds the final event (the
+                    # first with generated_text); the events before it go to the loop
+                    # through `yield from` over a list, with no Python step per event.
+                    # They count as read; the iterator is shared: next() takes from it
+                    # first, close() empties it. The final event takes the path below.
+                    rest = batch[pos:]
+                    try:
+                        k = list(map(operator.is_, map(final_of, rest), repeat(None))).index(False)
+                    except ValueError:
+                        k = n - pos
+                    if k > 1:
+                        self._pos = pos + k
+                        tail = self._tail = iter(rest[:k] if k < n - pos else rest)
+                        yield from tail
+                        if self._tail is tail:
+                            self._tail = None
+                        continue
                 message = batch[pos]
                 self._pos = pos + 1
                 if field is None or getattr(message, field) is not None:
@@ -138,7 +171,7 @@ class Stream(_StreamBase[T]):
     def __next__(self) -> T:
         pos = self._pos
         batch = self._batch
-        if pos < len(batch) and self._open:
+        if pos < len(batch) and self._open and self._tail is None:
             message = batch[pos]
             self._pos = pos + 1
             field = self._final_field
@@ -149,6 +182,15 @@ class Stream(_StreamBase[T]):
         return self._next_slow()
 
     def _next_slow(self) -> T:
+        tail = self._tail
+        if tail is not None:
+            # A for loop left the rest of a batch (no final event in it): it comes first.
+            for message in tail:
+                result: T = message
+                return result
+            self._tail = None
+            if self._pos < len(self._batch):
+                return self.__next__()  # the final event that came after it
         if self._closed:
             raise StopIteration
         if self._inner is None:
@@ -252,6 +294,10 @@ class Stream(_StreamBase[T]):
             self._closed = True
             self._open = False
             inner = self._inner if self._inner is not None else self._opening
+            tail, self._tail = self._tail, None
+        if tail is not None:
+            # A for loop may be yielding from it in another thread: it ends at once.
+            collections.deque(tail, maxlen=0)
         if inner is not None:
             inner.close()
 

@@ -15,13 +15,14 @@ import functools
 import http.client
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from http.client import IncompleteRead
 from types import FunctionType, GeneratorType
 from typing import Any
 
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection, HTTPSConnection, _ResponseOptions
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import BaseHTTPResponse, HTTPResponse
 from urllib3.util.retry import Retry
@@ -49,9 +50,10 @@ class _Attempt:
     reuse a pooled connection.
     """
 
-    __slots__ = ("fresh", "reused", "sent", "stale")
+    __slots__ = ("fresh", "head", "reused", "sent", "stale")
 
-    def __init__(self, fresh: bool = False) -> None:
+    def __init__(self, head: _RequestHead | None, fresh: bool = False) -> None:
+        self.head = head
         self.fresh = fresh
         self.reused = False
         self.sent = False
@@ -113,6 +115,102 @@ class _HTTPResponse(http.client.HTTPResponse):
     )
 
 
+_illegal_value: Callable[[bytes], Any] = http.client._is_illegal_header_value  # type: ignore[attr-defined]
+_legal_name: Callable[[bytes], Any] = http.client._is_legal_header_name  # type: ignore[attr-defined]
+_bad_path: Any = http.client._contains_disallowed_url_pchar_re  # type: ignore[attr-defined]
+_bad_method: Any = http.client._contains_disallowed_method_pchar_re  # type: ignore[attr-defined]
+# Headers whose presence changes what urllib3 and http.client write themselves (the
+# Host line, the body's framing): a request with one of them is written by them.
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+def header_lines(headers: Mapping[str, str], what: str) -> bytes:
+    """``name: value\r\n`` for each header, as http.client's ``putheader`` writes them.
+
+    What ``putheader`` refuses is refused here, with a ValueError that names the header
+    and never quotes its value (values may be credentials): a name that is not a token,
+    a value http.client finds illegal (CR or LF not followed by a blank) or that is
+    not Latin-1 (``putheader`` would fail with a UnicodeEncodeError mid-request).
+    """
+    out = []
+    for name, value in headers.items():
+        try:
+            name_b = name.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what}: invalid header name {name!r}") from None
+        if not _legal_name(name_b):
+            raise ValueError(f"{what}: invalid header name {name!r}")
+        try:
+            value_b = value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{what}: the value of header {name!r} is not Latin-1 (encode it, e.g. RFC 8187)"
+            ) from None
+        if _illegal_value(value_b) or b"\0" in value_b:
+            raise ValueError(f"{what}: the value of header {name!r} contains CR, LF or NUL")
+        out.append(b"%s: %s\r\n" % (name_b, value_b))
+    return b"".join(out)
+
+
+class _RequestHead:
+    """One request's head, but for Host and Content-Length, written once per route.
+
+    ``headers`` is the dict the head was made from: :meth:`_TrackedHTTPConnection.request`
+    writes the head itself only when urllib3 hands it equal headers (it copies them and
+    adds a forwarding proxy's own), else urllib3 and http.client write the request.
+    """
+
+    __slots__ = ("block", "headers", "line", "method", "target")
+
+    def __init__(self, method: str, target: str, headers: Mapping[str, str], block: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        # The checks of http.client's putrequest, once.
+        self.line = b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target.encode("ascii"))
+        self.block = block
+
+    @classmethod
+    def build(cls, method: str, target: str, headers: Mapping[str, str], what: str) -> _RequestHead | None:
+        """The head of `method` `target` with `headers`; None where urllib3 must write it."""
+        block = header_lines(headers, what)
+        if (
+            not target.startswith("/")
+            or _bad_path.search(target)
+            or _bad_method.search(method)
+            or not target.isascii()
+            or not _FRAMING.isdisjoint(name.lower() for name in headers)
+        ):
+            return None
+        return cls(method, target, headers, block)
+
+
+def _host_line(conn: HTTPConnection) -> bytes:
+    # http.client's putrequest, for a request line that holds a path (not a URL).
+    tunnel_host: str | None = conn._tunnel_host
+    if tunnel_host:
+        host, port = tunnel_host, conn._tunnel_port
+    else:
+        host, port = conn.host, conn.port
+    try:
+        host_b = host.encode("ascii")
+    except UnicodeEncodeError:
+        host_b = host.encode("idna")
+    if ":" in host:
+        host_b = http.client._strip_ipv6_iface(b"[" + host_b + b"]")  # type: ignore[attr-defined]
+    if port != conn.default_port:
+        host_b = b"%s:%s" % (host_b, str(port).encode("ascii"))
+    if _illegal_value(host_b):
+        raise ValueError(f"invalid host {host!r}")
+    return b"Host: %s\r\n" % host_b
+
+
+# http.client's connection states (a request may start only when idle; getresponse
+# only after the request went out).
+_CS_IDLE: str = http.client._CS_IDLE  # type: ignore[attr-defined]
+_CS_REQ_SENT: str = http.client._CS_REQ_SENT  # type: ignore[attr-defined]
+
+
 class _TrackedHTTPConnection(HTTPConnection):
     """urllib3's connection, counting the requests it carried.
 
@@ -128,6 +226,7 @@ class _TrackedHTTPConnection(HTTPConnection):
         self.lorax_uses = 0
         self.lorax_gen = 0
         self.lorax_guard = threading.Lock()
+        self.lorax_host: bytes | None = None
 
     def connect(self) -> None:
         super().connect()
@@ -154,10 +253,22 @@ class _TrackedHTTPConnection(HTTPConnection):
         with self.lorax_guard:
             self.lorax_gen += 1
         attempt = _attempt()
+        head = None
         if attempt is not None:
             attempt.reused = reused
             attempt.sent = True
+            head = attempt.head
         try:
+            if (
+                head is not None
+                and url == head.target
+                and method == head.method
+                and not chunked
+                and (headers is head.headers or headers == head.headers)
+                and (body is None or isinstance(body, bytes))
+            ):
+                self._lorax_send(head, body, preload_content, decode_content, enforce_content_length)
+                return
             super().request(
                 method,
                 url,
@@ -173,6 +284,48 @@ class _TrackedHTTPConnection(HTTPConnection):
             if reused and attempt is not None:
                 attempt.stale = True
             raise
+
+    def _lorax_send(
+        self,
+        head: _RequestHead,
+        body: bytes | None,
+        preload_content: bool,
+        decode_content: bool,
+        enforce_content_length: bool,
+    ) -> None:
+        """What urllib3's ``request`` and http.client's ``putrequest``/``putheader``/
+        ``endheaders`` do for this request, with the head written once per route: the
+        same bytes (request line, Host, Content-Length, the headers in order), sent
+        with one ``sendall`` with the body."""
+        sock = self.sock
+        assert sock is not None
+        sock.settimeout(self.timeout)
+        self._response_options = _ResponseOptions(
+            request_method=head.method,
+            request_url=head.target,
+            preload_content=preload_content,
+            decode_content=decode_content,
+            enforce_content_length=enforce_content_length,
+        )
+        previous = self._HTTPConnection__response  # type: ignore[has-type]
+        if previous and previous.isclosed():
+            self._HTTPConnection__response = None
+        state = self._HTTPConnection__state  # type: ignore[has-type]
+        if state != _CS_IDLE:
+            raise http.client.CannotSendRequest(state)
+        self._method = head.method
+        host = self.lorax_host
+        if host is None:
+            host = self.lorax_host = _host_line(self)
+        if body is None:
+            data = b"%s%s%s\r\n" % (head.line, host, head.block)
+        else:
+            data = b"%s%sContent-Length: %d\r\n%s\r\n%s" % (head.line, host, len(body), head.block, body)
+        # As endheaders: sent, as far as getresponse is concerned, even if sending fails
+        # (urllib3 then reads whatever response came).
+        self._HTTPConnection__state = _CS_REQ_SENT
+        sys.audit("http.client.send", self, data)
+        sock.sendall(data)
 
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]
         try:

@@ -93,7 +93,9 @@ from lorax.transports._urllib3_conn import (
     _Attempt,
     _finish,
     _local,
+    _RequestHead,
     _socket,
+    header_lines,
 )
 from lorax.transports._urllib3_errors import _broken_reason, _cause, _failed, _total
 from lorax.transports.base import CallOptions, MessageStream, ResponseMeta, Transport
@@ -152,6 +154,7 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
             raise ValueError(f"pool_maxsize must be an int >= 1, got {pool_maxsize!r}")
         self._base = base
         self._defaults = common.default_headers(headers, user_agent, base)
+        header_lines(self._defaults, "headers")  # what http.client would refuse, refused now
         self._proxy = common.resolve_proxy(base, proxy, trust_env=trust_env)
         self._maxsize = pool_maxsize
         pool_kw: dict[str, Any] = {"maxsize": pool_maxsize, "block": pool_block, "retries": _NO_RETRY}
@@ -186,6 +189,9 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
         self._secret_values = tuple(secrets)
         self._own_secrets = common.Secrets(self._secret_values)
         self._routes: dict[str, common.Route] = {}
+        # The request heads of the routes' own header dicts, by the dict's id (the head
+        # holds the dict, so the id stays its own).
+        self._heads: dict[int, _RequestHead | None] = {}
         self._timeouts: dict[tuple[float | None, float | None], U3Timeout] = {}
         self._lock = threading.Lock()
         self._streams: weakref.WeakSet[_HTTPMessageStream] = weakref.WeakSet()
@@ -311,6 +317,10 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
             route = self._route(method)
         body = codec.to_json(request) if route.has_body else None
         headers = route.headers_for(request, options.headers)
+        try:
+            head = self._heads[id(headers)]
+        except KeyError:
+            head = self._head(route, headers)
         timeout_opts = options.timeout
         deadline = options.deadline
         if deadline.total is None:
@@ -327,7 +337,7 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
         started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
 
         pool = self._pool
-        attempt = _Attempt()
+        attempt = _Attempt(head)
         try:
             while True:
                 _local.attempt = attempt
@@ -358,7 +368,7 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
                         route.url,
                         exc,
                     )
-                attempt = _Attempt(fresh=True)
+                attempt = _Attempt(head, fresh=True)
                 if deadline.total is not None:
                     timeout = U3Timeout(
                         connect=deadline.cap(timeout_opts.connect), read=deadline.cap(timeout_opts.read)
@@ -370,6 +380,16 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
         route = common.Route.build(method, self._base, self._defaults, self._proxy)
         self._routes[method.full_name] = route
         return route
+
+    def _head(self, route: common.Route, headers: dict[str, str]) -> _RequestHead | None:
+        if headers is route.headers or headers is route.json_headers:
+            head = _RequestHead.build(route.method, route.target, headers, "headers")
+            if len(self._heads) > 256:
+                self._heads.clear()
+            self._heads[id(headers)] = head
+            return head
+        # A call's own headers: checked (by merge_headers) and written for this call.
+        return _RequestHead.build(route.method, route.target, headers, "CallOptions.headers")
 
     def _timeout(self, key: tuple[float | None, float | None]) -> U3Timeout:
         timeout = U3Timeout(connect=key[0], read=key[1])

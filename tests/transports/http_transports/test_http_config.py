@@ -128,6 +128,7 @@ def test_environment_proxy_is_honoured(
     d = driver(app.url)
     assert d.unary(GENERATE, req())[0].generated_text == "ok"
     assert proxy.seen == [(f"POST {app.url}/generate", None)]
+    assert app.seen[-1].headers["host"] == f"127.0.0.1:{app.port}"
     # trust_env=False, or a NO_PROXY match, goes direct.
     driver(app.url, trust_env=False).unary(GENERATE, req())
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
@@ -256,6 +257,9 @@ def test_https_through_a_connect_proxy(
     assert len(messages) == 2
     expected = "Basic " + base64.b64encode(b"u:tunnel-pw").decode()
     assert proxy.seen == [(f"CONNECT 127.0.0.1:{tls_app.port}", expected)]
+    # Through the tunnel, the request names the server, not the proxy.
+    assert tls_app.seen[-1].headers["host"] == f"127.0.0.1:{tls_app.port}"
+    assert "proxy-authorization" not in tls_app.seen[-1].headers
 
 
 # ---------------------------------------------------------------------------------

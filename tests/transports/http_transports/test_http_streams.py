@@ -249,3 +249,60 @@ def test_break_early_then_close_returns_the_slot(app: AppServer, driver: Callabl
     assert d.stats()["in_use"] == 0
     assert d.stats()["streams"] == 0
     assert eventually(lambda: len(app.disconnects) == 3)  # the server saw each client go away
+
+
+def _one_read_server(raw: Callable[..., RawServer], frames: list[bytes]) -> RawServer:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer) -> None:
+        while await read_request(reader) is not None:
+            writer.write(SSE_HEAD + chunk(b"".join(frames)) + b"0\r\n\r\n")
+            await writer.drain()
+
+    return raw(handler)
+
+
+def test_sync_stream_hands_a_batch_to_the_loop_whole_and_next_continues_it(raw: Callable[..., RawServer]) -> None:
+    # lorax.Stream's for loop yields a batch with no final event straight from the list:
+    # a loop that breaks off, next() and a second loop still see one sequence, in order,
+    # and the final event (in the same read) is still recognised.
+    from lorax import Client
+
+    server = _one_read_server(raw, [token(i, f" t{i}") for i in range(20)] + [final("done"), token(99)])
+    with Client(server.url, max_retries=None) as client:
+        stream = client.generate_stream("hi")
+        texts = []
+        for event in stream:
+            texts.append(event.token.text)
+            if len(texts) == 3:
+                break
+        texts.append(next(stream).token.text)
+        texts.append(next(stream).token.text)
+        for event in stream:
+            texts.append(event.token.text)
+            if len(texts) == 10:
+                break
+        texts.extend(event.token.text for event in stream)
+        assert texts == [f" t{i}" for i in range(20)] + ["</s>"]
+        assert stream.final is not None
+        assert stream.final.generated_text == "done"
+        assert "closed, 21 event(s)" in repr(stream)
+        assert client.transport.pool_stats()["in_use"] == 0  # type: ignore[attr-defined]
+
+
+def test_sync_stream_closed_inside_the_loop_stops_at_once(raw: Callable[..., RawServer]) -> None:
+    # close() in the middle of a batch handed to the loop whole: nothing more comes out.
+    from lorax import Client
+
+    server = _one_read_server(raw, [token(i, f" t{i}") for i in range(20)] + [final("done")])
+    with Client(server.url, max_retries=None) as client:
+        stream = client.generate_stream("hi")
+        texts = []
+        for event in stream:
+            texts.append(event.token.text)
+            if len(texts) == 5:
+                stream.close()
+        assert texts == [f" t{i}" for i in range(5)]
+        assert list(stream) == []
+        assert stream.final is None
+        with pytest.raises(StopIteration):
+            next(stream)
+        assert client.transport.pool_stats()["in_use"] == 0  # type: ignore[attr-defined]
