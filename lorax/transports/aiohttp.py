@@ -41,6 +41,7 @@ import collections
 import contextlib
 import contextvars
 import errno
+import functools
 import logging
 import ssl
 import time
@@ -49,6 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import aiohttp.client_proto
 
 from lorax import codec, errors
 from lorax._message import Message
@@ -168,6 +170,60 @@ class _Attempt:
 _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("lorax_http_attempt", default=None)
 
 
+# aiohttp's read timeout (``sock_read``) cancels and re-arms a timer on every chunk
+# received (``ResponseHandler._reschedule_timeout``, called by ``data_received``): one
+# timer per token of a paced stream, two per unary call. `_LazyReadTimeout` keeps the
+# same rule (fail the read once no byte came for ``sock_read`` seconds) with one timer
+# per period: a chunk only notes the time, and the timer, when it fires, either fails
+# the read or sets itself again for the last chunk's time plus the period. The three
+# methods it relies on (``_reschedule_timeout``, ``_drop_timeout``, ``_on_read_timeout``
+# and the ``_read_timeout_handle`` they share) are checked at import; an aiohttp without
+# them keeps its own timer.
+_Handler: Any = aiohttp.client_proto.ResponseHandler
+_LAZY_READ_TIMEOUT = (
+    all(
+        callable(getattr(_Handler, name, None)) for name in ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout")
+    )
+    and "_read_timeout_handle" in _Handler._drop_timeout.__code__.co_names
+)
+
+# A timer may run up to the clock's resolution early (asyncio's BaseEventLoop._run_once).
+_CLOCK_SLACK = time.get_clock_info("monotonic").resolution
+
+
+class _LazyReadTimeout(_Handler):  # type: ignore[misc]
+    """aiohttp's response protocol, with a read timeout that sets one timer per period."""
+
+    _read_timeout_handle: asyncio.TimerHandle | None  # set by aiohttp's __init__
+    _lorax_last = 0.0
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+            return
+        loop = self._loop
+        self._lorax_last = now = loop.time()
+        due = now + timeout
+        handle = self._read_timeout_handle
+        if handle is None or handle.when() > due:  # a shorter timeout than the armed one
+            if handle is not None:
+                handle.cancel()
+            self._read_timeout_handle = loop.call_at(due, self._lorax_check)
+
+    def _lorax_check(self) -> None:
+        self._read_timeout_handle = None
+        timeout = self._read_timeout
+        if not timeout:
+            return
+        loop = self._loop
+        due = self._lorax_last + timeout
+        if loop.time() + _CLOCK_SLACK >= due:
+            self._on_read_timeout()
+        else:
+            self._read_timeout_handle = loop.call_at(due, self._lorax_check)
+
+
 class _Connector(aiohttp.TCPConnector):
     """aiohttp's TCP connector, telling the current attempt whether its connection was
     reused, and able to refuse pooled connections for the stale-connection retry."""
@@ -175,6 +231,9 @@ class _Connector(aiohttp.TCPConnector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lorax_seen: weakref.WeakSet[Any] = weakref.WeakSet()
+        factory = getattr(self, "_factory", None)
+        if _LAZY_READ_TIMEOUT and isinstance(factory, functools.partial) and factory.func is _Handler:
+            self._factory = functools.partial(_LazyReadTimeout, *factory.args, **factory.keywords)  # type: ignore[assignment]
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         conn = await super().connect(req, traces, timeout)
