@@ -321,7 +321,12 @@ class AsyncStream(_StreamBase[T]):
             raise
         self._batch = batch
         self._pos = 1
-        return self._check_final(batch[0])
+        message = batch[0]
+        field = self._final_field
+        if field is not None and getattr(message, field) is None:  # as above: a paced stream reads one per call
+            first: T = message
+            return first
+        return self._check_final(message)
 
     async def _next_slow(self) -> T:
         if self._closed:
