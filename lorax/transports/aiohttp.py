@@ -196,20 +196,24 @@ class _LazyReadTimeout(_Handler):  # type: ignore[misc]
 
     _read_timeout_handle: asyncio.TimerHandle | None  # set by aiohttp's __init__
     _lorax_last = 0.0
+    _lorax_armed: float | None = None  # the timeout the armed timer was set for
 
     def _reschedule_timeout(self) -> None:
         timeout = self._read_timeout
+        loop = self._loop
+        self._lorax_last = now = loop.time()
+        handle = self._read_timeout_handle
+        if handle is not None and timeout == self._lorax_armed:
+            return  # the common case, once per chunk: the timer looks at _lorax_last
         if not timeout:
             self._drop_timeout()
             return
-        loop = self._loop
-        self._lorax_last = now = loop.time()
         due = now + timeout
-        handle = self._read_timeout_handle
         if handle is None or handle.when() > due:  # a shorter timeout than the armed one
             if handle is not None:
                 handle.cancel()
             self._read_timeout_handle = loop.call_at(due, self._lorax_check)
+            self._lorax_armed = timeout
 
     def _lorax_check(self) -> None:
         self._read_timeout_handle = None
@@ -222,6 +226,7 @@ class _LazyReadTimeout(_Handler):  # type: ignore[misc]
             self._on_read_timeout()
         else:
             self._read_timeout_handle = loop.call_at(due, self._lorax_check)
+            self._lorax_armed = timeout
 
 
 class _Connector(aiohttp.TCPConnector):
