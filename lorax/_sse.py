@@ -55,6 +55,11 @@ _TAIL = itemgetter(slice(-2, None))
 # and int() on a huge digit string is slow (or refused by the int_max_str_digits cap).
 _MAX_RETRY_DIGITS = 18
 
+# The line and data buffers of a decoder with nothing buffered: one shared empty list,
+# never appended to (a buffer gets its own list when something is kept), so that an
+# idle decoder holds no lists for the garbage collector to track.
+_EMPTY: list[bytes] = []
+
 
 class SSEEvent:
     """One dispatched event.
@@ -140,9 +145,9 @@ class SSEDecoder:
         self._start = True  # a BOM may still come
         self._bom = b""  # the start of a BOM split across chunks
         self._skip_lf = False  # the last chunk ended in CR: an LF next is its pair
-        self._line: list[bytes] = []
+        self._line: list[bytes] = _EMPTY
         self._line_len = 0
-        self._data: list[bytes] = []
+        self._data: list[bytes] = _EMPTY
         self._data_len = 0
         self._event = ""
         self._event_id: str | None = None
@@ -204,7 +209,7 @@ class SSEDecoder:
             # lets the fast path below go on.
             self._line.append(chunk)
             chunk = b"".join(self._line)
-            self._line = []
+            self._line = _EMPTY
             self._line_len = 0
             self._idle = True
         if self._idle and chunk[:5] == b"data:" and 0x0D not in chunk:
@@ -351,13 +356,13 @@ class SSEDecoder:
         tail = lines.pop()  # the start of a line still to be finished (often b"")
         events: list[SSEEvent] = []
         limit = self._max
-        data = self._data
+        data = self._data or []  # never the shared _EMPTY: appended to below
         data_len = self._data_len
         if lines:
             if self._line:
                 self._line.append(lines[0])
                 lines[0] = b"".join(self._line)
-                self._line = []
+                self._line = _EMPTY
                 self._line_len = 0
             event = self._event
             event_id = self._event_id
@@ -406,10 +411,13 @@ class SSEDecoder:
                     # Any other field is ignored, as the spec says.
             self._event = event
             self._event_id = event_id
-            self._data = data
+            self._data = data if data else _EMPTY
             self._data_len = data_len
         if tail:
-            self._line.append(tail)
+            if self._line:
+                self._line.append(tail)
+            else:
+                self._line = [tail]
             self._line_len += len(tail)
             if self._line_len + data_len > limit:
                 self._fail(self._line_len + data_len)

@@ -367,7 +367,12 @@ class AsyncStream(_StreamBase[T]):
             raise
         self._batch = batch
         self._pos = 1
-        return self._check_final(batch[0])
+        head: Any = batch[0]
+        field = self._final_field
+        if field is not None and getattr(head, field) is None:  # as above: a paced stream reads one per call
+            first: T = head
+            return first
+        return self._check_final(head)
 
     async def _next_slow(self) -> T:
         if self._closed:

@@ -41,6 +41,7 @@ import collections
 import contextlib
 import contextvars
 import errno
+import functools
 import logging
 import ssl
 import time
@@ -49,6 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import aiohttp.client_proto
 
 from lorax import codec, errors
 from lorax._message import Message
@@ -168,6 +170,65 @@ class _Attempt:
 _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("lorax_http_attempt", default=None)
 
 
+# aiohttp's read timeout (``sock_read``) cancels and re-arms a timer on every chunk
+# received (``ResponseHandler._reschedule_timeout``, called by ``data_received``): one
+# timer per token of a paced stream, two per unary call. `_LazyReadTimeout` keeps the
+# same rule (fail the read once no byte came for ``sock_read`` seconds) with one timer
+# per period: a chunk only notes the time, and the timer, when it fires, either fails
+# the read or sets itself again for the last chunk's time plus the period. The three
+# methods it relies on (``_reschedule_timeout``, ``_drop_timeout``, ``_on_read_timeout``
+# and the ``_read_timeout_handle`` they share) are checked at import; an aiohttp without
+# them keeps its own timer.
+_Handler: Any = aiohttp.client_proto.ResponseHandler
+_LAZY_READ_TIMEOUT = (
+    all(
+        callable(getattr(_Handler, name, None)) for name in ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout")
+    )
+    and "_read_timeout_handle" in _Handler._drop_timeout.__code__.co_names
+)
+
+# A timer may run up to the clock's resolution early (asyncio's BaseEventLoop._run_once).
+_CLOCK_SLACK = time.get_clock_info("monotonic").resolution
+
+
+class _LazyReadTimeout(_Handler):  # type: ignore[misc]
+    """aiohttp's response protocol, with a read timeout that sets one timer per period."""
+
+    _read_timeout_handle: asyncio.TimerHandle | None  # set by aiohttp's __init__
+    _lorax_last = 0.0
+    _lorax_armed: float | None = None  # the timeout the armed timer was set for
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self._read_timeout
+        loop = self._loop
+        self._lorax_last = now = loop.time()
+        handle = self._read_timeout_handle
+        if handle is not None and timeout == self._lorax_armed:
+            return  # the common case, once per chunk: the timer looks at _lorax_last
+        if not timeout:
+            self._drop_timeout()
+            return
+        due = now + timeout
+        if handle is None or handle.when() > due:  # a shorter timeout than the armed one
+            if handle is not None:
+                handle.cancel()
+            self._read_timeout_handle = loop.call_at(due, self._lorax_check)
+            self._lorax_armed = timeout
+
+    def _lorax_check(self) -> None:
+        self._read_timeout_handle = None
+        timeout = self._read_timeout
+        if not timeout:
+            return
+        loop = self._loop
+        due = self._lorax_last + timeout
+        if loop.time() + _CLOCK_SLACK >= due:
+            self._on_read_timeout()
+        else:
+            self._read_timeout_handle = loop.call_at(due, self._lorax_check)
+            self._lorax_armed = timeout
+
+
 class _Connector(aiohttp.TCPConnector):
     """aiohttp's TCP connector, telling the current attempt whether its connection was
     reused, and able to refuse pooled connections for the stale-connection retry."""
@@ -175,6 +236,9 @@ class _Connector(aiohttp.TCPConnector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lorax_seen: weakref.WeakSet[Any] = weakref.WeakSet()
+        factory = getattr(self, "_factory", None)
+        if _LAZY_READ_TIMEOUT and isinstance(factory, functools.partial) and factory.func is _Handler:
+            self._factory = functools.partial(_LazyReadTimeout, *factory.args, **factory.keywords)  # type: ignore[assignment]
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         conn = await super().connect(req, traces, timeout)
@@ -312,7 +376,25 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
     # Transport
 
     async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
-        resp, route, slot, started = await self._send(method, request, options)
+        # The send is written out here and in stream_async, not a coroutine of its own:
+        # that would add a frame to every resumption of every call.
+        sending = self._prepare(method, request, options)
+        route = sending[1]
+        started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
+        slot = self._slot
+        if slot is not None:
+            if slot.free > 0 and not slot.waiters:
+                slot.free -= 1
+            else:
+                await self._acquire(slot, options)
+        attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
+        try:
+            resp = await self._request(*sending)
+        except BaseException as exc:
+            resp = await self._resend(exc, attempt, sending, slot, options, request)
+        finally:
+            _ATTEMPT.reset(token)
         status = resp.status
         headers = resp.headers
         try:
@@ -342,7 +424,23 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
         return message, common.response_meta(status, headers, options.headers, self._own_secrets)
 
     async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
-        resp, route, slot, started = await self._send(method, request, options)
+        sending = self._prepare(method, request, options)
+        route = sending[1]
+        started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
+        slot = self._slot
+        if slot is not None:
+            if slot.free > 0 and not slot.waiters:
+                slot.free -= 1
+            else:
+                await self._acquire(slot, options)
+        attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
+        try:
+            resp = await self._request(*sending)
+        except BaseException as exc:
+            resp = await self._resend(exc, attempt, sending, slot, options, request)
+        finally:
+            _ATTEMPT.reset(token)
         try:
             status = resp.status
             if started is not None:
@@ -458,9 +556,11 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
         self._slot = _Slots(self._slots) if self._slots else None
         return self._session
 
-    async def _send(
+    def _prepare(
         self, method: Method, request: Message, options: CallOptions
-    ) -> tuple[aiohttp.ClientResponse, common.Route, _Slots | None, float | None]:
+    ) -> tuple[aiohttp.ClientSession, common.Route, Any, bytes | None, Any, aiohttp.ClientTimeout]:
+        """What a send needs: the session (made on first use), the route and its URL,
+        the body, the headers and aiohttp's timeouts for the call."""
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop() or self._closed:
             session = self._check_loop()
@@ -483,50 +583,66 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
                 sock_connect=deadline.cap(timeout_opts.connect),
                 sock_read=deadline.cap(timeout_opts.read),
             )
-        started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
+        return session, route, url, body, headers, timeout
 
-        slot = self._slot
-        if slot is not None:
-            if slot.free > 0 and not slot.waiters:
-                slot.free -= 1
-            else:
-                await self._acquire(slot, options)
-        attempt = _Attempt()
-        token = _ATTEMPT.set(attempt)
+    def _request(
+        self,
+        session: aiohttp.ClientSession,
+        route: common.Route,
+        url: Any,
+        body: bytes | None,
+        headers: Any,
+        timeout: aiohttp.ClientTimeout,
+    ) -> Any:
+        # Not a coroutine: the caller awaits aiohttp's request itself, one frame fewer
+        # on every resumption of the call.
+        return session.request(
+            route.method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            proxy=self._proxy_url,
+            proxy_headers=self._proxy_headers,
+        )
+
+    async def _resend(
+        self,
+        exc: BaseException,
+        attempt: _Attempt,
+        sending: tuple[aiohttp.ClientSession, common.Route, Any, bytes | None, Any, aiohttp.ClientTimeout],
+        slot: _Slots | None,
+        options: CallOptions,
+        request: Message,
+    ) -> aiohttp.ClientResponse:
+        """After a failed send: once more on a new connection when the pooled one was
+        stale (see the module docstring), else the failure mapped to its error. The slot
+        is released when this raises."""
+        route = sending[1]
         try:
             while True:
-                try:
-                    resp = await session.request(
-                        route.method,
-                        url,
-                        data=body,
-                        headers=headers,
-                        timeout=timeout,
-                        allow_redirects=False,
-                        proxy=self._proxy_url,
-                        proxy_headers=self._proxy_headers,
-                    )
-                    return resp, route, slot, started
-                except Exception as exc:
-                    if attempt.fresh or not _is_stale(exc, attempt):
-                        raise common.failed(_log, route, self._send_error(exc, attempt, options, request)) from exc
-                    # The reused connection had been closed by the server before it
-                    # read the request (see the module docstring): once more, on a
-                    # new connection.
-                    _log.debug(
-                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
-                        route.method,
-                        route.url,
-                        exc,
-                    )
+                if not isinstance(exc, Exception):
+                    raise exc  # CancelledError and the like, as they are
+                if attempt.fresh or not _is_stale(exc, attempt):
+                    raise common.failed(_log, route, self._send_error(exc, attempt, options, request)) from exc
+                _log.debug(
+                    "%s %s: the pooled connection was stale (%r); retrying on a new one",
+                    route.method,
+                    route.url,
+                    exc,
+                )
                 attempt = _Attempt(fresh=True)
                 _ATTEMPT.set(attempt)
+                try:
+                    resp: aiohttp.ClientResponse = await self._request(*sending)
+                    return resp
+                except BaseException as again:
+                    exc = again
         except BaseException:
             if slot is not None:
                 slot.release()
             raise
-        finally:
-            _ATTEMPT.reset(token)
 
     async def _acquire(self, slot: _Slots, options: CallOptions) -> None:
         """Wait for a free connection slot, at most ``Timeout.pool`` (and the deadline)."""

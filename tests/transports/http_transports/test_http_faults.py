@@ -246,6 +246,50 @@ def test_trickle_does_not_time_out(raw: Callable[..., RawServer], driver: Callab
     assert message.generated_text == "ok"  # type: ignore[attr-defined]
 
 
+def test_async_read_timeout_sets_one_timer_per_period(raw: Callable[..., RawServer]) -> None:
+    # 20 events 10 ms apart under a 5 s read timeout. aiohttp alone cancels and sets a
+    # timer per chunk received; the transport's protocol sets one for the whole call
+    # (when the request is sent) and only notes the time of each chunk.
+    from lorax.transports.aiohttp import AsyncHTTPTransport
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer) -> None:
+        await read_request(reader)
+        writer.write(SSE_HEAD)
+        for i in range(20):
+            await asyncio.sleep(0.01)
+            writer.write(chunk(token(i)))
+            await writer.drain()
+        writer.write(LAST_CHUNK)
+        await writer.drain()
+
+    url = raw(handler).url
+
+    async def main() -> tuple[int, list[str]]:
+        loop = asyncio.get_running_loop()
+        armed: list[str] = []
+        call_at = loop.call_at
+
+        def counting_call_at(when: float, callback: Callable[..., object], *args: object, **kw: object) -> object:
+            armed.append(getattr(callback, "__name__", "?"))
+            return call_at(when, callback, *args, **kw)  # type: ignore[arg-type]
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign,assignment]
+        transport = AsyncHTTPTransport(url)
+        try:
+            options = CallOptions(timeout=Timeout(connect=5, read=5))
+            stream = await transport.stream_async(STREAM, req(), options)  # type: ignore[arg-type]
+            got = [message async for message in stream]
+        finally:
+            await transport.aclose()
+            del loop.call_at  # type: ignore[method-assign]
+        return len(got), armed
+
+    count, armed = asyncio.run(main())
+    assert count == 20
+    assert armed.count("_lorax_check") == 1
+    assert "_on_read_timeout" not in armed
+
+
 def test_tls_handshake_timeout_is_a_connect_timeout(
     raw: Callable[..., RawServer], driver: Callable[..., Driver]
 ) -> None:
