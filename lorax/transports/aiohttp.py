@@ -376,25 +376,7 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
     # Transport
 
     async def unary_async(self, method: Method, request: Message, options: CallOptions) -> tuple[Message, ResponseMeta]:
-        # The send is written out here and in stream_async, not a coroutine of its own:
-        # that would add a frame to every resumption of every call.
-        sending = self._prepare(method, request, options)
-        route = sending[1]
-        started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
-        slot = self._slot
-        if slot is not None:
-            if slot.free > 0 and not slot.waiters:
-                slot.free -= 1
-            else:
-                await self._acquire(slot, options)
-        attempt = _Attempt()
-        token = _ATTEMPT.set(attempt)
-        try:
-            resp = await self._request(*sending)
-        except BaseException as exc:
-            resp = await self._resend(exc, attempt, sending, slot, options, request)
-        finally:
-            _ATTEMPT.reset(token)
+        resp, route, slot, started = await self._send(method, request, options)
         status = resp.status
         headers = resp.headers
         try:
@@ -424,23 +406,7 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
         return message, common.response_meta(status, headers, options.headers, self._own_secrets)
 
     async def stream_async(self, method: Method, request: Message, options: CallOptions) -> AsyncMessageStream:
-        sending = self._prepare(method, request, options)
-        route = sending[1]
-        started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
-        slot = self._slot
-        if slot is not None:
-            if slot.free > 0 and not slot.waiters:
-                slot.free -= 1
-            else:
-                await self._acquire(slot, options)
-        attempt = _Attempt()
-        token = _ATTEMPT.set(attempt)
-        try:
-            resp = await self._request(*sending)
-        except BaseException as exc:
-            resp = await self._resend(exc, attempt, sending, slot, options, request)
-        finally:
-            _ATTEMPT.reset(token)
+        resp, route, slot, started = await self._send(method, request, options)
         try:
             status = resp.status
             if started is not None:
@@ -556,11 +522,9 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
         self._slot = _Slots(self._slots) if self._slots else None
         return self._session
 
-    def _prepare(
+    async def _send(
         self, method: Method, request: Message, options: CallOptions
-    ) -> tuple[aiohttp.ClientSession, common.Route, Any, bytes | None, Any, aiohttp.ClientTimeout]:
-        """What a send needs: the session (made on first use), the route and its URL,
-        the body, the headers and aiohttp's timeouts for the call."""
+    ) -> tuple[aiohttp.ClientResponse, common.Route, _Slots | None, float | None]:
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop() or self._closed:
             session = self._check_loop()
@@ -583,66 +547,50 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
                 sock_connect=deadline.cap(timeout_opts.connect),
                 sock_read=deadline.cap(timeout_opts.read),
             )
-        return session, route, url, body, headers, timeout
+        started = time.perf_counter() if _log.isEnabledFor(logging.DEBUG) else None
 
-    def _request(
-        self,
-        session: aiohttp.ClientSession,
-        route: common.Route,
-        url: Any,
-        body: bytes | None,
-        headers: Any,
-        timeout: aiohttp.ClientTimeout,
-    ) -> Any:
-        # Not a coroutine: the caller awaits aiohttp's request itself, one frame fewer
-        # on every resumption of the call.
-        return session.request(
-            route.method,
-            url,
-            data=body,
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-            proxy=self._proxy_url,
-            proxy_headers=self._proxy_headers,
-        )
-
-    async def _resend(
-        self,
-        exc: BaseException,
-        attempt: _Attempt,
-        sending: tuple[aiohttp.ClientSession, common.Route, Any, bytes | None, Any, aiohttp.ClientTimeout],
-        slot: _Slots | None,
-        options: CallOptions,
-        request: Message,
-    ) -> aiohttp.ClientResponse:
-        """After a failed send: once more on a new connection when the pooled one was
-        stale (see the module docstring), else the failure mapped to its error. The slot
-        is released when this raises."""
-        route = sending[1]
+        slot = self._slot
+        if slot is not None:
+            if slot.free > 0 and not slot.waiters:
+                slot.free -= 1
+            else:
+                await self._acquire(slot, options)
+        attempt = _Attempt()
+        token = _ATTEMPT.set(attempt)
         try:
             while True:
-                if not isinstance(exc, Exception):
-                    raise exc  # CancelledError and the like, as they are
-                if attempt.fresh or not _is_stale(exc, attempt):
-                    raise common.failed(_log, route, self._send_error(exc, attempt, options, request)) from exc
-                _log.debug(
-                    "%s %s: the pooled connection was stale (%r); retrying on a new one",
-                    route.method,
-                    route.url,
-                    exc,
-                )
+                try:
+                    resp = await session.request(
+                        route.method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=timeout,
+                        allow_redirects=False,
+                        proxy=self._proxy_url,
+                        proxy_headers=self._proxy_headers,
+                    )
+                    return resp, route, slot, started
+                except Exception as exc:
+                    if attempt.fresh or not _is_stale(exc, attempt):
+                        raise common.failed(_log, route, self._send_error(exc, attempt, options, request)) from exc
+                    # The reused connection had been closed by the server before it
+                    # read the request (see the module docstring): once more, on a
+                    # new connection.
+                    _log.debug(
+                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
+                        route.method,
+                        route.url,
+                        exc,
+                    )
                 attempt = _Attempt(fresh=True)
                 _ATTEMPT.set(attempt)
-                try:
-                    resp: aiohttp.ClientResponse = await self._request(*sending)
-                    return resp
-                except BaseException as again:
-                    exc = again
         except BaseException:
             if slot is not None:
                 slot.release()
             raise
+        finally:
+            _ATTEMPT.reset(token)
 
     async def _acquire(self, slot: _Slots, options: CallOptions) -> None:
         """Wait for a free connection slot, at most ``Timeout.pool`` (and the deadline)."""
