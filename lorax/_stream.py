@@ -86,6 +86,26 @@ class _StreamBase(Generic[T]):
         self._batch = _NO_BATCH
         self._pos = 0
 
+    def _take(self, message: T) -> T:
+        """Hand out the batch's next message (`message`), noting the final event."""
+        self._pos += 1
+        field = self._final_field
+        if field is not None and getattr(message, field) is None:
+            return message
+        return self._check_final(message)
+
+    def _drop_late_in_batch(self) -> int:
+        """After the final event: drop the events behind it in its batch; how many more to read.
+
+        At most ``DRAIN_AFTER_FINAL`` events are read past the final one in all, so a
+        misbehaving server cannot keep the stream from giving its connection back.
+        """
+        late = min(len(self._batch) - self._pos, DRAIN_AFTER_FINAL)
+        self._count()
+        for _ in range(late):
+            self._dropped_late_event()
+        return DRAIN_AFTER_FINAL - late
+
     def _dropped_late_event(self) -> None:
         logger.warning(
             "lorax: dropped an event that came after the final event of a %s stream", self._tracker.method.name
@@ -172,13 +192,7 @@ class Stream(_StreamBase[T]):
         pos = self._pos
         batch = self._batch
         if pos < len(batch) and self._open and self._tail is None:
-            message = batch[pos]
-            self._pos = pos + 1
-            field = self._final_field
-            if field is not None and getattr(message, field) is None:
-                result: T = message
-                return result
-            return self._check_final(message)
+            return self._take(batch[pos])
         return self._next_slow()
 
     def _next_slow(self) -> T:
@@ -268,17 +282,11 @@ class Stream(_StreamBase[T]):
         # The final event came; read the (normally empty) rest so the connection can
         # go back to the pool, but never wait on a misbehaving server for long.
         inner = self._inner
-        late = len(self._batch) - self._pos  # events after the final one in its batch
-        self._count()
         try:
-            for _ in range(DRAIN_AFTER_FINAL):
-                if inner is None:
-                    break
-                if late:
-                    late -= 1
-                else:
+            if inner is not None:
+                for _ in range(self._drop_late_in_batch()):
                     next(inner)
-                self._dropped_late_event()
+                    self._dropped_late_event()
         except StopIteration:
             pass
         except Exception as exc:  # the answer is complete; a late failure does not change it
@@ -336,13 +344,7 @@ class AsyncStream(_StreamBase[T]):
         pos = self._pos
         batch = self._batch
         if pos < len(batch) and self._open:
-            message = batch[pos]
-            self._pos = pos + 1
-            field = self._final_field
-            if field is not None and getattr(message, field) is None:
-                result: T = message
-                return result
-            return self._check_final(message)
+            return self._take(batch[pos])
         if not self._open:  # not started, closed, or past the final event
             return await self._next_slow()
         inner = self._inner
@@ -432,17 +434,11 @@ class AsyncStream(_StreamBase[T]):
 
     async def _drain(self) -> None:
         inner = self._inner
-        late = len(self._batch) - self._pos  # events after the final one in its batch
-        self._count()
         try:
-            for _ in range(DRAIN_AFTER_FINAL):
-                if inner is None:
-                    break
-                if late:
-                    late -= 1
-                else:
+            if inner is not None:
+                for _ in range(self._drop_late_in_batch()):
                     await inner.__anext__()
-                self._dropped_late_event()
+                    self._dropped_late_event()
         except StopAsyncIteration:
             pass
         except Exception as exc:
