@@ -424,39 +424,67 @@ class Session:
                 headers = self._scrub(stream.meta.headers, options, request)
                 await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers, window_bytes=window))
                 state.begun = True
-                messages = stream.__aiter__()
+                next_batch = stream.next_batch
                 writer = self._writer
-                encode = encoder(method.output_type) or to_binary
-                prefix = message_prefix(call_id)
                 limit = self._gateway.max_frame_bytes
                 mine, total = self.memory, self._gateway.memory
+                encode = encoder(method.output_type) or to_binary
+                prefix = message_prefix(call_id)
                 while True:
                     if flow is not None and flow.window <= 0:
                         # Wait for the window before reading on: LoRAX is slowed through
                         # TCP, and the gateway holds nothing for the call meanwhile.
                         await flow.wait_open()
                     try:
-                        message = await messages.__anext__()
+                        # Every message of one upstream read at once (see
+                        # AsyncMessageStream.next_batch): one await per read, not per token.
+                        batch = await next_batch()
                     except StopAsyncIteration:
                         break
-                    # The per-token path: the frame's bytes in one pass, queued without
-                    # a coroutine (see _wire.py and FrameWriter.put).
-                    try:
-                        payload = encode(message)
-                    except Exception:
-                        payload = to_binary(message)  # _pbwire's fallbacks and errors
-                    del message  # only the frame is held (and counted) from here
-                    wire, size = message_wire(prefix, payload)
-                    if size <= limit and mine.held + size <= mine.limit and total.held + size <= total.limit:
-                        mine.held += size
-                        total.held += size
-                        if flow is not None:
-                            flow.spend(len(payload))
-                    else:
-                        self._count_message(size, len(payload), flow)  # raises
-                    if not writer.put(wire, size):
-                        await writer.wait()
-                    state.messages += 1
+                    payloads: list[bytes] = []
+                    failure: BaseException | None = None
+                    for message in batch:
+                        try:
+                            payloads.append(encode(message))
+                        except Exception:
+                            try:
+                                payloads.append(to_binary(message))  # _pbwire's fallbacks and errors
+                            except Exception as exc:
+                                failure = exc  # raised once the messages before it went out
+                                break
+                    del batch  # only the frames are held (and counted) from here
+                    if payloads:
+                        # The frames in one pass; with one budget check for all of them
+                        # when it is exact: every frame fits the limit, all fit both
+                        # budgets, and the window lets each one go (it is above zero
+                        # before the last), as one at a time would.
+                        wires = []
+                        sizes = []
+                        spent = 0
+                        for payload in payloads:
+                            wire, size = message_wire(prefix, payload)
+                            wires.append(wire)
+                            sizes.append(size)
+                            spent += len(payload)
+                        counted = sum(sizes)
+                        if (
+                            max(sizes) <= limit
+                            and mine.held + counted <= mine.limit
+                            and total.held + counted <= total.limit
+                            and (flow is None or flow.window - (spent - len(payloads[-1])) > 0)
+                        ):
+                            mine.held += counted
+                            total.held += counted
+                            if flow is not None:
+                                flow.spend(spent)
+                            state.messages += len(wires)
+                            stop = writer.put_many(wires, sizes)
+                            if stop >= 0:
+                                await self._put_rest(wires, sizes, stop)
+                        else:
+                            await self._put_one_by_one(wires, sizes, payloads, flow, state)
+                    if failure is not None:
+                        raise failure
             finally:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.
                 await stream.aclose()
@@ -478,6 +506,40 @@ class Session:
                 raise
             await self._send_taken(data)
             state.messages = 1
+
+    async def _put_rest(self, wires: list[bytes], sizes: list[int], stop: int) -> None:
+        """Hand the frames from `stop` on to the writer, waiting whenever it says so
+        (see FrameWriter.put_many); their bytes are counted already."""
+        writer = self._writer
+        try:
+            while True:
+                await writer.wait()
+                if stop >= len(wires):
+                    return
+                del wires[:stop], sizes[:stop]
+                stop = writer.put_many(wires, sizes)
+                if stop < 0:
+                    return
+        except BaseException:
+            # The frames the writer never took: their bytes are no longer held.
+            self._release(sum(sizes[stop:]))
+            raise
+
+    async def _put_one_by_one(
+        self, wires: list[bytes], sizes: list[int], payloads: list[bytes], flow: Flow | None, state: _CallState
+    ) -> None:
+        """Send the frames of one upstream read one at a time: each waits for the call's
+        window, is checked against the frame limit and counted against the budgets (the
+        first that does not fit raises), then queued, waiting when the writer says so."""
+        writer = self._writer
+        for i, wire in enumerate(wires):
+            if i and flow is not None and flow.window <= 0:
+                await flow.wait_open()
+            size = sizes[i]
+            self._count_message(size, len(payloads[i]), flow)  # raises
+            if not writer.put(wire, size):
+                await writer.wait()
+            state.messages += 1
 
     def _scrub(self, headers: Mapping[str, str], options: CallOptions, request: Message) -> dict[str, str]:
         """Upstream success headers with every credential value the gateway knows of
