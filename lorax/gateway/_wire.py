@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import struct
 
+from lorax._pbwire import VARINTS
+
 __all__ = ["message_prefix", "message_wire"]
 
-# Varints of 0..16383 (one or two bytes): every length and call id of an ordinary call.
-_VARINTS = [bytes((i,)) if i < 128 else bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(1 << 14)]
+# Varints of 0..16383 (one or two bytes): every length and call id of an ordinary call
+# (the table of lorax/_pbwire.py, shared).
+_VARINTS = VARINTS
 
 
 def _varint(value: int) -> bytes:
@@ -48,9 +51,9 @@ def message_wire(prefix: bytes, payload: bytes) -> tuple[bytes, int]:
     the ``Frame`` in it: what the frame limit and the memory budgets count)."""
     n = len(payload)
     if n:
-        head = _varint(n)
+        head = _VARINTS[n] if n < 16384 else _varint(n)
         inner = 1 + len(head) + n
-        length = _varint(inner)
+        length = _VARINTS[inner] if inner < 16384 else _varint(inner)
         size = len(prefix) + len(length) + inner
         if size < 126:
             ws = bytes((0x82, size))
