@@ -154,7 +154,7 @@ def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any], tag: str
         env[f"E_{name}"] = inner
         env[f"T_{name}"] = target
         _length_prefixes(env, name, number)
-        write = [
+        put = [
             "n = len(d)",
             f"{add}((L_{name}[n] if n < 128 else K_{name} + _varint(n)) + d)",
         ]
@@ -171,9 +171,9 @@ def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any], tag: str
                     f"    m{sub} = v",
                     *("    " + line for line in body),
                     f'    d = b"".join(parts{sub})',
-                    *("    " + line for line in write),
+                    *("    " + line for line in put),
                 ]
-        one = [f"if type(x) is not T_{name}: raise _Fallback", f"d = E_{name}(x)", *write]
+        one = [f"if type(x) is not T_{name}: raise _Fallback", f"d = E_{name}(x)", *put]
         if spec.label == "list":
             return ["if type(v) is not list: raise _Fallback", "for x in v:", *("    " + line for line in one)]
         return ["if v is not None:", "    x = v", *("    " + line for line in one)]
