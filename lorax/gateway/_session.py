@@ -99,9 +99,10 @@ def forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
 class _CallState:
     """How far one call got (for the error mapping and the log line), and its extras."""
 
-    __slots__ = ("begun", "flow", "heartbeat", "messages", "request_bytes", "status")
+    __slots__ = ("beats", "begun", "call_id", "flow", "messages", "request_bytes", "status")
 
-    def __init__(self, request_bytes: int, flow: Flow | None) -> None:
+    def __init__(self, call_id: int, request_bytes: int, flow: Flow | None) -> None:
+        self.call_id = call_id
         self.begun = False  # FrameHeaders was sent
         self.status: int | None = None
         self.messages = 0
@@ -109,14 +110,14 @@ class _CallState:
         self.request_bytes = request_bytes
         # The call's flow-control window; None without flow control.
         self.flow = flow
-        # The timer of the call's next FrameHeartbeat, if it asked for them.
-        self.heartbeat: asyncio.TimerHandle | None = None
+        # The connection's calls with heartbeats (Session._beats) while this one is among them.
+        self.beats: dict[int, list[float]] | None = None
 
     def stop_heartbeat(self) -> None:
         """Stop the heartbeats: the call's last frame is about to be sent."""
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-            self.heartbeat = None
+        if self.beats is not None:
+            self.beats.pop(self.call_id, None)
+            self.beats = None
 
 
 class Session:
@@ -140,6 +141,10 @@ class Session:
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_activity = self._loop.time()
+        # The calls that asked for heartbeats: call id -> [next due time, interval], and
+        # the connection's one timer that sends them (see _beat).
+        self._beats: dict[int, list[float]] = {}
+        self._beat_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         """Serve the connection until it closes; then cancel its calls and wait for them."""
@@ -185,6 +190,9 @@ class Session:
                 state.stop_heartbeat()
                 self._release(state.request_bytes)
             self._states.clear()
+            if self._beat_timer is not None:
+                self._beat_timer.cancel()
+                self._beat_timer = None
             # Frames the socket never took: their bytes are no longer held.
             self._writer.close()
             if watchdog is not None:
@@ -239,7 +247,7 @@ class Session:
             await self._send_error(call_id, refusal_frame(refusal))
             return
         flow = Flow(call.window_bytes) if call.window_bytes else None
-        state = _CallState(request_bytes, flow)
+        state = _CallState(call_id, request_bytes, flow)
         if call.heartbeats:
             self._beat(call_id, options.timeout.read, state)
         task = self._loop.create_task(self._run(call_id, method, request, options, state))
@@ -325,21 +333,44 @@ class Session:
 
     def _beat(self, call_id: int, read_timeout: float | None, state: _CallState) -> None:
         """Send the call's FrameHeartbeat frames until state.stop_heartbeat() (see
-        websocket.proto, LIVENESS). A timer, not a task: most calls end before the first."""
+        websocket.proto, LIVENESS): at most its interval apart, the first at most one
+        interval after now.
+
+        One timer for the connection's calls, not one per call (most calls end before
+        their first heartbeat, and a timer per call costs its scheduling and its
+        cancellation): it fires at the earliest due time and sends every heartbeat due
+        within a quarter of its interval, so the calls' heartbeats go out together
+        (one write) and the timer fires a few times per interval, however many calls.
+        """
         interval = self._gateway.heartbeat_interval
         if read_timeout is not None:
             interval = min(interval, read_timeout / 4)
-        data = wsf.encode_heartbeat(call_id)
-        loop = self._loop
-        writer = self._writer
+        due = self._loop.time() + interval
+        self._beats[call_id] = [due, interval]
+        state.beats = self._beats
+        timer = self._beat_timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._beat_timer = self._loop.call_at(due, self._send_heartbeats)
 
-        def beat() -> None:
-            if state.heartbeat is None:
-                return  # stopped
-            writer.queue(data)
-            state.heartbeat = loop.call_later(interval, beat)
-
-        state.heartbeat = loop.call_later(interval, beat)
+    def _send_heartbeats(self) -> None:
+        self._beat_timer = None
+        beats = self._beats
+        if not beats:
+            return
+        now = self._loop.time()
+        queue = self._writer.queue
+        earliest = None
+        for call_id, entry in beats.items():
+            due, interval = entry
+            if due - interval / 4 <= now:
+                queue(wsf.encode_heartbeat(call_id))
+                due = entry[0] = now + interval
+            if earliest is None or due < earliest:
+                earliest = due
+        if earliest is not None:
+            self._beat_timer = self._loop.call_at(earliest, self._send_heartbeats)
 
     async def _run(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
