@@ -44,7 +44,7 @@ from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
-from lorax.gateway._wire import message_prefix, message_wire
+from lorax.gateway._wire import headers_frame, message_prefix, message_wire
 from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import AsyncTransport, CallOptions
@@ -453,7 +453,7 @@ class Session:
             try:
                 state.status = stream.meta.status_code
                 headers = self._scrub(stream.meta.headers, options, request)
-                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers, window_bytes=window))
+                await self._send(headers_frame(call_id, stream.meta.status_code, headers, window))
                 state.begun = True
                 next_batch = stream.next_batch
                 writer = self._writer
@@ -530,7 +530,7 @@ class Session:
             del message
             try:
                 headers = self._scrub(meta.headers, options, request)
-                await self._send(wsf.encode_headers(call_id, meta.status_code, headers, window_bytes=window))
+                await self._send(headers_frame(call_id, meta.status_code, headers, window))
                 state.begun = True
             except BaseException:
                 self._release(len(data))

@@ -11,10 +11,11 @@ websockets' ``Frame.serialize()`` writes for a server without extensions.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
 from lorax._pbwire import VARINTS
 
-__all__ = ["message_prefix", "message_wire"]
+__all__ = ["headers_frame", "message_prefix", "message_wire"]
 
 # Varints of 0..16383 (one or two bytes): every length and call id of an ordinary call
 # (the table of lorax/_pbwire.py, shared).
@@ -34,6 +35,7 @@ def _varint(value: int) -> bytes:
 
 _FRAME_CALL_ID = b"\x08"  # Frame.call_id: field 1, varint
 _FRAME_MESSAGE = b"\x22"  # Frame.message: field 4, length-delimited
+_FRAME_HEADERS = b"\x1a"  # Frame.headers: field 3, length-delimited
 _MESSAGE_BYTES = b"\x0a"  # FrameMessage.message: field 1, length-delimited
 _LEN16 = struct.Struct("!BBH").pack
 _LEN64 = struct.Struct("!BBQ").pack
@@ -65,3 +67,31 @@ def message_wire(prefix: bytes, payload: bytes) -> tuple[bytes, int]:
     # An empty message: an empty FrameMessage (proto3 leaves the empty bytes out).
     size = len(prefix) + 1
     return bytes((0x82, size)) + prefix + b"\x00", size
+
+
+def _string(data: bytes) -> bytes:
+    n = len(data)
+    return (_VARINTS[n] if n < 16384 else _varint(n)) + data
+
+
+def headers_frame(call_id: int, status: int, headers: Mapping[str, str], window_bytes: int | None = None) -> bytes:
+    """The serialized ``Frame`` carrying ``FrameHeaders(status, headers, window_bytes)``:
+    what ``wsf.encode_headers`` gives, without building two upb messages and a map.
+
+    The same message, not always the same bytes: upb writes map entries in its own
+    order, this in the mapping's (protobuf leaves the order of map entries open).
+    Every map entry has both its key and value, as upb writes them.
+    """
+    if not 0 < call_id < 1 << 64 or not 0 <= status < 1 << 32:
+        raise ValueError(f"call id {call_id} or status {status} is out of range")
+    parts = [_FRAME_CALL_ID, _varint(call_id), _FRAME_HEADERS]
+    body = [b"\x08" + _varint(status)] if status else []  # FrameHeaders.status: field 1, varint
+    for name, value in headers.items():
+        entry = b"\x0a" + _string(name.encode("utf-8")) + b"\x12" + _string(value.encode("utf-8"))
+        body.append(b"\x12" + _string(entry))  # FrameHeaders.headers: field 2, map entries
+    if window_bytes:
+        if not 0 < window_bytes < 1 << 64:
+            raise ValueError(f"window_bytes {window_bytes} is out of range")
+        body.append(b"\x18" + _varint(window_bytes))  # FrameHeaders.window_bytes: field 3, varint
+    parts.append(_string(b"".join(body)))
+    return b"".join(parts)
