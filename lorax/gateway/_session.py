@@ -44,7 +44,7 @@ from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
-from lorax.gateway._wire import headers_frame, message_prefix, message_wire
+from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wire
 from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import AsyncTransport, CallOptions
@@ -440,7 +440,7 @@ class Session:
         finally:
             self._upstream_slots.release()
         state.stop_heartbeat()
-        await self._send(wsf.encode_end(call_id))
+        await self._send(end_frame(call_id))
 
     async def _forward_upstream(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState

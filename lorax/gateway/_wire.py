@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from lorax._pbwire import VARINTS
 
-__all__ = ["headers_frame", "message_prefix", "message_wire"]
+__all__ = ["end_frame", "headers_frame", "message_prefix", "message_wire"]
 
 # Varints of 0..16383 (one or two bytes): every length and call id of an ordinary call
 # (the table of lorax/_pbwire.py, shared).
@@ -95,3 +95,10 @@ def headers_frame(call_id: int, status: int, headers: Mapping[str, str], window_
         body.append(b"\x18" + _varint(window_bytes))  # FrameHeaders.window_bytes: field 3, varint
     parts.append(_string(b"".join(body)))
     return b"".join(parts)
+
+
+def end_frame(call_id: int) -> bytes:
+    """The serialized ``Frame`` carrying ``FrameEnd``: the bytes of ``wsf.encode_end``."""
+    if not 0 < call_id < 1 << 64:
+        raise ValueError(f"call id {call_id} is out of range")
+    return _FRAME_CALL_ID + _varint(call_id) + b"\x2a\x00"  # Frame.end: field 5, empty

@@ -18,7 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from lorax.gateway._wire import headers_frame, message_prefix, message_wire
+from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wire
 from lorax.gateway._writer import FrameWriter, _binary_frame, _payload
 from lorax.transports import _ws_frames as wsf
 from lorax.v1.websocket_pb2 import Frame as WireFrame
@@ -367,3 +367,14 @@ def test_headers_frame_is_the_frame_encode_headers_writes(
 def test_headers_frame_refuses_values_out_of_range(call_id: int, status: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
         headers_frame(call_id, status, {})
+
+
+@pytest.mark.parametrize("call_id", [1, 127, 128, 16383, 16384, 1 << 40, (1 << 64) - 1])
+def test_end_frame_is_the_bytes_of_encode_end(call_id: int) -> None:
+    assert end_frame(call_id) == wsf.encode_end(call_id)
+
+
+@pytest.mark.parametrize("call_id", [0, -1, 1 << 64])
+def test_end_frame_refuses_call_ids_out_of_range(call_id: int) -> None:
+    with pytest.raises(ValueError, match=f"call id {call_id} is out of range"):
+        end_frame(call_id)
