@@ -44,7 +44,7 @@ from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
-from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wire
+from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wires
 from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import AsyncTransport, CallOptions
@@ -489,14 +489,8 @@ class Session:
                         # when it is exact: every frame fits the limit, all fit both
                         # budgets, and the window lets each one go (it is above zero
                         # before the last), as one at a time would.
-                        wires = []
-                        sizes = []
-                        spent = 0
-                        for payload in payloads:
-                            wire, size = message_wire(prefix, payload)
-                            wires.append(wire)
-                            sizes.append(size)
-                            spent += len(payload)
+                        wires, sizes = message_wires(prefix, payloads)
+                        spent = sum(map(len, payloads))
                         counted = sum(sizes)
                         if (
                             max(sizes) <= limit

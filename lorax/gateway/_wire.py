@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from lorax._pbwire import VARINTS
 
-__all__ = ["end_frame", "headers_frame", "message_prefix", "message_wire"]
+__all__ = ["end_frame", "headers_frame", "message_prefix", "message_wire", "message_wires"]
 
 # Varints of 0..16383 (one or two bytes): every length and call id of an ordinary call
 # (the table of lorax/_pbwire.py, shared).
@@ -102,3 +102,32 @@ def end_frame(call_id: int) -> bytes:
     if not 0 < call_id < 1 << 64:
         raise ValueError(f"call id {call_id} is out of range")
     return _FRAME_CALL_ID + _varint(call_id) + b"\x2a\x00"  # Frame.end: field 5, empty
+
+
+def message_wires(prefix: bytes, payloads: list[bytes]) -> tuple[list[bytes], list[int]]:
+    """:func:`message_wire` of each of `payloads` (the messages of one upstream read):
+    (the WebSocket frames, the ``Frame`` sizes), in one loop."""
+    wires: list[bytes] = []
+    sizes: list[int] = []
+    add_wire = wires.append
+    add_size = sizes.append
+    varints = _VARINTS
+    fixed = len(prefix)
+    join = b"".join
+    for payload in payloads:
+        n = len(payload)
+        if 0 < n < 16000:  # both varints from the table (inner < 16384)
+            head = varints[n]
+            inner = 1 + len(head) + n
+            length = varints[inner]
+            size = fixed + len(length) + inner
+            if size < 126:
+                add_wire(join((bytes((0x82, size)), prefix, length, _MESSAGE_BYTES, head, payload)))
+            else:
+                add_wire(join((_LEN16(0x82, 126, size), prefix, length, _MESSAGE_BYTES, head, payload)))
+            add_size(size)
+        else:
+            wire, size = message_wire(prefix, payload)
+            add_wire(wire)
+            add_size(size)
+    return wires, sizes

@@ -18,7 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wire
+from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wire, message_wires
 from lorax.gateway._writer import FrameWriter, _binary_frame, _payload
 from lorax.transports import _ws_frames as wsf
 from lorax.v1.websocket_pb2 import Frame as WireFrame
@@ -378,3 +378,12 @@ def test_end_frame_is_the_bytes_of_encode_end(call_id: int) -> None:
 def test_end_frame_refuses_call_ids_out_of_range(call_id: int) -> None:
     with pytest.raises(ValueError, match=f"call id {call_id} is out of range"):
         end_frame(call_id)
+
+
+@pytest.mark.parametrize("call_id", [1, 16384, (1 << 64) - 1])
+def test_message_wires_are_message_wire_of_each(call_id: int) -> None:
+    sizes = [0, 1, 100, 112, 113, 114, 127, 128, 15_990, 15_999, 16_000, 16_380, 16_384, 65_536, 200_000]
+    payloads = [bytes(range(256)) * (n // 256) + b"q" * (n % 256) for n in sizes]
+    prefix = message_prefix(call_id)
+    built = [message_wire(prefix, p) for p in payloads]
+    assert message_wires(prefix, payloads) == ([w for w, _ in built], [s for _, s in built])
