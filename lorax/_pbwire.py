@@ -35,15 +35,17 @@ class _Fallback(Exception):
     """A value the fast path does not handle: encode through upb instead."""
 
 
-_SMALL = [bytes((i,)) for i in range(128)]
+# Varints of 0..16383 (one or two bytes), looked up: token ids, lengths, counts.
+VARINTS = [bytes((i,)) if i < 128 else bytes(((i & 0x7F) | 0x80, i >> 7)) for i in range(1 << 14)]
+_V_LIMIT = 1 << 14
 
 
 def _varint(value: int) -> bytes:
-    if value < 128:
+    if value < _V_LIMIT:
         if value < 0:
             value += 1 << 64  # negative int32/int64: ten bytes of two's complement
         else:
-            return _SMALL[value]
+            return VARINTS[value]
     out = bytearray()
     while value >= 128:
         out.append((value & 0x7F) | 0x80)
@@ -94,13 +96,10 @@ def _proto_fields(cls: type[Message]) -> list[tuple[FieldSpec, Any]] | None:
 def _build(cls: type[Message]) -> Callable[[Any], bytes] | None:
     """Compile the encoder of `cls` from generated Python source (one straight-line
     function per class: no per-field calls, which cost more than the encoding itself)."""
-    found = _proto_fields(cls)
-    if found is None:
-        return None
-    fields = sorted(((fd.number, spec, fd) for spec, fd in found), key=lambda f: f[0])
     env: dict[str, Any] = {
         "_Fallback": _Fallback,
         "_varint": _varint,
+        "_V": VARINTS,
         "_PACK_D": _PACK_D,
         "_PACK_F": _PACK_F,
         "WireEnum": WireEnum,
@@ -112,22 +111,39 @@ def _build(cls: type[Message]) -> Callable[[Any], bytes] | None:
         "list": list,
         "len": len,
     }
-    lines = ["def encode(m):", "    parts = []", "    add = parts.append"]
-    for number, spec, fd in fields:
-        body = _field_source(number, spec, fd, env)
-        if body is None:
-            return None
-        lines.append(f"    v = m.{spec.name}")
-        lines.extend("    " + line for line in body)
-    lines.append('    return b"".join(parts)')
+    body = _body_source(cls, env, "")
+    if body is None:
+        return None
+    lines = ["def encode(m):", *("    " + line for line in body), '    return b"".join(parts)']
     exec("\n".join(lines), env)
     encode: Callable[[Any], bytes] = env["encode"]
     return encode
 
 
-def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any]) -> list[str] | None:
-    """Source lines writing field `spec` (its value is in ``v``) to ``parts``."""
-    name = spec.name
+# How deep a singular message field's encoding is written into its parent's function.
+_INLINE_DEPTH = 2
+
+
+def _body_source(cls: type[Message], env: dict[str, Any], tag: str) -> list[str] | None:
+    """Source lines writing the fields of the message in ``m{tag}`` to the list
+    ``parts{tag}``; `tag` keeps the names of a nested message's apart from its parent's."""
+    found = _proto_fields(cls)
+    if found is None:
+        return None
+    add = f"add{tag}"
+    lines = [f"parts{tag} = []", f"{add} = parts{tag}.append"]
+    for number, spec, fd in sorted(((fd.number, spec, fd) for spec, fd in found), key=lambda f: f[0]):
+        body = _field_source(number, spec, fd, env, tag, add)
+        if body is None:
+            return None
+        lines.append(f"v = m{tag}.{spec.name}")
+        lines.extend(body)
+    return lines
+
+
+def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any], tag: str, add: str) -> list[str] | None:
+    """Source lines writing field `spec` (its value is in ``v``) with `add`."""
+    name = f"{tag}_{spec.name}" if tag else spec.name
     if spec.kind == KIND_MESSAGE:
         if fd.type != _T.TYPE_MESSAGE:
             return None
@@ -137,12 +153,27 @@ def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any]) -> list[
             return None
         env[f"E_{name}"] = inner
         env[f"T_{name}"] = target
-        env[f"K_{name}"] = _key(number, 2)
-        one = [
-            f"if type(x) is not T_{name}: raise _Fallback",
-            f"d = E_{name}(x)",
-            f"add(K_{name} + _varint(len(d)) + d)",
+        _length_prefixes(env, name, number)
+        put = [
+            "n = len(d)",
+            f"{add}((L_{name}[n] if n < 128 else K_{name} + _varint(n)) + d)",
         ]
+        depth = tag.count("_") + 1
+        if spec.label != "list" and depth <= _INLINE_DEPTH:
+            # A singular message (a stream's token, its details): its fields written
+            # here, without a call and a function frame per message.
+            sub = f"{tag}_{number}"  # unique: the path of field numbers
+            body = _body_source(target, env, sub)
+            if body is not None:
+                return [
+                    "if v is not None:",
+                    f"    if type(v) is not T_{name}: raise _Fallback",
+                    f"    m{sub} = v",
+                    *("    " + line for line in body),
+                    f'    d = b"".join(parts{sub})',
+                    *("    " + line for line in put),
+                ]
+        one = [f"if type(x) is not T_{name}: raise _Fallback", f"d = E_{name}(x)", *put]
         if spec.label == "list":
             return ["if type(v) is not list: raise _Fallback", "for x in v:", *("    " + line for line in one)]
         return ["if v is not None:", "    x = v", *("    " + line for line in one)]
@@ -152,12 +183,12 @@ def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any]) -> list[
     check, write, wire_type, nonzero = found
     if spec.label == "list":
         if wire_type == 2:  # strings: one record each
-            env[f"K_{name}"] = _key(number, 2)
+            _length_prefixes(env, name, number)
             return [
                 "if type(v) is not list: raise _Fallback",
                 "for x in v:",
                 *("    " + line for line in check),
-                f"    add(K_{name} + {write})",
+                f"    {add}({write})",
             ]
         env[f"K_{name}"] = _key(number, 2)
         return [
@@ -168,13 +199,26 @@ def _field_source(number: int, spec: Any, fd: Any, env: dict[str, Any]) -> list[
             *("        " + line for line in check),
             f"        packed.append({write})",
             '    d = b"".join(packed)',
-            f"    add(K_{name} + _varint(len(d)) + d)",
+            f"    {add}(K_{name} + _varint(len(d)) + d)",
         ]
-    env[f"K_{name}"] = _key(number, wire_type)
+    if wire_type == 2:
+        _length_prefixes(env, name, number)
+        record = write  # the key is in the length prefix
+    else:
+        env[f"K_{name}"] = _key(number, wire_type)
+        record = f"K_{name} + {write}"
     if spec.presence:
-        return ["if v is not None:", "    x = v", *("    " + line for line in check), f"    add(K_{name} + {write})"]
+        return ["if v is not None:", "    x = v", *("    " + line for line in check), f"    {add}({record})"]
     # proto3 leaves a zero value out (a float by its bits: -0.0 is written).
-    return ["x = v", *check, f"if {nonzero}:", f"    add(K_{name} + {write})"]
+    return ["x = v", *check, f"if {nonzero}:", f"    {add}({record})"]
+
+
+def _length_prefixes(env: dict[str, Any], name: str, number: int) -> None:
+    """Give the source of length-delimited field `name` ``K_name``, its key, and
+    ``L_name``, its key followed by each length below 128 (one lookup per record)."""
+    key = _key(number, 2)
+    env[f"K_{name}"] = key
+    env[f"L_{name}"] = [key + bytes((n,)) for n in range(128)]
 
 
 def _scalar_source(spec: Any, fd: Any, name: str, env: dict[str, Any]) -> tuple[list[str], str, int, str] | None:
@@ -182,8 +226,15 @@ def _scalar_source(spec: Any, fd: Any, name: str, env: dict[str, Any]) -> tuple[
     t = fd.type
     if t in _INT_RANGES and spec.kind == "int":
         lo, hi = _INT_RANGES[t]
-        return [f"if type(x) is not int or not {lo} <= x < {hi}: raise _Fallback"], "_varint(x)", 0, "x"
+        small = "x < 16384" if lo >= 0 else "0 <= x < 16384"
+        return (
+            [f"if type(x) is not int or not {lo} <= x < {hi}: raise _Fallback"],
+            f"(_V[x] if {small} else _varint(x))",
+            0,
+            "x",
+        )
     if t == _T.TYPE_BOOL and spec.kind == "bool":
+        # Written only when true (proto3 leaves false out; a list packs both).
         return ["if x is not True and x is not False: raise _Fallback"], '(b"\\x01" if x else b"\\x00")', 0, "x"
     if t in (_T.TYPE_DOUBLE, _T.TYPE_FLOAT) and spec.kind == "float":
         pack, size, wire_type = ("_PACK_D", 8, 1) if t == _T.TYPE_DOUBLE else ("_PACK_F", 4, 5)
@@ -196,8 +247,12 @@ def _scalar_source(spec: Any, fd: Any, name: str, env: dict[str, Any]) -> tuple[
         )
     if t == _T.TYPE_STRING and spec.kind in ("string", KIND_OPEN_ENUM):
         return (
-            ["if type(x) is not str and not isinstance(x, str): raise _Fallback", 'd = x.encode("utf-8")'],
-            "_varint(len(d)) + d",
+            [
+                "if type(x) is not str and not isinstance(x, str): raise _Fallback",
+                'd = x.encode("utf-8")',
+                "n = len(d)",
+            ],
+            f"(L_{name}[n] if n < 128 else K_{name} + _varint(n)) + d",
             2,
             "d",
         )
@@ -208,7 +263,7 @@ def _scalar_source(spec: Any, fd: Any, name: str, env: dict[str, Any]) -> tuple[
                 f"n = N_{name}.get(x.value if isinstance(x, WireEnum) else x)",
                 "if n is None: raise _Fallback",
             ],
-            "_varint(n)",
+            "(_V[n] if 0 <= n < 16384 else _varint(n))",
             0,
             "n",
         )

@@ -44,7 +44,7 @@ from lorax._timeout import Deadline, Timeout
 from lorax.gateway._errors import GatewayRefusal, refusal_frame, upstream_error_frame
 from lorax.gateway._limits import Flow, MemoryBudget
 from lorax.gateway._log import log, logger, peer
-from lorax.gateway._wire import message_prefix, message_wire
+from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wires
 from lorax.gateway._writer import FrameWriter
 from lorax.transports import _ws_frames as wsf
 from lorax.transports.base import AsyncTransport, CallOptions
@@ -99,9 +99,10 @@ def forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
 class _CallState:
     """How far one call got (for the error mapping and the log line), and its extras."""
 
-    __slots__ = ("begun", "flow", "heartbeat", "messages", "request_bytes", "status")
+    __slots__ = ("beats", "begun", "call_id", "flow", "messages", "request_bytes", "status")
 
-    def __init__(self, request_bytes: int, flow: Flow | None) -> None:
+    def __init__(self, call_id: int, request_bytes: int, flow: Flow | None) -> None:
+        self.call_id = call_id
         self.begun = False  # FrameHeaders was sent
         self.status: int | None = None
         self.messages = 0
@@ -109,14 +110,14 @@ class _CallState:
         self.request_bytes = request_bytes
         # The call's flow-control window; None without flow control.
         self.flow = flow
-        # The timer of the call's next FrameHeartbeat, if it asked for them.
-        self.heartbeat: asyncio.TimerHandle | None = None
+        # The connection's calls with heartbeats (Session._beats) while this one is among them.
+        self.beats: dict[int, list[float]] | None = None
 
     def stop_heartbeat(self) -> None:
         """Stop the heartbeats: the call's last frame is about to be sent."""
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-            self.heartbeat = None
+        if self.beats is not None:
+            self.beats.pop(self.call_id, None)
+            self.beats = None
 
 
 class Session:
@@ -140,6 +141,10 @@ class Session:
         self._idle = asyncio.Event()
         self._idle.set()
         self._last_activity = self._loop.time()
+        # The calls that asked for heartbeats: call id -> [next due time, interval], and
+        # the connection's one timer that sends them (see _beat).
+        self._beats: dict[int, list[float]] = {}
+        self._beat_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         """Serve the connection until it closes; then cancel its calls and wait for them."""
@@ -185,6 +190,9 @@ class Session:
                 state.stop_heartbeat()
                 self._release(state.request_bytes)
             self._states.clear()
+            if self._beat_timer is not None:
+                self._beat_timer.cancel()
+                self._beat_timer = None
             # Frames the socket never took: their bytes are no longer held.
             self._writer.close()
             if watchdog is not None:
@@ -239,7 +247,7 @@ class Session:
             await self._send_error(call_id, refusal_frame(refusal))
             return
         flow = Flow(call.window_bytes) if call.window_bytes else None
-        state = _CallState(request_bytes, flow)
+        state = _CallState(call_id, request_bytes, flow)
         if call.heartbeats:
             self._beat(call_id, options.timeout.read, state)
         task = self._loop.create_task(self._run(call_id, method, request, options, state))
@@ -325,21 +333,44 @@ class Session:
 
     def _beat(self, call_id: int, read_timeout: float | None, state: _CallState) -> None:
         """Send the call's FrameHeartbeat frames until state.stop_heartbeat() (see
-        websocket.proto, LIVENESS). A timer, not a task: most calls end before the first."""
+        websocket.proto, LIVENESS): at most its interval apart, the first at most one
+        interval after now.
+
+        One timer for the connection's calls, not one per call (most calls end before
+        their first heartbeat, and a timer per call costs its scheduling and its
+        cancellation): it fires at the earliest due time and sends every heartbeat due
+        within a quarter of its interval, so the calls' heartbeats go out together
+        (one write) and the timer fires a few times per interval, however many calls.
+        """
         interval = self._gateway.heartbeat_interval
         if read_timeout is not None:
             interval = min(interval, read_timeout / 4)
-        data = wsf.encode_heartbeat(call_id)
-        loop = self._loop
-        writer = self._writer
+        due = self._loop.time() + interval
+        self._beats[call_id] = [due, interval]
+        state.beats = self._beats
+        timer = self._beat_timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            self._beat_timer = self._loop.call_at(due, self._send_heartbeats)
 
-        def beat() -> None:
-            if state.heartbeat is None:
-                return  # stopped
-            writer.queue(data)
-            state.heartbeat = loop.call_later(interval, beat)
-
-        state.heartbeat = loop.call_later(interval, beat)
+    def _send_heartbeats(self) -> None:
+        self._beat_timer = None
+        beats = self._beats
+        if not beats:
+            return
+        now = self._loop.time()
+        queue = self._writer.queue
+        earliest = None
+        for call_id, entry in beats.items():
+            due, interval = entry
+            if due - interval / 4 <= now:
+                queue(wsf.encode_heartbeat(call_id))
+                due = entry[0] = now + interval
+            if earliest is None or due < earliest:
+                earliest = due
+        if earliest is not None:
+            self._beat_timer = self._loop.call_at(earliest, self._send_heartbeats)
 
     async def _run(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
@@ -409,7 +440,7 @@ class Session:
         finally:
             self._upstream_slots.release()
         state.stop_heartbeat()
-        await self._send(wsf.encode_end(call_id))
+        await self._send(end_frame(call_id))
 
     async def _forward_upstream(
         self, call_id: int, method: Method, request: Message, options: CallOptions, state: _CallState
@@ -422,41 +453,63 @@ class Session:
             try:
                 state.status = stream.meta.status_code
                 headers = self._scrub(stream.meta.headers, options, request)
-                await self._send(wsf.encode_headers(call_id, stream.meta.status_code, headers, window_bytes=window))
+                await self._send(headers_frame(call_id, stream.meta.status_code, headers, window))
                 state.begun = True
-                messages = stream.__aiter__()
+                next_batch = stream.next_batch
                 writer = self._writer
-                encode = encoder(method.output_type) or to_binary
-                prefix = message_prefix(call_id)
                 limit = self._gateway.max_frame_bytes
                 mine, total = self.memory, self._gateway.memory
+                encode = encoder(method.output_type) or to_binary
+                prefix = message_prefix(call_id)
                 while True:
                     if flow is not None and flow.window <= 0:
                         # Wait for the window before reading on: LoRAX is slowed through
                         # TCP, and the gateway holds nothing for the call meanwhile.
                         await flow.wait_open()
                     try:
-                        message = await messages.__anext__()
+                        # Every message of one upstream read at once (see
+                        # AsyncMessageStream.next_batch): one await per read, not per token.
+                        batch = await next_batch()
                     except StopAsyncIteration:
                         break
-                    # The per-token path: the frame's bytes in one pass, queued without
-                    # a coroutine (see _wire.py and FrameWriter.put).
-                    try:
-                        payload = encode(message)
-                    except Exception:
-                        payload = to_binary(message)  # _pbwire's fallbacks and errors
-                    del message  # only the frame is held (and counted) from here
-                    wire, size = message_wire(prefix, payload)
-                    if size <= limit and mine.held + size <= mine.limit and total.held + size <= total.limit:
-                        mine.held += size
-                        total.held += size
-                        if flow is not None:
-                            flow.spend(len(payload))
-                    else:
-                        self._count_message(size, len(payload), flow)  # raises
-                    if not writer.put(wire, size):
-                        await writer.wait()
-                    state.messages += 1
+                    payloads: list[bytes] = []
+                    failure: BaseException | None = None
+                    for message in batch:
+                        try:
+                            payloads.append(encode(message))
+                        except Exception:
+                            try:
+                                payloads.append(to_binary(message))  # _pbwire's fallbacks and errors
+                            except Exception as exc:
+                                failure = exc  # raised once the messages before it went out
+                                break
+                    del batch  # only the frames are held (and counted) from here
+                    if payloads:
+                        # The frames in one pass; with one budget check for all of them
+                        # when it is exact: every frame fits the limit, all fit both
+                        # budgets, and the window lets each one go (it is above zero
+                        # before the last), as one at a time would.
+                        wires, sizes = message_wires(prefix, payloads)
+                        spent = sum(map(len, payloads))
+                        counted = sum(sizes)
+                        if (
+                            max(sizes) <= limit
+                            and mine.held + counted <= mine.limit
+                            and total.held + counted <= total.limit
+                            and (flow is None or flow.window - (spent - len(payloads[-1])) > 0)
+                        ):
+                            mine.held += counted
+                            total.held += counted
+                            if flow is not None:
+                                flow.spend(spent)
+                            state.messages += len(wires)
+                            stop = writer.put_many(wires, sizes)
+                            if stop >= 0:
+                                await self._put_rest(wires, sizes, stop)
+                        else:
+                            await self._put_one_by_one(wires, sizes, payloads, flow, state)
+                    if failure is not None:
+                        raise failure
             finally:
                 # Closes the upstream HTTP response: LoRAX sees the disconnect and stops.
                 await stream.aclose()
@@ -471,13 +524,47 @@ class Session:
             del message
             try:
                 headers = self._scrub(meta.headers, options, request)
-                await self._send(wsf.encode_headers(call_id, meta.status_code, headers, window_bytes=window))
+                await self._send(headers_frame(call_id, meta.status_code, headers, window))
                 state.begun = True
             except BaseException:
                 self._release(len(data))
                 raise
             await self._send_taken(data)
             state.messages = 1
+
+    async def _put_rest(self, wires: list[bytes], sizes: list[int], stop: int) -> None:
+        """Hand the frames from `stop` on to the writer, waiting whenever it says so
+        (see FrameWriter.put_many); their bytes are counted already."""
+        writer = self._writer
+        try:
+            while True:
+                await writer.wait()
+                if stop >= len(wires):
+                    return
+                del wires[:stop], sizes[:stop]
+                stop = writer.put_many(wires, sizes)
+                if stop < 0:
+                    return
+        except BaseException:
+            # The frames the writer never took: their bytes are no longer held.
+            self._release(sum(sizes[stop:]))
+            raise
+
+    async def _put_one_by_one(
+        self, wires: list[bytes], sizes: list[int], payloads: list[bytes], flow: Flow | None, state: _CallState
+    ) -> None:
+        """Send the frames of one upstream read one at a time: each waits for the call's
+        window, is checked against the frame limit and counted against the budgets (the
+        first that does not fit raises), then queued, waiting when the writer says so."""
+        writer = self._writer
+        for i, wire in enumerate(wires):
+            if i and flow is not None and flow.window <= 0:
+                await flow.wait_open()
+            size = sizes[i]
+            self._count_message(size, len(payloads[i]), flow)  # raises
+            if not writer.put(wire, size):
+                await writer.wait()
+            state.messages += 1
 
     def _scrub(self, headers: Mapping[str, str], options: CallOptions, request: Message) -> dict[str, str]:
         """Upstream success headers with every credential value the gateway knows of

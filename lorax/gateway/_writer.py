@@ -178,6 +178,35 @@ class FrameWriter:
             self._loop.call_soon(self._flush)
         return not self._ws.paused
 
+    def put_many(self, wires: list[bytes], sizes: list[int]) -> int:
+        """Queue `wires` as :meth:`put` would, one by one, with ``sizes[i]`` bytes
+        counted for ``wires[i]``; the per-read path of an upstream stream.
+
+        Returns -1 when all were queued and the caller may go on, else the number of
+        wires queued (every one up to and including the one after which :meth:`put`
+        said to wait): the caller must ``await wait()`` and then hand in the rest.
+        The common case (an open connection, no write due before the end of the
+        iteration) is one list extend: no write can happen in it, so the transport's
+        pause state is what it was before.
+        """
+        ws: Any = self._ws
+        protocol = ws.protocol
+        if self._raw and protocol.state is State.OPEN and ws.send_in_progress is None and not ws.paused:
+            added = sum(map(len, wires))
+            if self._pending + added < _FLUSH_BYTES:
+                protocol.writes.extend(wires)
+                self._counted += sum(sizes)
+                self._pending += added
+                if not self._scheduled:
+                    self._scheduled = True
+                    self._loop.call_soon(self._flush)
+                return -1
+        put = self.put
+        for i, wire in enumerate(wires):
+            if not put(wire, sizes[i]):
+                return i + 1
+        return -1
+
     async def wait(self) -> None:
         """Wait while the transport is paused; raises ConnectionClosed when the connection is lost."""
         ws: Any = self._ws

@@ -226,6 +226,32 @@ def test_heartbeats_come_while_upstream_is_silent_and_stop_with_the_call(make_ga
         assert nothing_more(ws, 0.6)  # none after the call's last frame
 
 
+def test_calls_with_different_intervals_each_get_their_heartbeats_on_one_connection(make_gateway: Any) -> None:
+    """The connection's one heartbeat timer serves calls of different intervals: each
+    call gets its own, and none after its last frame."""
+    gw = make_gateway(upstream_timeout=Timeout(connect=5, read=60))
+    with raw(gw.url) as ws:
+        # Intervals of 0.2 s and 0.4 s; both "slow" calls end with their read timeout.
+        ws.send(call(1, "slow", _routes.GENERATE.full_name, read_timeout=0.8, heartbeats=True))
+        ws.send(call(2, "slow", _routes.GENERATE.full_name, read_timeout=1.6, heartbeats=True))
+        beats = {1: 0, 2: 0}
+        ended: list[int] = []
+        while len(ended) < 2:
+            frame = recv(ws)
+            kind = frame.WhichOneof("kind")
+            assert frame.call_id not in ended, (frame.call_id, kind)  # nothing after the last frame
+            if kind == "heartbeat":
+                beats[frame.call_id] += 1
+            else:
+                assert kind == "error"
+                assert frame.error.error_type == wsf.READ_TIMEOUT
+                ended.append(frame.call_id)
+        assert ended == [1, 2]
+        assert beats[1] >= 2, beats
+        assert beats[2] >= 2, beats
+        assert nothing_more(ws, 0.6)
+
+
 def test_no_heartbeats_unless_asked(make_gateway: Any) -> None:
     """An older client never gets a frame kind it does not know."""
     gw = make_gateway()

@@ -18,9 +18,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from lorax.gateway._wire import message_prefix, message_wire
+from lorax.gateway._wire import end_frame, headers_frame, message_prefix, message_wire, message_wires
 from lorax.gateway._writer import FrameWriter, _binary_frame, _payload
 from lorax.transports import _ws_frames as wsf
+from lorax.v1.websocket_pb2 import Frame as WireFrame
 from tests.gateway._stalled import StalledClient
 
 
@@ -295,3 +296,94 @@ async def _test_put_after_the_close_drops_the_frame_and_wait_raises_connection_c
     got, _ = await _run(handler, 1)
     assert got == [b"before"]
     assert sum(released) == 6 + 15
+
+
+def test_put_many_queues_a_read_in_one_write_and_counts_each_frame() -> None:
+    asyncio.run(_test_put_many_queues_a_read_in_one_write_and_counts_each_frame())
+
+
+async def _test_put_many_queues_a_read_in_one_write_and_counts_each_frame() -> None:
+    payloads = [b"a", b"bb", b"c" * 300]
+    prefix = message_prefix(3)
+    built = [message_wire(prefix, p) for p in payloads]
+
+    async def handler(ws: ServerConnection, writer: FrameWriter, writes: list[int]) -> None:
+        assert writer.put_many([w for w, _ in built], [s for _, s in built]) == -1
+        assert writes == []  # queued, not written yet
+        assert writer.counted == sum(s for _, s in built)
+        await asyncio.sleep(0)
+        assert writes == [sum(len(w) for w, _ in built)]
+
+    got, seen = await _run(handler, 3)
+    assert got == [wsf.encode_message(3, p) for p in payloads]
+    assert seen == [sum(len(w) for w, _ in built)]
+
+
+def test_put_many_after_the_close_says_to_wait_after_the_first_frame() -> None:
+    asyncio.run(_test_put_many_after_the_close_says_to_wait_after_the_first_frame())
+
+
+async def _test_put_many_after_the_close_says_to_wait_after_the_first_frame() -> None:
+    released: list[int] = []
+
+    async def serve_one(ws: ServerConnection) -> None:
+        writer = FrameWriter(ws, released.append)
+        await ws.close()
+        wires = [message_wire(message_prefix(1), b"x")[0]] * 2
+        # The first frame is dropped (its bytes given back); the caller must wait, which raises.
+        assert writer.put_many(wires, [5, 6]) == 1
+        assert released == [5]
+        with pytest.raises(ConnectionClosed):
+            await writer.wait()
+
+    async with serve(serve_one, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", compression=None) as client:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), 10)
+
+
+@pytest.mark.parametrize(
+    ("call_id", "status", "headers", "window"),
+    [
+        (1, 200, {}, None),
+        (5, 0, {}, None),
+        (7, 200, {"x-request-id": "r1"}, 1 << 20),
+        (1 << 40, 404, {"a": "", "": "b", "c": "d"}, 7),
+        ((1 << 64) - 1, 503, {"k" * 200: "é" * 20000}, (1 << 64) - 1),
+    ],
+)
+def test_headers_frame_is_the_frame_encode_headers_writes(
+    call_id: int, status: int, headers: dict[str, str], window: int | None
+) -> None:
+    ours = headers_frame(call_id, status, headers, window)
+    theirs = wsf.encode_headers(call_id, status, headers, window_bytes=window)
+    assert WireFrame.FromString(ours) == WireFrame.FromString(theirs)
+    if len(headers) <= 1:  # one order only: the same bytes
+        assert ours == theirs
+
+
+@pytest.mark.parametrize(("call_id", "status"), [(0, 200), (1 << 64, 200), (1, -1), (1, 1 << 32)])
+def test_headers_frame_refuses_values_out_of_range(call_id: int, status: int) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        headers_frame(call_id, status, {})
+
+
+@pytest.mark.parametrize("call_id", [1, 127, 128, 16383, 16384, 1 << 40, (1 << 64) - 1])
+def test_end_frame_is_the_bytes_of_encode_end(call_id: int) -> None:
+    assert end_frame(call_id) == wsf.encode_end(call_id)
+
+
+@pytest.mark.parametrize("call_id", [0, -1, 1 << 64])
+def test_end_frame_refuses_call_ids_out_of_range(call_id: int) -> None:
+    with pytest.raises(ValueError, match=f"call id {call_id} is out of range"):
+        end_frame(call_id)
+
+
+@pytest.mark.parametrize("call_id", [1, 16384, (1 << 64) - 1])
+def test_message_wires_are_message_wire_of_each(call_id: int) -> None:
+    sizes = [0, 1, 100, 112, 113, 114, 127, 128, 15_990, 15_999, 16_000, 16_380, 16_384, 65_536, 200_000]
+    payloads = [bytes(range(256)) * (n // 256) + b"q" * (n % 256) for n in sizes]
+    prefix = message_prefix(call_id)
+    built = [message_wire(prefix, p) for p in payloads]
+    assert message_wires(prefix, payloads) == ([w for w, _ in built], [s for _, s in built])
