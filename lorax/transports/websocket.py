@@ -213,7 +213,9 @@ class _SyncConnection(_ConnectionCore):
                     if call.id not in self._registry.calls:
                         continue  # it ended or was cancelled: no window needed
             else:
-                call.sent = True
+                # As in the async transport: websockets writes nothing once the
+                # connection is closing (the gateway's close frame already came in).
+                call.sent = self._ws.state is State.OPEN
             try:
                 self._ws.send(data)
             except Exception:
