@@ -516,12 +516,13 @@ def case_seq(ctx: Context, canned: Server) -> None:
 SEQ_NOTE = (
     "**Where a call's time goes (py-spy and cProfile against the canned server, 2026-12):** the answer's decode "
     "is cheaper than the floor's (msgspec straight into the Structs: ~110 µs for the 256-token body against "
-    "~135 µs for `orjson.loads`), and the response head is read without the `email` parser (our "
-    "`_parse_headers` run inside http.client's own `begin()`, ~60 µs less per call). What remains above the "
-    "floor is shared urllib3/http.client work on the request side (header validation in `putheader`, "
-    "urllib3's header dict) and ~30–40 µs of ours (request Structs and their checks, call options, the "
-    "response metadata). Next step: write the request head in one pass from headers checked once per "
-    "transport, and build the response metadata lazily."
+    "~135 µs for `orjson.loads`); the response head is read without the `email` parser (our `_parse_headers` "
+    "run inside http.client's own `begin()`, ~60 µs less per call); and each route's request head is written "
+    "once, checked as http.client's `putheader` checks it, then sent with the body in one `sendall` per call. "
+    "Of a 16-token stream's ~300 µs of client CPU, 56% is the `sendall`/`recv` system calls (the floor pays "
+    "them too), ~12% urllib3 and http.client building the response (`getresponse`, `HTTPHeaderDict`, "
+    "`HTTPResponse`), ~6% `urlopen`'s own work, ~15% ours, spread thin. Next step: read the status line and "
+    "headers on our connections without urllib3's response layer (~40 µs per call)."
 )
 
 
@@ -583,10 +584,10 @@ STREAM_NOTE = (
     "SSE framing (slices of each event's data) 0.36 µs (14%), iteration (the stream's generator and the "
     "user's loop) 0.34 µs (14%), per-stream setup spread over 4096 tokens 0.23 µs (9%), the batch's "
     '`"error"` search 0.11 µs (4%), socket reads 0.11 µs (4%). `lorax/_sse_chunked.py` turns each socket '
-    "read into events' data in one pass (C-level splits, no object per event), and the batch is decoded with "
-    "one `map`. At 256 tokens the fixed cost per stream dominates: one stream costs ~320 µs of client CPU "
-    "(request head through urllib3 and http.client, response head, open and close), which is the next step "
-    "(the request head written in one pass, as for `generate`)."
+    "read into events' data in one pass (C-level splits, no object per event), the batch is decoded with one "
+    "`map`, and a `for` loop takes the events before a batch's final event by `yield from` over the list. At "
+    "256 tokens the fixed cost per stream weighs more: the request and response heads, as under §2; the next "
+    "step is the same (the response head without urllib3's response layer)."
 )
 
 
@@ -709,11 +710,7 @@ def case_async(ctx: Context, canned: Server) -> None:
         "lower",
         rows,
     )
-    if ours.ratio is not None and ours.ratio > 1.0:
-        note = ASYNC_PACED_NOTE
-        if ours.met:
-            note = note.replace("**Why ours misses", "**Where the gap to the floor comes from", 1)
-        section.notes.append(note)
+    section.notes.append(ASYNC_PACED_NOTE)
     if not ours.met:
         section.profile = profile_ours(ctx, "async_stream", contenders[1], params)
     ctx.sections.append(section)
@@ -735,12 +732,15 @@ def _cpu_extra(rows: list[Row], res: dict[str, list[dict[str, Any]]], per: str =
 
 
 ASYNC_GENERATE_NOTE = (
-    "**Where a call's time goes (cProfile, 2026-12):** Python calls per call: ours ~418, the floor ~374. Of "
-    "ours above aiohttp: the decode ~7 µs (the floor's `orjson.loads` 6.6–8.7 µs), request building ~3 µs, "
-    "response metadata ~3 µs, encoding 0.6 µs, the rest under 1 µs; connection slots are O(1) (an "
-    "`asyncio.Semaphore` walked its waiters on every release). What is left: four coroutine frames per call, "
-    "the connector hook that tells a reused connection from a new one (~2 µs), and aiohttp's two read-timeout "
-    "timers per call (the floor sets no read timeout)."
+    "**Where a call's time goes (cProfile, 2026-12):** client CPU per call is the floor's plus 2–10% "
+    "(218 vs 214 µs in an interleaved A/B); Python calls per call: ours ~406, the floor ~379; timers per "
+    "call: one each (ours sets one read-timeout timer per period, not one per chunk). Our own layers: the "
+    "decode ~7 µs (the floor's `orjson.loads` 6.6–8.7 µs), `response_meta` ~5 µs, request building ~4 µs, "
+    "the connector hook that tells a reused connection from a new one ~4 µs, `declared_length` ~2.5 µs; "
+    "connection slots are O(1). Garbage collection is the rest: 22 vs 19.5 µs per call, 3 full collections "
+    "per 5,120 calls against 2. Next steps: build the response metadata only when `with_raw_response` or "
+    "`on_response` asks for it, and record the connection's reuse only on a failure (no per-call context "
+    "variable)."
 )
 ASYNC_STREAM_NOTE = (
     "**Where the time goes (cProfile, 2026-12):** ~24 Python calls per token for ours against ~43 for the "
@@ -748,21 +748,14 @@ ASYNC_STREAM_NOTE = (
     "hands the batch out inline, where the floor pays aiohttp's `readline` per line."
 )
 ASYNC_PACED_NOTE = (
-    "**Why ours misses (profiling, 2026-11): garbage collection, not Python work.** Under cProfile ours makes "
-    "fewer calls than the floor (2.81 M vs 3.09 M for 64,000 tokens; aiohttp's `readline` per line costs the "
-    "floor more than our `readany()` + SSE decoder + upb message), and with the GC disabled ours is at or below "
-    "the floor. But with 1,000 streams alive the heap is large, and ours allocates more: 56 GC-tracked objects "
-    "per live stream vs 35 (closures and cells of the retry/opening machinery, the stream's own opening task "
-    "and its Context, a second `TimerHandle` per read for the idle-read timeout, the decoded events of a "
-    "backlog) and ~40% more gen-0 collections per batch (≈480 vs ≈340), which turns into twice the full "
-    "collections (4 vs 2) over a heap of ~120,000 objects: +150–300 ms of GC per 64,000 tokens, the whole gap "
-    "(the GC column above). Tried and measured without effect: handing events to the transport as bare "
-    "`bytes` instead of `SSEEvent` objects (SSEEvent 10 → 0 per stream, gen-0 count unchanged); `read=None` "
-    "(no idle-read timer) saved ~8% of the gen-0 collections. What would close it: fewer long-lived objects "
-    "per stream (no separate opening task once the first event is in, no per-call closures for the retry loop) "
-    "and fewer allocations per event in `AsyncStream.__anext__` → transport `__anext__` (two coroutine frames "
-    "per token). An application can also cut GC cost itself (`gc.freeze()` after start-up, a higher gen-0 "
-    "threshold); a library should not."
+    "**Where the gap to the floor comes from (profiling, 2026-12): garbage collection.** Per token ours now "
+    "makes fewer Python calls than the floor (75 vs 89: aiohttp's `readline` per line costs the floor more "
+    "than one `readany()` and our batch decode) and arms 0.016 timers (one read-timeout timer per period, "
+    "re-armed from the time of the last chunk, instead of aiohttp's cancel-and-reschedule per chunk). GC: "
+    "0.53 µs per token against the floor's 0.19, 25 gen-0 collections per batch against 18, after the "
+    "per-stream closures and the SSE decoder's empty buffers went (37 GC-tracked objects per live stream "
+    "against the floor's 33). An application can cut GC cost itself (`gc.freeze()` after start-up, a "
+    "higher gen-0 threshold); a library should not."
 )
 
 
@@ -901,33 +894,29 @@ def case_ws(ctx: Context, canned: Server) -> None:
 
 
 WS_UNARY_NOTE = (
-    "**Where a unary call's time goes at the gateway (py-spy at 500 Hz on the gateway process, 1,500 calls, "
-    "2026-12):** of its busy samples, 38% are the two socket writes of the call (the upstream request; the "
-    "call's FrameHeaders + FrameMessage + FrameEnd, now one write), which on loopback carry the kernel's TCP "
-    "work and the wake-up of the receiving process; 31% the upstream HTTP request and response in aiohttp "
-    "(`ClientSession._request`, connector, response parsing); 10% the gateway's call logic (frame routing, "
-    "request decode, upstream slot, header forwarding and scrubbing, the log line); 8% encoding frames and "
-    "the message; 3% the WebSocket receive; the rest the event loop. The call crosses two more loopback "
-    "hops and two more processes than direct HTTP, and the sync client hands each frame across two threads "
-    "(the websockets reader, then lorax's reader; the call frame goes out through lorax's writer thread). "
-    "Next steps, in order of the measured share: an upstream unary path without aiohttp's per-request "
-    "machinery (one pre-built HTTP/1.1 request on a pooled keep-alive connection), and a sync WebSocket "
-    "client that reads and writes the socket on the calling thread as the HTTP client does."
+    "**Where a unary call's time goes (py-spy on the gateway and on the client, 2026-12):** the gateway spends "
+    "600–1,000 µs of CPU per call, against ~300–450 µs for a whole direct HTTP call: 17–38% in socket writes "
+    "(loopback TCP and waking the receiving process), 25–31% in aiohttp's upstream request and response, "
+    "~4% preparing the upstream request, ~4% scrubbing credentials out of forwarded headers, the rest "
+    "frame routing, decoding and the event loop. The call crosses two more loopback hops and two more "
+    "processes than direct HTTP. Tried and measured without effect: a sync WebSocket client that reads the "
+    "socket on the calling thread (a thread hand-off costs ~5 µs here; eight interleaved A/B runs of 300 "
+    "calls gave 2.8–3.9× with it and 2.9–3.8× without), so it was not merged. Next step: a gateway-only "
+    "upstream HTTP/1.1 path for unary calls (pooled keep-alive connections, a pre-built request head, the "
+    "answer mapped with `lorax/transports/_http_common.py`) in place of aiohttp's per-request machinery."
 )
 WS_STREAMS_NOTE = (
-    "**Where the gateway's CPU per token goes (py-spy at 500 Hz on the gateway process, 4 batches of "
-    "1,000 × 64 tokens, 2026-12):** 34% reading upstream (aiohttp `readany()` and its chunk join, the SSE "
-    "split, the JSON decode into the message), 17% encoding (the message's protobuf bytes and its `Frame`, "
-    "written straight from the Struct by `lorax/_pbwire.py`), 13% opening the 1,000 upstream requests "
-    "(aiohttp, per stream: 1/64 of it per token), 15% per-call bookkeeping (call start and end, the request "
-    "decode, budgets, the log line), 8% the per-token loop of `Session._forward_upstream`, 8% sending (frames "
-    "queued in websockets' protocol and written once per loop iteration by `FrameWriter`), 4% the event loop. "
-    "Before this (same load, interleaved runs of both versions): sending took 27% (websockets' `send()` with "
-    "its context managers, and one `send()` syscall per frame) and the Struct → upb → bytes conversion plus "
-    "the upb `Frame` 24%; the gateway's CPU per token halved (33–48 → 14–25 µs/token on this 2-CPU machine "
-    "under a load average of 5–13). Next step: the upstream read, shared with the async HTTP transport "
-    "(`lorax/transports/aiohttp.py`), then a fused encoder that writes the `Frame` around the message in one "
-    "pass."
+    "**Where the gateway's CPU per token goes (py-spy at 250 Hz on the gateway process, 1,000 streams, "
+    "2026-12):** 35% reading upstream (aiohttp's `data_received` and `readany()`, the SSE split, the JSON "
+    "decode into the message), 16% opening the 1,000 upstream requests (aiohttp, spread over 64 tokens), 15% "
+    "encoding the message's protobuf bytes (`lorax/_pbwire.py`: table-driven varints, a sub-message written "
+    "inside its parent's function), 6% building the frames of one read in one loop (`lorax/gateway/_wire.py`), "
+    "2% the batched `FrameWriter`, 4% budgets and the loop, 4% call start, 1% the headers and end frames "
+    "(written directly, no upb), 0.3% heartbeats (one timer per connection). One upstream read's messages are "
+    "framed, counted against the memory budgets and queued in one pass. Next steps: turn each upstream "
+    "event's JSON into protobuf bytes without building the Struct in between (decode, Struct and encode are "
+    "about half of the rest), and open upstream requests without aiohttp's per-request machinery (as for "
+    "unary calls)."
 )
 
 
