@@ -13,25 +13,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 
-from lorax._pbwire import VARINTS
+from lorax._pbwire import VARINTS, _varint
 
 __all__ = ["end_frame", "headers_frame", "message_prefix", "message_wire", "message_wires"]
 
 # Varints of 0..16383 (one or two bytes): every length and call id of an ordinary call
 # (the table of lorax/_pbwire.py, shared).
 _VARINTS = VARINTS
-
-
-def _varint(value: int) -> bytes:
-    if value < 1 << 14:
-        return _VARINTS[value]
-    out = bytearray()
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
 
 _FRAME_CALL_ID = b"\x08"  # Frame.call_id: field 1, varint
 _FRAME_MESSAGE = b"\x22"  # Frame.message: field 4, length-delimited

@@ -677,6 +677,43 @@ def too_large(
     return error
 
 
+def checked_length(headers: Mapping[str, str], limit: int, where: str) -> int | None:
+    """The declared length of a body about to be read, once it is known to be readable.
+
+    Raises :func:`too_large`'s error for a compressed body or a declared length above
+    `limit`, before any of it is read. `headers` are the HTTP library's own
+    (case-insensitive) headers: one lookup says there is no encoding.
+    """
+    encoding = compressed(headers) if "content-encoding" in headers else None
+    if encoding is not None:
+        raise too_large(where, limit, encoding=encoding)
+    length = declared_length(headers)
+    if length is not None and length > limit:
+        raise too_large(where, limit, size=length)
+    return length
+
+
+class BoundedBody:
+    """The reads of a body of undeclared length, refused once they pass `limit` bytes."""
+
+    __slots__ = ("_limit", "_parts", "_size", "_where")
+
+    def __init__(self, limit: int, where: str) -> None:
+        self._limit = limit
+        self._where = where
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise too_large(self._where, self._limit)
+        self._parts.append(chunk)
+
+    def value(self) -> bytes:
+        return b"".join(self._parts)
+
+
 # ---------------------------------------------------------------------------------
 # Connection failures
 

@@ -632,14 +632,8 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
         closes the connection).
         """
         limit = self._max_response_bytes
-        # aiohttp's headers are case-insensitive: one lookup says there is no encoding.
-        encoding = common.compressed(headers) if "content-encoding" in headers else None
-        if encoding is not None:
-            raise common.too_large(self._where, limit, encoding=encoding)
-        length = common.declared_length(headers)
+        length = common.checked_length(headers, limit, self._where)
         if length is not None:
-            if length > limit:
-                raise common.too_large(self._where, limit, size=length)
             # Exactly Content-Length bytes. No _reading() here: a connection lost
             # before the last byte fails the body in aiohttp itself (its parser's
             # feed_eof); only chunked framing errors need the watch.
@@ -647,16 +641,10 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
         content = resp.content
         _reading(resp, content)
         try:
-            parts: list[bytes] = []
-            size = 0
-            while True:
-                chunk = await content.read(common.READ_CHUNK)
-                if not chunk:
-                    return b"".join(parts)
-                size += len(chunk)
-                if size > limit:
-                    raise common.too_large(self._where, limit)
-                parts.append(chunk)
+            body = common.BoundedBody(limit, self._where)
+            while chunk := await content.read(common.READ_CHUNK):
+                body.add(chunk)
+            return body.value()
         finally:
             _reading(resp, None)
 

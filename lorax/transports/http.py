@@ -432,30 +432,20 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
         connection is then closed, not reused).
         """
         limit = self._max_response_bytes
-        headers = resp.headers
-        encoding = common.compressed(headers)
-        if encoding is not None:
-            raise common.too_large(self._where, limit, encoding=encoding)
-        length = common.declared_length(headers)
-        if length is not None and length > limit:
-            raise common.too_large(self._where, limit, size=length)
+        length = common.checked_length(resp.headers, limit, self._where)
         if length is not None and deadline.total is None:
             return resp.read()  # exactly Content-Length bytes, in one go
         # With a total deadline, each read's socket timeout is capped by the time left,
         # so a trickling body cannot outlast the deadline.
         sock = _socket(resp) if deadline.total is not None else None
-        parts: list[bytes] = []
-        size = 0
+        body = common.BoundedBody(limit, self._where)
         while True:
             if sock is not None:
                 sock.settimeout(deadline.cap(read))
             chunk = resp.read1(common.READ_CHUNK)
             if not chunk:
-                return b"".join(parts)
-            size += len(chunk)
-            if size > limit:
-                raise common.too_large(self._where, limit)
-            parts.append(chunk)
+                return body.value()
+            body.add(chunk)
 
     def _read_error_body(self, resp: BaseHTTPResponse) -> bytes:
         if common.compressed(resp.headers) is not None:
