@@ -133,6 +133,10 @@ class FrameWriter:
         ws: Any = self._ws
         if not self._fast or ws.protocol.state is not State.OPEN or ws.send_in_progress is not None:
             try:
+                if self._tasks:
+                    # Heartbeats queued before this frame go out before it (a call's
+                    # last frame must be its last).
+                    await asyncio.wait(tuple(self._tasks))
                 # Returns once the transport's buffer is empty (its limits are zero).
                 await ws.send(data)
             finally:
