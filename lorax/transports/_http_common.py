@@ -677,6 +677,20 @@ def too_large(
     return error
 
 
+def read_timeout(where: str, read: float | None) -> errors.APITimeoutError:
+    """The error for a response that stopped arriving for the read timeout (the request was sent)."""
+    return timeout_error(
+        f"{where} stopped sending the response for {seconds(read)} (read timeout)",
+        phase="read",
+        request_sent=True,
+    )
+
+
+def log_stale(log: logging.Logger, route: Route, exc: BaseException) -> None:
+    """Log that a pooled connection was stale and the request goes out again on a new one."""
+    log.debug("%s %s: the pooled connection was stale (%r); retrying on a new one", route.method, route.url, exc)
+
+
 def checked_length(headers: Mapping[str, str], limit: int, where: str) -> int | None:
     """The declared length of a body about to be read, once it is known to be readable.
 

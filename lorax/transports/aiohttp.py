@@ -577,12 +577,7 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
                     # The reused connection had been closed by the server before it
                     # read the request (see the module docstring): once more, on a
                     # new connection.
-                    _log.debug(
-                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
-                        route.method,
-                        route.url,
-                        exc,
-                    )
+                    common.log_stale(_log, route, exc)
                 attempt = _Attempt(fresh=True)
                 _ATTEMPT.set(attempt)
         except BaseException:
@@ -732,11 +727,7 @@ class AsyncHTTPTransport(common.DescribedByBaseURL, AsyncTransport):
         if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
             if options.deadline.expired():
                 return _total(options.deadline, sent=True)
-            return common.timeout_error(
-                f"{where} stopped sending the response for {common.seconds(options.timeout.read)} (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
+            return common.read_timeout(where, options.timeout.read)
         return common.connection_error(
             self._secrets(options, request).scrub(f"the response from {where} broke off: {_broken_reason(exc)}"),
             request_sent=True,

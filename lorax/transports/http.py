@@ -362,12 +362,7 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
                     # The reused connection had been closed by the server before it
                     # read the request (see the module docstring): once more, on a
                     # new connection.
-                    _log.debug(
-                        "%s %s: the pooled connection was stale (%r); retrying on a new one",
-                        route.method,
-                        route.url,
-                        exc,
-                    )
+                    common.log_stale(_log, route, exc)
                 attempt = _Attempt(head, fresh=True)
                 if deadline.total is not None:
                     timeout = U3Timeout(
@@ -461,11 +456,7 @@ class HTTPTransport(common.DescribedByBaseURL, Transport):
         if isinstance(exc, (ReadTimeoutError, TimeoutError, U3TimeoutError)):
             if options.deadline.expired():
                 return _total(options.deadline, sent=True)
-            return common.timeout_error(
-                f"{where} stopped sending the response for {common.seconds(options.timeout.read)} (read timeout)",
-                phase="read",
-                request_sent=True,
-            )
+            return common.read_timeout(where, options.timeout.read)
         if isinstance(exc, DecodeError):
             return errors.ResponseDecodeError(f"the response from {where} could not be decompressed: {exc}")
         reason = _broken_reason(exc)
